@@ -1,0 +1,360 @@
+"""``fit``: the whole training loop as a jitted ``lax.scan`` over chunks of steps."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, PRNGKeyArray
+
+from smc_ebm.energies._base import has_log_partition
+from smc_ebm.kernels._evaluate import split_energy
+from smc_ebm.strategies._base import AbstractStrategy, WalkerState
+
+# Quantity checked after every step, in order; the first non-finite one is reported.
+_CHECKS = (
+    "energy of the data",
+    "energy of the walkers",
+    "gradient of the walkers' energy",
+    "walker log-weights",
+    "walker positions",
+    "parameters",
+)
+
+# Incremented each time the chunk function is traced; tests use it to prove that the
+# training loop compiles once.
+TRACE_COUNT = {"chunk": 0}
+
+
+class TrainingError(RuntimeError):
+    """A non-finite quantity appeared during training.
+
+    Attributes:
+        step: the optimizer step at which it appeared.
+        quantity: which quantity (e.g. ``"walker log-weights"``).
+        result: a :class:`FitResult` holding the last finite state (nothing learned before
+            ``step`` is lost); it can be passed to ``fit(..., resume=...)``.
+    """
+
+    def __init__(self, step: int, quantity: str, result: FitResult):
+        self.step, self.quantity, self.result = step, quantity, result
+        super().__init__(
+            f"non-finite {quantity} at step {step}; training stopped. The last finite state "
+            f"(after {step} steps) is in `error.result`. A step size that diverges or a too "
+            f"large learning rate are the usual causes."
+        )
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        energy: the trained energy module.
+        walkers: ``(N, d)`` final walker positions.
+        log_weights: ``(N,)`` final log-weights (zeros for unweighted strategies).
+        history: dict of numpy arrays, one entry per recorded step: ``step``, ``ess``,
+            ``log_Z``, ``cross_entropy``, ``resampled`` (resamplings since the previous
+            record), ``loss``, ``acceptance`` and every user metric. Each record describes
+            the parameters *before* the update of that step (step 0 is the initial model).
+        log_Z: final log Z estimate (NaN for unweighted strategies).
+        cross_entropy: final cross-entropy estimate ``log Z + mean_data U`` on all the data.
+        steps: number of optimizer steps done.
+        wall_time: seconds spent in :func:`fit` (compilation included).
+        interrupted: the run was stopped by ``KeyboardInterrupt`` and this is its state.
+        opt_state, state, strategy: what ``fit(..., resume=result)`` continues from.
+    """
+
+    energy: Any
+    walkers: Any
+    log_weights: Any
+    history: dict[str, np.ndarray]
+    log_Z: float
+    cross_entropy: float
+    steps: int
+    wall_time: float
+    interrupted: bool
+    opt_state: Any
+    state: WalkerState
+    strategy: AbstractStrategy
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Normalised weights ``softmax(log_weights)``, shape ``(N,)``."""
+        return np.asarray(jax.nn.softmax(jnp.asarray(self.log_weights)))
+
+
+def _validate_data(data: Any, energy: Any) -> jnp.ndarray:
+    arr = np.asarray(data)
+    if arr.ndim != 2:
+        raise ValueError(f"data must be a 2-D array of shape (n, dim); got shape {arr.shape}.")
+    if arr.shape[0] < 1:
+        raise ValueError("data is empty.")
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.sum(~np.all(np.isfinite(arr), axis=1)))
+        raise ValueError(f"data contains NaN or inf ({bad} rows).")
+    dim = getattr(energy, "dim", None)
+    if dim is not None and int(dim) != arr.shape[1]:
+        raise ValueError(
+            f"data dimension {arr.shape[1]} does not match the energy's dimension {dim}."
+        )
+    arr = jnp.asarray(arr)
+    u = eqx.filter_jit(jax.vmap(energy))(arr[: min(64, arr.shape[0])])
+    if u.ndim != 1:
+        raise ValueError(f"the energy must map one sample (dim,) to a scalar; got shape {u.shape[1:]}.")
+    if not bool(jnp.all(jnp.isfinite(u))):
+        raise ValueError("the energy is not finite at the data.")
+    return arr
+
+
+def _all_finite(tree: Any) -> Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if eqx.is_inexact_array(x)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _first_bad(data_energy, state: WalkerState, params) -> Array:
+    ok = [
+        jnp.isfinite(data_energy),
+        _all_finite(state.energy),
+        _all_finite(state.grad),
+        _all_finite(state.log_weights) & jnp.isfinite(state.log_Z_anchor),
+        _all_finite(state.position),
+        _all_finite(params) & _all_finite(state.param_grad),
+    ]
+    codes = jnp.arange(1, len(ok) + 1)
+    bad = ~jnp.stack(ok)
+    return jnp.where(jnp.any(bad), codes[jnp.argmax(bad)], 0)
+
+
+def fit(
+    energy: eqx.Module,
+    data: Any,
+    *,
+    strategy: AbstractStrategy,
+    optimizer: optax.GradientTransformation,
+    num_steps: int,
+    key: PRNGKeyArray,
+    batch_size: int | None = None,
+    log_Z0: float | None = None,
+    metrics: Mapping[str, Callable[[Any], Array]] | None = None,
+    record_every: int = 1,
+    progress: bool = True,
+    chunk_size: int = 500,
+    resume: FitResult | None = None,
+) -> FitResult:
+    r"""Train an energy by maximum likelihood (minimise the cross-entropy).
+
+    Each step ``k``: ``D_k = mean_batch dU_k/dtheta - E_model[dU_k/dtheta]`` (the model term
+    from ``strategy``), ``theta_{k+1} = optimizer(theta_k, D_k)``, then the strategy's
+    walkers follow the target from ``theta_k`` to ``theta_{k+1}``. The loop is a jitted
+    ``lax.scan`` over chunks of ``chunk_size`` steps: nothing is synchronised with the host
+    inside a chunk, and the chunk compiles once. A progress bar between chunks shows the
+    step, ESS, log Z and cross-entropy.
+
+    Args:
+        energy: an equinox module mapping ``(dim,) -> ()``; its inexact arrays are trained.
+        data: ``(n, dim)`` training samples.
+        strategy: e.g. :func:`Jarzynski`, :func:`PCD`, :class:`CD`, :func:`Unweighted`.
+        optimizer: an optax transformation (its updates are *added* to the parameters, so
+            use ``optax.sgd``/``adam`` as usual: the gradient handed over is ``dH/dtheta``).
+        num_steps: optimizer steps.
+        key: PRNG key.
+        batch_size: data minibatch per step (``None``: all the data every step).
+        log_Z0: log Z of the initial energy; default ``energy.log_partition()`` when known,
+            else the annealing estimate (``init="model"``), else 0 (then ``log_Z`` is
+            ``log Z_k / Z_0``).
+        metrics: name -> jittable function of the energy returning a scalar, evaluated
+            every ``record_every`` steps inside the compiled loop (e.g. the exact KL).
+        record_every: record the history every this many steps.
+        progress: show a tqdm progress bar.
+        chunk_size: steps per compiled chunk (rounded to a multiple of ``record_every``).
+        resume: continue from a previous :class:`FitResult` (same strategy and optimizer).
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        ValueError: bad data, shapes or hyperparameters.
+        TrainingError: a non-finite energy, gradient, weight or parameter appeared; the
+            error holds the last finite state.
+
+    Example:
+        >>> import jax, optax, smc_ebm as se
+        >>> data = se.datasets.two_mode_teacher(jax.random.key(0), n=1000, dim=2)
+        >>> energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, 2, scale=0.1)
+        >>> res = se.fit(energy, data.samples, strategy=se.Jarzynski(500, 0.1),
+        ...              optimizer=optax.sgd(0.05), num_steps=100, key=jax.random.key(2),
+        ...              progress=False)
+    """
+    start_time = time.perf_counter()
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be >= 0; got {num_steps}.")
+    if record_every < 1:
+        raise ValueError(f"record_every must be >= 1; got {record_every}.")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+    data = _validate_data(data, energy)
+    n_data, dim = data.shape
+    strategy.validate(dim, n_data)
+    metrics = dict(metrics or {})
+    key_init, key_run = jax.random.split(key)
+
+    if resume is not None:
+        energy = resume.energy
+        params, static = split_energy(energy)
+        opt_state, state, step0 = resume.opt_state, resume.state, resume.steps
+        key_run = jax.random.fold_in(key_run, step0)
+    else:
+        params, static = split_energy(energy)
+        opt_state = optimizer.init(params)
+        if log_Z0 is None and has_log_partition(energy):
+            log_Z0 = float(energy.log_partition())
+        state = strategy.init_state(key_init, energy, data, log_Z0)
+        step0 = 0
+
+    chunk_records = max(1, chunk_size // record_every)
+    chunk_steps = chunk_records * record_every
+    end_step = step0 + num_steps
+
+    def one_step(carry, step):
+        params, opt_state, state, err, err_step = carry
+
+        def do(_):
+            energy_k = eqx.combine(params, static)
+            k = jax.random.fold_in(key_run, step)
+            kb, kg, ka = jax.random.split(k, 3)
+            if batch_size is None:
+                batch = data
+            else:
+                batch = data[jax.random.randint(kb, (batch_size,), 0, n_data)]
+            ess, log_z = strategy.ess_and_log_Z(state)
+            st, grad, loss, data_u = strategy.gradient(kg, state, energy_k, batch)
+            updates, new_opt = optimizer.update(grad, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            st, resampled, acc = strategy.advance(
+                ka, st, energy_k, eqx.combine(new_params, static), step
+            )
+            code = _first_bad(data_u, st, new_params)
+            rec = (ess, log_z, log_z + data_u, resampled.astype(jnp.int32), loss, acc)
+            new = (new_params, new_opt, st)
+            old = (params, opt_state, state)
+            kept = jax.lax.cond(code > 0, lambda: old, lambda: new)
+            err_new = jnp.where(code > 0, code, 0)
+            return (*kept, err_new, jnp.where(code > 0, step, err_step)), rec
+
+        def skip(_):
+            nan = jnp.asarray(jnp.nan, data.dtype)
+            rec = (nan, nan, nan, jnp.asarray(0, jnp.int32), nan, nan)
+            return carry, rec
+
+        active = (err == 0) & (step < end_step)
+        return jax.lax.cond(active, do, skip, None)
+
+    def one_record(carry, first_step):
+        params = carry[0]
+        energy_k = eqx.combine(params, static)
+        mvals = tuple(jnp.asarray(f(energy_k), data.dtype) for f in metrics.values())
+        steps = first_step + jnp.arange(record_every)
+        carry, recs = jax.lax.scan(one_step, carry, steps)
+        ess, log_z, ce, resampled, loss, acc = recs
+        out = (ess[0], log_z[0], ce[0], jnp.sum(resampled), loss[0], acc[0], *mvals)
+        return carry, out
+
+    @jax.jit
+    def chunk(carry, first_step):
+        TRACE_COUNT["chunk"] += 1
+        firsts = first_step + record_every * jnp.arange(chunk_records)
+        return jax.lax.scan(one_record, carry, firsts)
+
+    names = ("ess", "log_Z", "cross_entropy", "resampled", "loss", "acceptance", *metrics)
+    chunks_out: list[tuple] = []
+    carry = (params, opt_state, state, jnp.asarray(0), jnp.asarray(0))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_steps, desc="fit", unit="step", dynamic_ncols=True)
+    interrupted = False
+    step = step0
+    try:
+        while step < end_step:
+            new_carry, out = chunk(carry, jnp.asarray(step))
+            out = jax.device_get(out)
+            err = int(new_carry[3])
+            carry = new_carry
+            chunks_out.append(out)
+            done = min(chunk_steps, end_step - step)
+            if err:
+                break
+            step += done
+            if bar is not None:
+                bar.update(done)
+                bar.set_postfix(
+                    ess=f"{out[0][-1]:.3f}", log_Z=f"{out[1][-1]:.3f}", H=f"{out[2][-1]:.3f}"
+                )
+    except KeyboardInterrupt:
+        interrupted = True
+        warnings.warn(
+            f"fit interrupted after {step - step0} steps; returning the state at that point.",
+            stacklevel=2,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+    params, opt_state, state, err, err_step = carry
+    history = _history(chunks_out, names, step0, record_every, step if not int(err) else None,
+                       int(err_step) if int(err) else None)
+    done_steps = (int(err_step) if int(err) else step)
+    result = _result(params, static, opt_state, state, strategy, data, history, done_steps,
+                     time.perf_counter() - start_time, interrupted)
+    if int(err):
+        raise TrainingError(int(err_step), _CHECKS[int(err) - 1], result)
+    return result
+
+
+def _history(chunks_out, names, step0, record_every, end_step, err_step) -> dict[str, np.ndarray]:
+    if not chunks_out:
+        cols = [np.zeros(0) for _ in names]
+    else:
+        cols = [np.concatenate([np.asarray(c[i]) for c in chunks_out]) for i in range(len(names))]
+    steps = step0 + record_every * np.arange(len(cols[0]) if cols else 0)
+    last = err_step if err_step is not None else end_step
+    keep = steps < last if last is not None else np.ones_like(steps, bool)
+    hist = {"step": steps[keep]}
+    for name, col in zip(names, cols, strict=True):
+        hist[name] = col[keep]
+    return hist
+
+
+def _result(params, static, opt_state, state, strategy, data, history, steps, wall, interrupted):
+    energy = eqx.combine(params, static)
+    ess, log_z = strategy.ess_and_log_Z(state)
+    data_u = float(eqx.filter_jit(lambda e, x: jnp.mean(jax.vmap(e)(x)))(energy, data))
+    x, a = strategy.walkers(state)
+    log_z = float(log_z)
+    return FitResult(
+        energy=energy,
+        walkers=x,
+        log_weights=a,
+        history=history,
+        log_Z=log_z,
+        cross_entropy=log_z + data_u if math.isfinite(log_z) else float("nan"),
+        steps=int(steps),
+        wall_time=wall,
+        interrupted=interrupted,
+        opt_state=opt_state,
+        state=state,
+        strategy=strategy,
+    )

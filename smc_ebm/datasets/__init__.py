@@ -1,0 +1,5 @@
+"""Datasets: teachers with exact log-densities and toy sets."""
+
+from smc_ebm.datasets._teacher import Dataset, two_mode_teacher
+
+__all__ = ["Dataset", "two_mode_teacher"]

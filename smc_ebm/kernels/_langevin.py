@@ -1,0 +1,64 @@
+"""Langevin moves: ULA with cached energy/gradient, and MALA from blackjax."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import blackjax
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+
+def ula_propose(
+    key: PRNGKeyArray, x: Float[Array, "n d"], grad: Float[Array, "n d"], step_size: float
+) -> Float[Array, "n d"]:
+    r"""Unadjusted Langevin move :math:`x' = x - h \nabla U(x) + \sqrt{2h}\,\xi`.
+
+    ``grad`` is the cached :math:`\nabla U(x)` so the move itself evaluates nothing.
+    """
+    noise = jax.random.normal(key, x.shape, dtype=x.dtype)
+    return x - step_size * grad + jnp.sqrt(2.0 * step_size) * noise
+
+
+def ula_log_alpha(
+    u: Float[Array, " n"],
+    g: Float[Array, "n d"],
+    x: Float[Array, "n d"],
+    y: Float[Array, "n d"],
+    step_size: float,
+) -> Float[Array, " n"]:
+    r""":math:`\alpha(x, y) = U(x) + \tfrac12 (y - x)\cdot\nabla U(x) + \tfrac h4 |\nabla U(x)|^2`.
+
+    ``-alpha(x, y)`` is, up to the symmetric term :math:`-|y-x|^2/4h` and a constant, the
+    log of :math:`e^{-U(x)} q(x \to y)` for the ULA kernel :math:`q`; ``u`` and ``g`` are
+    the energy and gradient at ``x``.
+    """
+    return u + 0.5 * jnp.sum((y - x) * g, axis=-1) + 0.25 * step_size * jnp.sum(g * g, axis=-1)
+
+
+def mala_move(
+    key: PRNGKeyArray,
+    x: Float[Array, "n d"],
+    u: Float[Array, " n"],
+    g: Float[Array, "n d"],
+    energy_fn: Callable[[Array], Array],
+    step_size: float | Array,
+) -> tuple[Float[Array, "n d"], Float[Array, " n"], Float[Array, "n d"], Float[Array, " n"]]:
+    """One MALA step per walker with :func:`blackjax.mala`, from cached ``(u, g)``.
+
+    Returns the new positions, their energies and gradients (under the same energy) and
+    the acceptance probabilities.
+    """
+    kernel = blackjax.mala.build_kernel()
+
+    def logdensity(z):
+        return -energy_fn(z)
+
+    def one(k, xi, ui, gi):
+        st = blackjax.mcmc.mala.MALAState(xi, -ui, -gi)
+        new, info = kernel(k, st, logdensity, step_size)
+        return new.position, -new.logdensity, -new.logdensity_grad, info.acceptance_rate
+
+    keys = jax.random.split(key, x.shape[0])
+    return jax.vmap(one)(keys, x, u, g)

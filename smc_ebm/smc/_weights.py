@@ -1,0 +1,44 @@
+"""Log-weight increments of the moving-target SMC (DESIGN 1.1, 1.2)."""
+
+from __future__ import annotations
+
+from jaxtyping import Array, Float
+
+from smc_ebm.kernels._langevin import ula_log_alpha
+
+
+def jarzynski_increment(
+    x_old: Float[Array, "n d"],
+    u_old: Float[Array, " n"],
+    g_old: Float[Array, "n d"],
+    x_new: Float[Array, "n d"],
+    u_new: Float[Array, " n"],
+    g_new: Float[Array, "n d"],
+    step_size: float,
+) -> Float[Array, " n"]:
+    r"""Jarzynski increment of a ULA move taken with the OLD energy :math:`U_k`.
+
+    .. math::
+        \Delta A = \alpha_k(x, x') - \alpha_{k+1}(x', x)
+
+    with ``(u_old, g_old) = (U_k, \nabla U_k)(x)`` and ``(u_new, g_new) =
+    (U_{k+1}, \nabla U_{k+1})(x')``. It is the log-ratio of the backward ULA kernel of
+    :math:`U_{k+1}` times :math:`e^{-U_{k+1}(x')}` over the forward kernel of :math:`U_k`
+    times :math:`e^{-U_k(x)}`, so :math:`E[f(X_k)e^{A_k}]/E[e^{A_k}] = E_{\rho_k}[f]` and
+    :math:`E[e^{A_k}] = Z_k/Z_0` for any step size (Carbone et al., 2023).
+    """
+    return ula_log_alpha(u_old, g_old, x_old, x_new, step_size) - ula_log_alpha(
+        u_new, g_new, x_new, x_old, step_size
+    )
+
+
+def ais_increment(u_old: Float[Array, " n"], u_new: Float[Array, " n"]) -> Float[Array, " n"]:
+    r"""AIS increment :math:`U_k(x) - U_{k+1}(x)` at a fixed position.
+
+    Used for kernels that leave the target invariant (MALA, i-SIR) and for walkers that are
+    frozen during a mini-batched step.
+    """
+    return u_old - u_new
+
+
+frozen_increment = ais_increment

@@ -1,0 +1,16 @@
+"""Training strategies: how the model term of the gradient is estimated."""
+
+from smc_ebm.strategies._base import AbstractStrategy, StepInfo, WalkerState
+from smc_ebm.strategies._cd import CD
+from smc_ebm.strategies._walkers import PCD, Jarzynski, Unweighted, Walkers
+
+__all__ = [
+    "CD",
+    "PCD",
+    "AbstractStrategy",
+    "Jarzynski",
+    "StepInfo",
+    "Unweighted",
+    "WalkerState",
+    "Walkers",
+]

@@ -1,0 +1,117 @@
+"""The strategy interface: pure ``(init_state, negative_phase, advance)`` over NamedTuples."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from smc_ebm.kernels._evaluate import mean_param_grad
+
+
+class WalkerState(NamedTuple):
+    """Population of walkers following the moving target.
+
+    Attributes:
+        position: ``(N, d)`` walker positions ``X``.
+        energy: ``(N,)`` cached ``U_theta(X)`` at the current parameters.
+        grad: ``(N, d)`` cached ``grad_x U_theta(X)`` (stale for frozen walkers in
+            mini-batched mode, where it is recomputed before each move).
+        log_weights: ``(N,)`` log-weights ``A`` (all zero for unweighted strategies).
+        log_Z_anchor: ``()`` log Z at the last resampling (or log Z_0).
+        param_grad: pytree, the walkers' estimate of ``E_rho_theta[dU/dtheta]`` at the
+            current parameters, computed in the same pass as ``energy`` and ``grad``.
+        model_energy: ``()`` the weighted mean of ``energy``.
+    """
+
+    position: Float[Array, "N d"]
+    energy: Float[Array, " N"]
+    grad: Float[Array, "N d"]
+    log_weights: Float[Array, " N"]
+    log_Z_anchor: Float[Array, ""]
+    param_grad: Any
+    model_energy: Float[Array, ""]
+
+
+class StepInfo(NamedTuple):
+    """Diagnostics of one optimizer step (all scalars).
+
+    Attributes:
+        ess: normalised ESS of the walkers' weights at the current parameters.
+        log_Z: running estimate of log Z at the current parameters (NaN when the strategy
+            carries no weights).
+        resampled: whether the walkers were resampled after the move.
+        acceptance: mean acceptance probability of the moves (1 for ULA).
+    """
+
+    ess: Float[Array, ""]
+    log_Z: Float[Array, ""]
+    resampled: Array
+    acceptance: Float[Array, ""]
+
+
+class AbstractStrategy(abc.ABC):
+    """A way of estimating the model term ``E_rho_theta[dU/dtheta]`` of the gradient.
+
+    ``fit`` calls, at each optimizer step ``k``:
+
+    1. ``negative_phase(key, state, energy_k, batch) -> (state, model_grad, model_energy,
+       ess, log_Z)``;
+    2. the optimizer on ``D_k = mean_batch dU/dtheta - model_grad``;
+    3. ``advance(key, state, energy_k, energy_{k+1}, k) -> (state, resampled, acceptance)``.
+
+    Strategies with a loss of their own (score matching) override :meth:`gradient`.
+    """
+
+    weighted: bool = False
+
+    @abc.abstractmethod
+    def validate(self, dim: int, n_data: int) -> None:
+        """Raise ``ValueError`` for inconsistent hyperparameters."""
+
+    @abc.abstractmethod
+    def init_state(
+        self, key: PRNGKeyArray, energy: eqx.Module, data: Array, log_Z0: Array
+    ) -> WalkerState:
+        """Initial walkers, evaluated at the initial parameters."""
+
+    @abc.abstractmethod
+    def negative_phase(
+        self, key: PRNGKeyArray, state: WalkerState, energy: eqx.Module, batch: Array
+    ) -> tuple[WalkerState, Any, Array]:
+        """Return ``(state, E_model[dU/dtheta] estimate, E_model[U] estimate)``."""
+
+    @abc.abstractmethod
+    def advance(
+        self,
+        key: PRNGKeyArray,
+        state: WalkerState,
+        energy_old: eqx.Module,
+        energy_new: eqx.Module,
+        step: Array,
+    ) -> tuple[WalkerState, Array, Array]:
+        """Follow the target from ``energy_old`` to ``energy_new``: ``(state, resampled, acc)``."""
+
+    def ess_and_log_Z(self, state: WalkerState) -> tuple[Array, Array]:
+        """Normalised ESS and log Z estimate of the current state."""
+        return jnp.asarray(1.0), jnp.asarray(jnp.nan)
+
+    def gradient(
+        self, key: PRNGKeyArray, state: WalkerState, energy: eqx.Module, batch: Array
+    ) -> tuple[WalkerState, Any, Array, Array]:
+        """Contrastive gradient ``D = mean_batch dU/dtheta - model_grad``.
+
+        Returns ``(state, D, loss, data_energy)`` with ``loss = mean_batch U - E_model[U]``.
+        """
+        data_energy, data_grad = mean_param_grad(energy, batch)
+        state, model_grad, model_energy = self.negative_phase(key, state, energy, batch)
+        grad = jax.tree.map(lambda a, b: a - b, data_grad, model_grad)
+        return state, grad, data_energy - model_energy, data_energy
+
+    def walkers(self, state: WalkerState) -> tuple[Array, Array]:
+        """Final ``(positions (N, d), log_weights (N,))``."""
+        return state.position, state.log_weights

@@ -1,0 +1,383 @@
+"""Persistent-walker strategies: Jarzynski (weighted), PCD and Unweighted (DESIGN 1.1, 1.5)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from smc_ebm.energies._base import AbstractEnergy
+from smc_ebm.energies._gaussian import Gaussian
+from smc_ebm.energies._tilted import Tilted
+from smc_ebm.kernels._evaluate import energies, evaluate, evaluate_uniform
+from smc_ebm.kernels._langevin import mala_move, ula_propose
+from smc_ebm.smc._resampling import (
+    ESSResampling,
+    IntervalResampling,
+    NoResampling,
+    ess_fraction,
+    log_mean_exp,
+    resample_indices,
+)
+from smc_ebm.smc._weights import ais_increment, jarzynski_increment
+from smc_ebm.strategies._base import AbstractStrategy, WalkerState
+
+KERNELS = ("ula", "mala")
+
+
+class _Interpolated(eqx.Module):
+    """``U_t = (1 - t) U_base + t U``: the annealing path from a base to the model."""
+
+    base: Any
+    energy: Any
+    t: Array
+
+    def __call__(self, x):
+        return (1.0 - self.t) * self.base(x) + self.t * self.energy(x)
+
+
+def _move(
+    key: PRNGKeyArray,
+    x: Array,
+    u: Array,
+    g: Array,
+    energy_old: Any,
+    step_size: float,
+    kernel: str,
+) -> tuple[Array, Array | None, Array]:
+    """Move walkers with the kernel of ``energy_old``.
+
+    Returns ``(x_new, u_old_at_new, acceptance)``: ``u_old_at_new`` is the old energy at the
+    new point for MALA (needed by the AIS increment) and ``None`` for ULA.
+    """
+    if kernel == "ula":
+        return ula_propose(key, x, g, step_size), None, jnp.asarray(1.0)
+    x_new, u_new, _, acc = mala_move(key, x, u, g, energy_old, step_size)
+    return x_new, u_new, jnp.mean(acc)
+
+
+def _increment(kernel, step_size, x, u, g, x_new, u_old_at_new, u_new, g_new):
+    if kernel == "ula":
+        return jarzynski_increment(x, u, g, x_new, u_new, g_new, step_size)
+    return ais_increment(u_old_at_new, u_new)
+
+
+@dataclasses.dataclass(frozen=True)
+class Walkers(AbstractStrategy):
+    """Persistent walkers following the moving target, optionally with Jarzynski weights.
+
+    This is the common engine of :class:`Jarzynski`, :class:`PCD` and :class:`Unweighted`;
+    use those constructors.
+    """
+
+    n_walkers: int = 1000
+    step_size: float = 0.1
+    kernel: str = "ula"
+    walker_batch: int | None = None
+    walker_grad: str = "all"
+    resampling: ESSResampling | IntervalResampling | NoResampling = dataclasses.field(
+        default_factory=ESSResampling
+    )
+    init: Any = "model"
+    weighted: bool = True
+    n_anneal: int = 200
+    anneal_base: Any = None
+
+    def __post_init__(self) -> None:
+        if int(self.n_walkers) < 2:
+            raise ValueError(f"n_walkers must be >= 2; got {self.n_walkers}.")
+        if not float(self.step_size) > 0 or not math.isfinite(float(self.step_size)):
+            raise ValueError(f"step_size must be a positive finite number; got {self.step_size}.")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}; got {self.kernel!r}.")
+        if self.walker_batch is not None and not 1 <= int(self.walker_batch) <= self.n_walkers:
+            raise ValueError(
+                f"walker_batch must be in [1, n_walkers={self.n_walkers}]; got {self.walker_batch}."
+            )
+        if self.walker_grad not in ("all", "batch"):
+            raise ValueError(f"walker_grad must be 'all' or 'batch'; got {self.walker_grad!r}.")
+        if isinstance(self.init, str) and self.init not in ("model", "data"):
+            raise ValueError(f"init must be 'model', 'data' or an array; got {self.init!r}.")
+        if self.n_anneal < 1:
+            raise ValueError(f"n_anneal must be >= 1; got {self.n_anneal}.")
+
+    @property
+    def _minibatched(self) -> bool:
+        return self.walker_batch is not None and self.walker_batch < self.n_walkers
+
+    # ----------------------------------------------------------------------------------
+    def validate(self, dim: int, n_data: int) -> None:
+        if not isinstance(self.init, str):
+            init = np.asarray(self.init)
+            if init.shape != (self.n_walkers, dim):
+                raise ValueError(
+                    f"init array must have shape (n_walkers, dim) = ({self.n_walkers}, {dim}); "
+                    f"got {init.shape}."
+                )
+            if not np.all(np.isfinite(init)):
+                raise ValueError("init array contains NaN or inf.")
+
+    def _initial_positions(
+        self, key: PRNGKeyArray, energy: AbstractEnergy, data: Array
+    ) -> tuple[Array, Array, Array | None]:
+        """Positions, log-weights and (for annealed starts) a log Z_0 estimate."""
+        n = self.n_walkers
+        zeros = jnp.zeros(n, data.dtype)
+        if not isinstance(self.init, str):
+            return jnp.asarray(self.init, data.dtype), zeros, None
+        if self.init == "data":
+            idx = jax.random.choice(key, data.shape[0], (n,), replace=n > data.shape[0])
+            return data[idx], zeros, None
+        if getattr(energy, "can_sample", False):
+            return energy.sample(key, n).astype(data.dtype), zeros, None
+        if isinstance(energy, Tilted) and energy.net_is_zero(data[: min(256, data.shape[0])]):
+            return energy.sample_base(key, n).astype(data.dtype), zeros, None
+        return self._anneal(key, energy, data)
+
+    def _anneal(self, key, energy, data):
+        """Anneal from a Gaussian base to the model with the same weighted moves."""
+        base = self.anneal_base if self.anneal_base is not None else Gaussian.fit_to(data)
+        n_steps = self.n_anneal
+        k0, key = jax.random.split(key)
+        x = base.sample(k0, self.n_walkers).astype(data.dtype)
+        step_size = self.step_size
+
+        @jax.jit
+        def run(key, x):
+            def path(t):
+                return _Interpolated(base, energy, jnp.asarray(t, data.dtype))
+
+            u, g, _ = evaluate(path(0.0), x)
+            ts = jnp.linspace(0.0, 1.0, n_steps + 1)
+
+            def body(carry, inp):
+                x, u, g, a, anchor = carry
+                k, t0, t1 = inp
+                km, kr = jax.random.split(k)
+                x_new, u_old_new, _ = _move(km, x, u, g, path(t0), step_size, self.kernel)
+                u_new, g_new, _ = evaluate(path(t1), x_new)
+                a = a + _increment(
+                    self.kernel, step_size, x, u, g, x_new, u_old_new, u_new, g_new
+                )
+                do = ess_fraction(a) < 0.5
+                x, u, g, a, anchor = _maybe_resample(
+                    do, kr, x_new, u_new, g_new, a, anchor, "systematic"
+                )
+                return (x, u, g, a, anchor), None
+
+            keys = jax.random.split(key, n_steps)
+            init = (x, u, g, jnp.zeros(x.shape[0], x.dtype), jnp.zeros((), x.dtype))
+            (x, u, g, a, anchor), _ = jax.lax.scan(body, init, (keys, ts[:-1], ts[1:]))
+            return x, a, anchor + log_mean_exp(a)
+
+        x, a, log_ratio = run(key, x)
+        return x, a, base.log_partition() + log_ratio
+
+    def init_state(
+        self, key: PRNGKeyArray, energy: AbstractEnergy, data: Array, log_Z0: Array | None
+    ) -> WalkerState:
+        x, a, log_z_est = self._initial_positions(key, energy, data)
+        if not self.weighted:
+            a = jnp.zeros_like(a)
+        if log_Z0 is None:
+            log_Z0 = log_z_est if log_z_est is not None else jnp.asarray(0.0, data.dtype)
+        anchor = jnp.asarray(log_Z0, data.dtype) - log_mean_exp(a)
+        return eqx.filter_jit(_evaluate_state)(energy, x, a, anchor, self.weighted)
+
+    # ----------------------------------------------------------------------------------
+    def ess_and_log_Z(self, state: WalkerState) -> tuple[Array, Array]:
+        if not self.weighted:
+            return jnp.asarray(1.0, state.energy.dtype), jnp.asarray(jnp.nan, state.energy.dtype)
+        a = state.log_weights
+        return ess_fraction(a), state.log_Z_anchor + log_mean_exp(a)
+
+    def negative_phase(self, key, state, energy, batch):
+        return state, state.param_grad, state.model_energy
+
+    def advance(self, key, state, energy_old, energy_new, step):
+        k_move, k_res = jax.random.split(key)
+        if self._minibatched:
+            x, u, g, a, pgrad, model_energy, acc = self._advance_batch(
+                k_move, state, energy_old, energy_new
+            )
+        else:
+            x, u, g, a, pgrad, model_energy, acc = self._advance_full(
+                k_move, state, energy_old, energy_new
+            )
+        anchor = state.log_Z_anchor
+        if self.weighted:
+            do = self.resampling.should_resample(step + 1, ess_fraction(a))
+            x, u, g, a, anchor = _maybe_resample(
+                do, k_res, x, u, g, a, anchor, self.resampling.method
+            )
+        else:
+            do = jnp.asarray(False)
+        return WalkerState(x, u, g, a, anchor, pgrad, model_energy), do, acc
+
+    def _advance_full(self, key, state, energy_old, energy_new):
+        x, u, g, a = state.position, state.energy, state.grad, state.log_weights
+        x_new, u_old_new, acc = _move(key, x, u, g, energy_old, self.step_size, self.kernel)
+        if not self.weighted:
+            u_new, g_new, pgrad = evaluate_uniform(energy_new, x_new)
+            return x_new, u_new, g_new, a, pgrad, jnp.mean(u_new), acc
+        u_new, g_new, pgrad_fn = evaluate(energy_new, x_new)
+        a = a + _increment(self.kernel, self.step_size, x, u, g, x_new, u_old_new, u_new, g_new)
+        p = jax.nn.softmax(a)
+        return x_new, u_new, g_new, a, pgrad_fn(p), jnp.sum(p * u_new), acc
+
+    def _advance_batch(self, key, state, energy_old, energy_new):
+        """Algorithm 2: move ``walker_batch`` walkers; the others get the frozen increment."""
+        kb, km = jax.random.split(key)
+        n, nb = self.n_walkers, self.walker_batch
+        idx = jax.random.choice(kb, n, (nb,), replace=False)
+        x, a = state.position, state.log_weights
+        xb = x[idx]
+        ub, gb, _ = evaluate(energy_old, xb)
+        xb_new, ub_old_new, acc = _move(km, xb, ub, gb, energy_old, self.step_size, self.kernel)
+        ub_new, gb_new, pgrad_b = evaluate(energy_new, xb_new)
+        x_new = x.at[idx].set(xb_new)
+        g_new = state.grad.at[idx].set(gb_new)
+        if self.weighted:
+            inc_b = _increment(
+                self.kernel, self.step_size, xb, ub, gb, xb_new, ub_old_new, ub_new, gb_new
+            )
+        if self.walker_grad == "all":
+            u_new, _, pgrad_all = evaluate(energy_new, x_new)
+        else:
+            u_new = energies(energy_new, x_new)
+        if self.weighted:
+            a = (a + ais_increment(state.energy, u_new)).at[idx].set(a[idx] + inc_b)
+        if self.walker_grad == "all":
+            p = jax.nn.softmax(a)
+            pgrad, model_energy = pgrad_all(p), jnp.sum(p * u_new)
+        else:
+            pb = jax.nn.softmax(a[idx])
+            pgrad, model_energy = pgrad_b(pb), jnp.sum(pb * ub_new)
+        return x_new, u_new, g_new, a, pgrad, model_energy, acc
+
+
+def _evaluate_state(energy, x, a, anchor, weighted) -> WalkerState:
+    if weighted:
+        u, g, pgrad_fn = evaluate(energy, x)
+        p = jax.nn.softmax(a)
+        return WalkerState(x, u, g, a, anchor, pgrad_fn(p), jnp.sum(p * u))
+    u, g, pgrad = evaluate_uniform(energy, x)
+    return WalkerState(x, u, g, a, anchor, pgrad, jnp.mean(u))
+
+
+def _resample(x, u, g, a, anchor, key, method):
+    """Resample ancestors proportionally to ``e^a``, reset the weights and re-anchor log Z."""
+    idx = resample_indices(key, a, method)
+    return x[idx], u[idx], g[idx], jnp.zeros_like(a), anchor + log_mean_exp(a)
+
+
+def _maybe_resample(do, key, x, u, g, a, anchor, method):
+    return jax.lax.cond(
+        do,
+        lambda: _resample(x, u, g, a, anchor, key, method),
+        lambda: (x, u, g, a, anchor),
+    )
+
+
+def Jarzynski(
+    n_walkers: int,
+    step_size: float,
+    *,
+    kernel: str = "ula",
+    walker_batch: int | None = None,
+    walker_grad: str = "all",
+    resampling: ESSResampling | IntervalResampling | NoResampling | None = None,
+    init: Any = "model",
+    n_anneal: int = 200,
+    anneal_base: Any = None,
+) -> Walkers:
+    r"""Jarzynski-weighted walkers (Carbone et al., 2023, Algorithms 1 and 2).
+
+    Each step moves the walkers with the OLD parameters and updates their log-weights
+    with the Jarzynski increment (ULA) or the AIS increment (MALA), so the weighted
+    walkers are exact for the current model at every step, and
+    :math:`\log Z_k = \log Z_0 + \log \overline{e^{A_k}}` (re-anchored at each resampling).
+
+    Args:
+        n_walkers: number of walkers ``N >= 2``.
+        step_size: Langevin step ``h > 0``.
+        kernel: ``"ula"`` (Jarzynski increments) or ``"mala"`` (AIS increments, blackjax).
+        walker_batch: move only this many walkers per step (Algorithm 2); the frozen ones
+            get :math:`A \mathrel{+}= U_k(X) - U_{k+1}(X)`.
+        walker_grad: with ``walker_batch``, estimate the model term from ``"all"`` walkers
+            (weighted) or from the moved ``"batch"`` (self-normalised weights).
+        resampling: :class:`ESSResampling` (default threshold 0.5, systematic),
+            :class:`IntervalResampling` or :class:`NoResampling`.
+        init: ``"model"`` (exact samples when the energy can sample itself or is a
+            :class:`Tilted` with a zero net, otherwise annealed from ``anneal_base`` in
+            ``n_anneal`` weighted steps), ``"data"``, or an ``(N, d)`` array.
+
+    Example:
+        >>> import smc_ebm as se
+        >>> strategy = se.Jarzynski(n_walkers=1000, step_size=0.1,
+        ...                         resampling=se.ESSResampling(0.5, "systematic"))
+    """
+    return Walkers(
+        n_walkers=n_walkers,
+        step_size=step_size,
+        kernel=kernel,
+        walker_batch=walker_batch,
+        walker_grad=walker_grad,
+        resampling=ESSResampling() if resampling is None else resampling,
+        init=init,
+        weighted=True,
+        n_anneal=n_anneal,
+        anneal_base=anneal_base,
+    )
+
+
+def PCD(
+    n_walkers: int,
+    step_size: float,
+    *,
+    kernel: str = "ula",
+    walker_batch: int | None = None,
+    init: Any = "data",
+) -> Walkers:
+    """Persistent contrastive divergence: persistent walkers started at data, no weights."""
+    return Walkers(
+        n_walkers=n_walkers,
+        step_size=step_size,
+        kernel=kernel,
+        walker_batch=walker_batch,
+        walker_grad="batch" if walker_batch else "all",
+        resampling=NoResampling(),
+        init=init,
+        weighted=False,
+    )
+
+
+def Unweighted(
+    n_walkers: int,
+    step_size: float,
+    *,
+    kernel: str = "ula",
+    walker_batch: int | None = None,
+    init: Any = "model",
+    n_anneal: int = 200,
+    anneal_base: Any = None,
+) -> Walkers:
+    """Persistent walkers started at the model, without weights (the Jarzynski moves alone)."""
+    return Walkers(
+        n_walkers=n_walkers,
+        step_size=step_size,
+        kernel=kernel,
+        walker_batch=walker_batch,
+        walker_grad="batch" if walker_batch else "all",
+        resampling=NoResampling(),
+        init=init,
+        weighted=False,
+        n_anneal=n_anneal,
+        anneal_base=anneal_base,
+    )
