@@ -128,7 +128,7 @@ def _first_bad(data_energy, state: WalkerState, params) -> Array:
         jnp.isfinite(data_energy),
         _all_finite(state.energy),
         _all_finite(state.grad),
-        _all_finite(state.log_weights) & jnp.isfinite(state.log_Z_anchor),
+        _all_finite((state.log_weights, state.log_Z_anchor, state.observers)),
         _all_finite(state.position),
         _all_finite(params) & _all_finite(state.param_grad),
     ]

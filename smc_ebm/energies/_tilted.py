@@ -36,9 +36,11 @@ class Tilted(AbstractEnergy):
         if dim is None:
             dim = getattr(net, "dim", None)
         if dim is None:
-            shape = getattr(base, "shape", None) or getattr(base, "event_shape", None)
-            if shape:
-                dim = int(shape[-1])
+            for attr in ("event_shape", "shape"):  # numpyro: event_shape; flowjax: shape
+                shape = getattr(base, attr, None)
+                if shape is not None and not callable(shape) and len(shape):
+                    dim = int(shape[-1])
+                    break
         if dim is None:
             raise ValueError("Tilted: cannot infer the dimension; pass dim=.")
         self.net = net
@@ -51,7 +53,12 @@ class Tilted(AbstractEnergy):
         return self._dim
 
     def _base(self) -> Any:
-        return self.base if self.train_base else jax.lax.stop_gradient(self.base)
+        if self.train_base:
+            return self.base
+        # Only the array leaves: flowjax distributions also hold functions.
+        return jax.tree.map(
+            lambda leaf: jax.lax.stop_gradient(leaf) if eqx.is_array(leaf) else leaf, self.base
+        )
 
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, ""]:
         return jnp.reshape(self.net(x), ()) - jnp.reshape(self._base().log_prob(x), ())

@@ -26,6 +26,8 @@ class WalkerState(NamedTuple):
         param_grad: pytree, the walkers' estimate of ``E_rho_theta[dU/dtheta]`` at the
             current parameters, computed in the same pass as ``energy`` and ``grad``.
         model_energy: ``()`` the weighted mean of ``energy``.
+        observers: an optional independent :class:`ObserverState` that follows the same
+            parameter path but never enters the gradient (an unbiased log Z estimator).
     """
 
     position: Float[Array, "N d"]
@@ -35,6 +37,24 @@ class WalkerState(NamedTuple):
     log_Z_anchor: Float[Array, ""]
     param_grad: Any
     model_energy: Float[Array, ""]
+    observers: Any = None
+
+
+class ObserverState(NamedTuple):
+    """Weighted walkers that follow the parameter path without driving it.
+
+    The gradient of step ``k`` depends on the driving walkers, so their Jarzynski weights
+    see a parameter path that reacts to their own noise; the resulting log Z estimate
+    drifts by about ``-tr(P Cov(m))`` per step (``P`` the optimizer's step matrix, ``m``
+    the walkers' estimate of ``E[dU/dtheta]``). Observers are exact for the (given) path.
+    Fields as in :class:`WalkerState`.
+    """
+
+    position: Float[Array, "M d"]
+    energy: Float[Array, " M"]
+    grad: Float[Array, "M d"]
+    log_weights: Float[Array, " M"]
+    log_Z_anchor: Float[Array, ""]
 
 
 class StepInfo(NamedTuple):

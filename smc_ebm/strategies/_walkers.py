@@ -26,7 +26,7 @@ from smc_ebm.smc._resampling import (
     resample_indices,
 )
 from smc_ebm.smc._weights import ais_increment, jarzynski_increment
-from smc_ebm.strategies._base import AbstractStrategy, WalkerState
+from smc_ebm.strategies._base import AbstractStrategy, ObserverState, WalkerState
 
 KERNELS = ("ula", "mala")
 
@@ -88,6 +88,8 @@ class Walkers(AbstractStrategy):
     weighted: bool = True
     n_anneal: int = 200
     anneal_base: Any = None
+    n_observers: int = 0
+    observer_kernel: str = "mala"
 
     def __post_init__(self) -> None:
         if int(self.n_walkers) < 2:
@@ -104,6 +106,14 @@ class Walkers(AbstractStrategy):
             raise ValueError(f"walker_grad must be 'all' or 'batch'; got {self.walker_grad!r}.")
         if isinstance(self.init, str) and self.init not in ("model", "data"):
             raise ValueError(f"init must be 'model', 'data' or an array; got {self.init!r}.")
+        if self.n_observers < 0 or self.n_observers == 1:
+            raise ValueError(f"n_observers must be 0 or >= 2; got {self.n_observers}.")
+        if self.observer_kernel not in KERNELS:
+            raise ValueError(
+                f"observer_kernel must be one of {KERNELS}; got {self.observer_kernel!r}."
+            )
+        if self.n_observers and not self.weighted:
+            raise ValueError("n_observers needs weighted walkers (Jarzynski).")
         if self.n_anneal < 1:
             raise ValueError(f"n_anneal must be >= 1; got {self.n_anneal}.")
 
@@ -124,10 +134,9 @@ class Walkers(AbstractStrategy):
                 raise ValueError("init array contains NaN or inf.")
 
     def _initial_positions(
-        self, key: PRNGKeyArray, energy: AbstractEnergy, data: Array
+        self, key: PRNGKeyArray, energy: AbstractEnergy, data: Array, n: int
     ) -> tuple[Array, Array, Array | None]:
-        """Positions, log-weights and (for annealed starts) a log Z_0 estimate."""
-        n = self.n_walkers
+        """``n`` positions, log-weights and (for annealed starts) a log Z_0 estimate."""
         zeros = jnp.zeros(n, data.dtype)
         if not isinstance(self.init, str):
             return jnp.asarray(self.init, data.dtype), zeros, None
@@ -138,14 +147,14 @@ class Walkers(AbstractStrategy):
             return energy.sample(key, n).astype(data.dtype), zeros, None
         if isinstance(energy, Tilted) and energy.net_is_zero(data[: min(256, data.shape[0])]):
             return energy.sample_base(key, n).astype(data.dtype), zeros, None
-        return self._anneal(key, energy, data)
+        return self._anneal(key, energy, data, n)
 
-    def _anneal(self, key, energy, data):
+    def _anneal(self, key, energy, data, n):
         """Anneal from a Gaussian base to the model with the same weighted moves."""
         base = self.anneal_base if self.anneal_base is not None else Gaussian.fit_to(data)
         n_steps = self.n_anneal
         k0, key = jax.random.split(key)
-        x = base.sample(k0, self.n_walkers).astype(data.dtype)
+        x = base.sample(k0, n).astype(data.dtype)
         step_size = self.step_size
 
         @jax.jit
@@ -182,54 +191,90 @@ class Walkers(AbstractStrategy):
     def init_state(
         self, key: PRNGKeyArray, energy: AbstractEnergy, data: Array, log_Z0: Array | None
     ) -> WalkerState:
-        x, a, log_z_est = self._initial_positions(key, energy, data)
+        k_walk, k_obs = jax.random.split(key)
+        x, a, log_z_est = self._initial_positions(k_walk, energy, data, self.n_walkers)
         if not self.weighted:
             a = jnp.zeros_like(a)
         if log_Z0 is None:
             log_Z0 = log_z_est if log_z_est is not None else jnp.asarray(0.0, data.dtype)
-        anchor = jnp.asarray(log_Z0, data.dtype) - log_mean_exp(a)
-        return eqx.filter_jit(_evaluate_state)(energy, x, a, anchor, self.weighted)
+        log_Z0 = jnp.asarray(log_Z0, data.dtype)
+        state = eqx.filter_jit(_evaluate_state)(
+            energy, x, a, log_Z0 - log_mean_exp(a), self.weighted
+        )
+        if self.n_observers:
+            xo, ao, _ = self._initial_positions(k_obs, energy, data, self.n_observers)
+            uo, go = eqx.filter_jit(lambda e, z: evaluate(e, z)[:2])(energy, xo)
+            state = state._replace(
+                observers=ObserverState(xo, uo, go, ao, log_Z0 - log_mean_exp(ao))
+            )
+        return state
 
     # ----------------------------------------------------------------------------------
     def ess_and_log_Z(self, state: WalkerState) -> tuple[Array, Array]:
         if not self.weighted:
             return jnp.asarray(1.0, state.energy.dtype), jnp.asarray(jnp.nan, state.energy.dtype)
         a = state.log_weights
-        return ess_fraction(a), state.log_Z_anchor + log_mean_exp(a)
+        src = state if state.observers is None else state.observers
+        return ess_fraction(a), src.log_Z_anchor + log_mean_exp(src.log_weights)
 
     def negative_phase(self, key, state, energy, batch):
         return state, state.param_grad, state.model_energy
 
     def advance(self, key, state, energy_old, energy_new, step):
-        k_move, k_res = jax.random.split(key)
+        k_move, k_res, k_obs = jax.random.split(key, 3)
         if self._minibatched:
             x, u, g, a, pgrad, model_energy, acc = self._advance_batch(
                 k_move, state, energy_old, energy_new
             )
         else:
-            x, u, g, a, pgrad, model_energy, acc = self._advance_full(
-                k_move, state, energy_old, energy_new
+            x, u, g, a, pgrad_fn, acc = self._follow(
+                k_move, state.position, state.energy, state.grad, state.log_weights,
+                energy_old, energy_new,
             )
+            if self.weighted:
+                p = jax.nn.softmax(a)
+                pgrad, model_energy = pgrad_fn(p), jnp.sum(p * u)
+            else:
+                pgrad, model_energy = pgrad_fn, jnp.mean(u)
         anchor = state.log_Z_anchor
+        observers = state.observers
         if self.weighted:
             do = self.resampling.should_resample(step + 1, ess_fraction(a))
             x, u, g, a, anchor = _maybe_resample(
                 do, k_res, x, u, g, a, anchor, self.resampling.method
             )
+            if observers is not None:
+                observers = self._advance_observers(k_obs, observers, energy_old, energy_new, step)
         else:
             do = jnp.asarray(False)
-        return WalkerState(x, u, g, a, anchor, pgrad, model_energy), do, acc
+        return WalkerState(x, u, g, a, anchor, pgrad, model_energy, observers), do, acc
 
-    def _advance_full(self, key, state, energy_old, energy_new):
-        x, u, g, a = state.position, state.energy, state.grad, state.log_weights
-        x_new, u_old_new, acc = _move(key, x, u, g, energy_old, self.step_size, self.kernel)
+    def _follow(self, key, x, u, g, a, energy_old, energy_new, kernel=None):
+        """Move with the old energy, evaluate at the new one, add the weight increments.
+
+        Returns ``(x, u, g, a, param_grad, acceptance)``; ``param_grad`` is a function of
+        the weights for weighted walkers and the uniform-weight gradient otherwise.
+        """
+        kernel = self.kernel if kernel is None else kernel
+        x_new, u_old_new, acc = _move(key, x, u, g, energy_old, self.step_size, kernel)
         if not self.weighted:
             u_new, g_new, pgrad = evaluate_uniform(energy_new, x_new)
-            return x_new, u_new, g_new, a, pgrad, jnp.mean(u_new), acc
+            return x_new, u_new, g_new, a, pgrad, acc
         u_new, g_new, pgrad_fn = evaluate(energy_new, x_new)
-        a = a + _increment(self.kernel, self.step_size, x, u, g, x_new, u_old_new, u_new, g_new)
-        p = jax.nn.softmax(a)
-        return x_new, u_new, g_new, a, pgrad_fn(p), jnp.sum(p * u_new), acc
+        a = a + _increment(kernel, self.step_size, x, u, g, x_new, u_old_new, u_new, g_new)
+        return x_new, u_new, g_new, a, pgrad_fn, acc
+
+    def _advance_observers(self, key, obs, energy_old, energy_new, step):
+        """Observers follow the same path with all their walkers, and resample on their own."""
+        km, kr = jax.random.split(key)
+        x, u, g, a, _, _ = self._follow(
+            km, obs.position, obs.energy, obs.grad, obs.log_weights, energy_old, energy_new,
+            self.observer_kernel,
+        )
+        do = self.resampling.should_resample(step + 1, ess_fraction(a))
+        return ObserverState(
+            *_maybe_resample(do, kr, x, u, g, a, obs.log_Z_anchor, self.resampling.method)
+        )
 
     def _advance_batch(self, key, state, energy_old, energy_new):
         """Algorithm 2: move ``walker_batch`` walkers; the others get the frozen increment."""
@@ -296,6 +341,8 @@ def Jarzynski(
     init: Any = "model",
     n_anneal: int = 200,
     anneal_base: Any = None,
+    n_observers: int = 0,
+    observer_kernel: str = "mala",
 ) -> Walkers:
     r"""Jarzynski-weighted walkers (Carbone et al., 2023, Algorithms 1 and 2).
 
@@ -317,6 +364,16 @@ def Jarzynski(
         init: ``"model"`` (exact samples when the energy can sample itself or is a
             :class:`Tilted` with a zero net, otherwise annealed from ``anneal_base`` in
             ``n_anneal`` weighted steps), ``"data"``, or an ``(N, d)`` array.
+        n_observers: extra weighted walkers that follow the same parameter path but never
+            enter the gradient; when ``> 0`` they, not the driving walkers, give ``log_Z``
+            and the cross-entropy. The driving walkers' own estimate drifts downwards
+            because the path reacts to their noise (about ``-tr(P Cov(m))`` per step, ``P``
+            the optimizer's step size, ``m`` their estimate of ``E[dU/dtheta]``); the
+            observers' estimate is exact for any path. Cost: ``n_observers / n_walkers``
+            more moves per step (twice that with MALA).
+        observer_kernel: the observers' move, ``"mala"`` by default: an invariant kernel
+            leaves only the AIS increments of the parameter changes in their weights, not
+            the ULA correction, so their log Z has a much smaller variance.
 
     Example:
         >>> import smc_ebm as se
@@ -334,6 +391,8 @@ def Jarzynski(
         weighted=True,
         n_anneal=n_anneal,
         anneal_base=anneal_base,
+        n_observers=n_observers,
+        observer_kernel=observer_kernel,
     )
 
 

@@ -1,0 +1,237 @@
+"""Bad input raises ValueError naming the problem; divergence raises TrainingError."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import smc_ebm as se
+from smc_ebm.energies import Gaussian, GaussianMixture
+
+DIM = 3
+
+
+@pytest.fixture(scope="module")
+def problem():
+    data = se.datasets.two_mode_teacher(jax.random.key(0), n=300, dim=DIM)
+    energy = GaussianMixture.init(jax.random.key(1), 2, DIM, scale=0.1)
+    return np.asarray(data.samples), energy
+
+
+def _fit(energy, data, strategy=None, **kw):
+    args = {
+        "strategy": strategy or se.Jarzynski(32, 0.1),
+        "optimizer": optax.sgd(0.05),
+        "num_steps": 5,
+        "key": jax.random.key(2),
+        "progress": False,
+    }
+    args.update(kw)
+    return se.fit(energy, data, **args)
+
+
+# --------------------------------------------------------------------------- data
+def test_data_with_nan(problem):
+    data, energy = problem
+    bad = data.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or inf \(1 rows\)"):
+        _fit(energy, bad)
+
+
+def test_data_with_inf(problem):
+    data, energy = problem
+    bad = data.copy()
+    bad[3, 0] = np.inf
+    bad[9, 2] = -np.inf
+    with pytest.raises(ValueError, match=r"NaN or inf \(2 rows\)"):
+        _fit(energy, bad)
+
+
+@pytest.mark.parametrize("shape", [(300,), (10, 30, DIM)])
+def test_data_of_wrong_rank(problem, shape):
+    _, energy = problem
+    with pytest.raises(ValueError, match=r"data must be a 2-D array .*got shape"):
+        _fit(energy, np.zeros(shape, np.float32))
+
+
+def test_data_dimension_mismatch(problem):
+    data, energy = problem
+    with pytest.raises(
+        ValueError, match=r"data dimension 2 does not match the energy's dimension 3"
+    ):
+        _fit(energy, data[:, :2])
+
+
+def test_empty_data(problem):
+    _, energy = problem
+    with pytest.raises(ValueError, match="data is empty"):
+        _fit(energy, np.zeros((0, DIM), np.float32))
+
+
+def test_energy_not_finite_at_data(problem):
+    data, _ = problem
+    energy = Gaussian(jnp.zeros(DIM), jnp.zeros(DIM))  # zero scale: U = inf or nan
+    with pytest.raises(ValueError, match="not finite at the data"):
+        _fit(energy, data)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"num_steps": -1}, "num_steps must be >= 0"),
+        ({"record_every": 0}, "record_every must be >= 1"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+    ],
+)
+def test_bad_fit_arguments(problem, kw, match):
+    data, energy = problem
+    with pytest.raises(ValueError, match=match):
+        _fit(energy, data, **kw)
+
+
+# --------------------------------------------------------------------------- strategies
+WALKER_FACTORIES = [se.Jarzynski, se.PCD, se.Unweighted]
+
+
+@pytest.mark.parametrize("factory", WALKER_FACTORIES)
+@pytest.mark.parametrize("n", [1, 0, -5])
+def test_too_few_walkers(factory, n):
+    with pytest.raises(ValueError, match=r"n_walkers must be >= 2"):
+        factory(n, 0.1)
+
+
+def test_too_few_cd_walkers():
+    with pytest.raises(ValueError, match=r"n_walkers must be >= 2"):
+        se.CD(n_walkers=1)
+    with pytest.raises(ValueError, match=r"n_steps must be >= 1"):
+        se.CD(n_steps=0)
+
+
+@pytest.mark.parametrize("h", [0.0, -0.1, float("nan"), float("inf")])
+def test_bad_step_size(h):
+    for factory in WALKER_FACTORIES:
+        with pytest.raises(ValueError, match=r"step_size must be a positive finite number"):
+            factory(10, h)
+    with pytest.raises(ValueError, match=r"step_size must be a positive finite number"):
+        se.CD(step_size=h)
+
+
+@pytest.mark.parametrize("threshold", [0.0, -0.5, 1.01, 2.0, float("nan")])
+def test_bad_ess_threshold(threshold):
+    with pytest.raises(ValueError, match=r"ESS threshold must be in \(0, 1\]"):
+        se.ESSResampling(threshold=threshold)
+
+
+def test_ess_threshold_bounds_are_accepted():
+    assert se.ESSResampling(threshold=1.0).threshold == 1.0
+    assert se.ESSResampling(threshold=1e-6).threshold == 1e-6
+
+
+def test_unknown_resampling_method(key):
+    with pytest.raises(ValueError, match=r"unknown resampling method 'sorted'.*systematic"):
+        se.ESSResampling(method="sorted")
+    with pytest.raises(ValueError, match=r"unknown resampling method 'sorted'"):
+        se.IntervalResampling(method="sorted")
+    with pytest.raises(ValueError, match=r"unknown resampling method 'sorted'"):
+        se.smc.resample_indices(key, jnp.zeros(4), "sorted")
+
+
+def test_bad_resampling_schedules():
+    with pytest.raises(ValueError, match=r"every must be >= 1"):
+        se.IntervalResampling(every=0)
+    with pytest.raises(ValueError, match=r"start must be >= 0"):
+        se.ESSResampling(start=-1)
+
+
+@pytest.mark.parametrize("kernel", ["hmc", "ULA", ""])
+def test_bad_kernel_name(kernel):
+    with pytest.raises(ValueError, match=r"kernel must be one of \('ula', 'mala'\)"):
+        se.Jarzynski(10, 0.1, kernel=kernel)
+
+
+@pytest.mark.parametrize("batch", [0, -1, 11])
+def test_walker_batch_out_of_range(batch):
+    with pytest.raises(ValueError, match=r"walker_batch must be in \[1, n_walkers=10\]"):
+        se.Jarzynski(10, 0.1, walker_batch=batch)
+    with pytest.raises(ValueError, match=r"walker_batch must be in \[1, n_walkers=10\]"):
+        se.PCD(10, 0.1, walker_batch=batch)
+
+
+def test_bad_walker_grad_init_and_anneal():
+    with pytest.raises(ValueError, match=r"walker_grad must be 'all' or 'batch'"):
+        se.Jarzynski(10, 0.1, walker_batch=5, walker_grad="some")
+    with pytest.raises(ValueError, match=r"init must be 'model', 'data' or an array"):
+        se.Jarzynski(10, 0.1, init="prior")
+    with pytest.raises(ValueError, match=r"n_anneal must be >= 1"):
+        se.Jarzynski(10, 0.1, n_anneal=0)
+
+
+@pytest.mark.parametrize("shape", [(32, DIM + 1), (31, DIM), (32,)])
+def test_init_array_of_wrong_shape(problem, shape):
+    data, energy = problem
+    strategy = se.Jarzynski(32, 0.1, init=np.zeros(shape, np.float32))
+    with pytest.raises(
+        ValueError, match=r"init array must have shape \(n_walkers, dim\) = \(32, 3\)"
+    ):
+        _fit(energy, data, strategy)
+
+
+def test_init_array_not_finite(problem):
+    data, energy = problem
+    init = np.zeros((32, DIM), np.float32)
+    init[4, 0] = np.nan
+    with pytest.raises(ValueError, match=r"init array contains NaN or inf"):
+        _fit(energy, data, se.Jarzynski(32, 0.1, init=init))
+
+
+def test_bad_energy_parameters():
+    with pytest.raises(ValueError, match=r"means must have shape \(K, d\)"):
+        GaussianMixture(means=jnp.zeros(3), logits=jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"logits must have shape \(K,\) = \(2,\)"):
+        GaussianMixture(means=jnp.zeros((2, 3)), logits=jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"sigma must be positive"):
+        GaussianMixture(means=jnp.zeros((2, 3)), logits=jnp.zeros(2), sigma=0.0)
+    with pytest.raises(ValueError, match=r"mean and scale must both have shape \(d,\)"):
+        Gaussian(jnp.zeros(3), jnp.ones(2))
+    with pytest.raises(ValueError, match=r"confinement must be >= 0"):
+        se.energies.MLP(2, 4, 1, key=jax.random.key(0), confinement=-1.0)
+
+
+# --------------------------------------------------------------------------- divergence
+def _assert_training_error(err, energy0):
+    assert isinstance(err, se.TrainingError) and isinstance(err, RuntimeError)
+    assert isinstance(err.step, int) and err.step >= 0
+    assert err.quantity in str(err) and f"step {err.step}" in str(err)
+    res = err.result
+    assert isinstance(res, se.FitResult)
+    assert res.steps == err.step
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(res.energy))
+    assert bool(jnp.all(jnp.isfinite(res.walkers)))
+    # The history stops before the failing step.
+    np.testing.assert_array_equal(res.history["step"], np.arange(err.step))
+    if err.step == 0:  # nothing was learned: the initial energy is returned
+        np.testing.assert_array_equal(np.asarray(res.energy.means), np.asarray(energy0.means))
+
+
+def test_huge_step_size_raises_training_error(problem):
+    data, energy = problem
+    with pytest.raises(se.TrainingError) as info:
+        _fit(energy, data, se.Jarzynski(32, 1e6), num_steps=30, chunk_size=10)
+    err = info.value
+    assert err.step >= 1  # the first steps are finite: their state is what comes back
+    assert err.quantity in {
+        "walker log-weights",
+        "walker positions",
+        "energy of the walkers",
+        "gradient of the walkers' energy",
+    }
+    _assert_training_error(err, energy)
+
+
+def test_huge_learning_rate_raises_training_error(problem):
+    data, energy = problem
+    with pytest.raises(se.TrainingError) as info:
+        _fit(energy, data, se.PCD(32, 0.1), optimizer=optax.sgd(1e30), num_steps=30)
+    _assert_training_error(info.value, energy)

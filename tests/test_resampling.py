@@ -1,0 +1,146 @@
+"""Resamplers (unbiased ancestor counts), ESS and resampling schedules."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _stats import promotion_for
+
+import smc_ebm as se
+from smc_ebm.smc import (
+    RESAMPLERS,
+    ESSResampling,
+    IntervalResampling,
+    NoResampling,
+    ess_fraction,
+    log_mean_exp,
+    off_until,
+    resample_indices,
+)
+
+METHODS = sorted(RESAMPLERS)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_resampler_is_unbiased(method):
+    """E[count_i] = N p_i, checked over M independent draws.
+
+    Tolerance: 4 standard errors of the mean count, with the multinomial (binomial)
+    variance N p_i (1 - p_i) per draw, an upper bound for systematic, stratified and
+    residual resampling which only reduce it.
+    """
+    n, m = 10, 20_000
+    p = np.array([0.30, 0.01, 0.002, 0.15, 0.0, 0.25, 0.05, 0.088, 0.1, 0.05])
+    p = p / p.sum()
+    log_w = jnp.log(jnp.asarray(p, jnp.float32)) + 3.0  # unnormalised on purpose
+    keys = jax.random.split(jax.random.key(1), m)
+    with promotion_for(method):
+        idx = np.asarray(jax.jit(jax.vmap(lambda k: resample_indices(k, log_w, method)))(keys))
+    assert idx.shape == (m, n)
+    assert idx.min() >= 0 and idx.max() < n
+    counts = np.stack([np.bincount(row, minlength=n) for row in idx])
+    assert np.all(counts.sum(1) == n)
+    assert np.all(counts[:, 4] == 0)  # a zero weight is never drawn
+    mean = counts.mean(0)
+    se_ = np.sqrt(n * p * (1 - p) / m)
+    assert np.all(np.abs(mean - n * p) <= 4 * se_ + 1e-12), (mean, n * p)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_resampler_degenerate_and_shift_invariant(method, key):
+    n = 16
+    one_hot = jnp.full(n, -jnp.inf).at[5].set(0.0)
+    with promotion_for(method):
+        np.testing.assert_array_equal(np.asarray(resample_indices(key, one_hot, method)), 5)
+        a = jax.random.normal(key, (n,))
+        i1 = resample_indices(jax.random.key(7), a, method)
+        i2 = resample_indices(jax.random.key(7), a + 50.0, method)
+    np.testing.assert_array_equal(np.asarray(i1), np.asarray(i2))
+
+
+@pytest.mark.parametrize("method", ["systematic", "stratified", "residual"])
+def test_low_variance_resamplers_keep_uniform_populations(method, key):
+    """With equal weights the low-variance schemes keep every particle exactly once."""
+    n = 32
+    with promotion_for(method):
+        idx = np.asarray(resample_indices(key, jnp.zeros(n), method))
+    np.testing.assert_array_equal(np.sort(idx), np.arange(n))
+
+
+# --------------------------------------------------------------------------- ESS
+def test_ess_fraction_matches_formula(key):
+    a = 3.0 * jax.random.normal(key, (200,)) + 1000.0  # large offset: must be stable
+    w = np.exp(np.asarray(a, np.float64) - float(a.max()))
+    expected = w.mean() ** 2 / np.mean(w**2)
+    # float32 at |a| ~ 1000 has an ulp of 6e-5, so the subtraction of the maximum inside
+    # log-sum-exp leaves relative errors of a few 1e-5 in the weights: rtol 5e-4.
+    np.testing.assert_allclose(float(ess_fraction(a)), expected, rtol=5e-4)
+    np.testing.assert_allclose(float(ess_fraction(a - 1000.0)), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(ess_fraction(jnp.zeros(50))), 1.0, rtol=1e-6)
+    one_hot = jnp.full(50, -jnp.inf).at[3].set(0.0)
+    np.testing.assert_allclose(float(ess_fraction(one_hot)), 1 / 50, rtol=1e-5)
+    assert 0.0 < float(ess_fraction(a)) <= 1.0
+
+
+def test_log_mean_exp(key):
+    a = 5.0 * jax.random.normal(key, (100,)) - 500.0
+    a64 = np.asarray(a, np.float64)
+    ref = a64.max() + math.log(np.mean(np.exp(a64 - a64.max())))
+    np.testing.assert_allclose(float(log_mean_exp(a)), ref, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- schedules
+def _decisions(schedule, steps, ess):
+    f = jax.jit(jax.vmap(schedule.should_resample))
+    return np.asarray(f(jnp.asarray(steps), jnp.asarray(ess, jnp.float32)))
+
+
+def test_ess_resampling_threshold():
+    s = ESSResampling(threshold=0.5)
+    ess = [0.1, 0.49, 0.5, 0.51, 1.0]
+    np.testing.assert_array_equal(_decisions(s, [3] * 5, ess), [True, True, False, False, False])
+    s = ESSResampling(threshold=1.0)
+    np.testing.assert_array_equal(_decisions(s, [0, 1], [0.999, 1.0]), [True, False])
+
+
+def test_ess_resampling_start():
+    s = ESSResampling(threshold=0.5, start=10)
+    steps = [0, 9, 10, 11, 100]
+    np.testing.assert_array_equal(_decisions(s, steps, [0.1] * 5), [False, False, True, True, True])
+    np.testing.assert_array_equal(_decisions(s, steps, [0.9] * 5), [False] * 5)
+
+
+def test_off_until_schedule():
+    s = ESSResampling(threshold=off_until(100, 0.5))
+    steps = [0, 50, 99, 100, 101, 1000]
+    np.testing.assert_array_equal(
+        _decisions(s, steps, [0.01] * 6), [False, False, False, True, True, True]
+    )
+    np.testing.assert_array_equal(_decisions(s, steps, [0.6] * 6), [False] * 6)
+    # Any traced function of the step works as a threshold.
+    s = ESSResampling(threshold=lambda k: jnp.where(k % 2 == 0, 0.5, 0.0))
+    np.testing.assert_array_equal(_decisions(s, [0, 1, 2, 3], [0.3] * 4), [True, False] * 2)
+
+
+def test_interval_resampling():
+    steps = np.arange(12)
+    s = IntervalResampling(every=3)
+    np.testing.assert_array_equal(_decisions(s, steps, [1.0] * 12), steps % 3 == 0)
+    s = IntervalResampling(every=4, start=2)
+    expected = (steps >= 2) & ((steps - 2) % 4 == 0)
+    np.testing.assert_array_equal(_decisions(s, steps, [0.01] * 12), expected)
+    np.testing.assert_array_equal(expected.nonzero()[0], [2, 6, 10])
+
+
+def test_no_resampling():
+    np.testing.assert_array_equal(_decisions(NoResampling(), [0, 5, 50], [0.0, 0.01, 1e-9]), False)
+
+
+def test_public_names_are_the_same_objects():
+    assert se.ESSResampling is ESSResampling
+    assert se.IntervalResampling is IntervalResampling
+    assert se.NoResampling is NoResampling
+    assert se.off_until is off_until
+    assert set(RESAMPLERS) == {"systematic", "stratified", "multinomial", "residual"}

@@ -1,0 +1,176 @@
+"""Strategies: the weighted gradient estimate, initial walkers, and the common protocol."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _stats import log_mean_exp_and_se, weighted_mean_and_se
+
+import smc_ebm as se
+from smc_ebm.energies import MLP, Gaussian, GaussianMixture
+
+Z = 4.0  # standard errors allowed in statistical comparisons
+
+
+def _gmm_grad_terms(gmm, x):
+    """Per-sample dU/dlogit_k = -r_k(x) and dU/dmu_k = -r_k(x) (x - mu_k) / sigma^2."""
+    means = np.asarray(gmm.means, np.float64)
+    logits = np.asarray(gmm.logits, np.float64)
+    x = np.asarray(x, np.float64)
+    diff = x[:, None, :] - means[None]  # (n, K, d)
+    s = logits - 0.5 * (diff**2).sum(-1) / gmm.sigma**2
+    r = np.exp(s - s.max(1, keepdims=True))
+    r /= r.sum(1, keepdims=True)
+    return -r, -r[:, :, None] * diff / gmm.sigma**2
+
+
+def test_param_grad_of_exact_walkers_is_the_model_expectation():
+    """E_rho[dU/dlogit_k] = -E[r_k] = -w_k and E_rho[dU/dmu_k] = -E[r_k (x - mu_k)]/s^2 = 0.
+
+    Walkers from ``init_state`` are exact samples (the mixture samples itself) with zero
+    log-weights; the SE is the plain standard error of the per-walker gradient terms.
+    """
+    n = 20_000
+    gmm = GaussianMixture(
+        means=jnp.array([[-1.0, 0.5], [1.5, 1.0], [0.0, -2.0]]),
+        logits=jnp.array([0.4, -0.3, 1.0]),
+        sigma=1.2,
+    )
+    strategy = se.Jarzynski(n, 0.1)
+    state = strategy.init_state(jax.random.key(2), gmm, jnp.zeros((1, 2)), gmm.log_partition())
+    np.testing.assert_array_equal(np.asarray(state.log_weights), 0.0)
+    f_logit, f_mean = _gmm_grad_terms(gmm, state.position)
+    a = np.zeros(n)
+    # The fused pass computes exactly sum_i p_i dU/dtheta(X_i) (float32 round-off).
+    np.testing.assert_allclose(
+        np.asarray(state.param_grad.logits), f_logit.mean(0), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.asarray(state.param_grad.means), f_mean.mean(0), rtol=1e-4, atol=1e-5
+    )
+    # ... which estimates the exact expectations.
+    m, s = weighted_mean_and_se(f_logit, a)
+    w = np.asarray(gmm.weights, np.float64)
+    assert np.all(np.abs(m - (-w)) < Z * s), (m, -w, s)
+    m, s = weighted_mean_and_se(f_mean.reshape(n, -1), a)
+    assert np.all(np.abs(m) < Z * s), (m, s)
+    # The mixture's walkers are spread over the modes, not stuck in one.
+    assert float(strategy.ess_and_log_Z(state)[0]) == 1.0
+    np.testing.assert_allclose(
+        float(strategy.ess_and_log_Z(state)[1]), float(gmm.log_partition()), rtol=1e-6
+    )
+
+
+def test_param_grad_with_nonuniform_weights_is_self_normalised(key):
+    """After a move, param_grad = sum_i softmax(A)_i dU_{k+1}/dtheta(X_i), exactly."""
+    e0 = GaussianMixture.init(key, 2, 3, scale=1.0)
+    e1 = GaussianMixture(e0.means + 0.2, e0.logits + jnp.array([0.3, -0.3]), sigma=1.0)
+    strategy = se.Jarzynski(256, 0.3, resampling=se.NoResampling())
+    state = strategy.init_state(jax.random.key(1), e0, jnp.zeros((1, 3)), e0.log_partition())
+    state, resampled, acc = strategy.advance(jax.random.key(2), state, e0, e1, jnp.asarray(0))
+    assert not bool(resampled)
+    a = np.asarray(state.log_weights, np.float64)
+    assert a.std() > 1e-3  # the weights are not uniform
+    p = np.exp(a - a.max())
+    p /= p.sum()
+    f_logit, f_mean = _gmm_grad_terms(e1, state.position)
+    np.testing.assert_allclose(
+        np.asarray(state.param_grad.logits), p @ f_logit, rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.asarray(state.param_grad.means), np.einsum("n,nkd->kd", p, f_mean), rtol=1e-4, atol=1e-5
+    )
+    u1 = np.asarray(jax.vmap(e1)(state.position), np.float64)
+    np.testing.assert_allclose(np.asarray(state.energy), u1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(float(state.model_energy), p @ u1, rtol=1e-5)
+
+
+def test_annealed_initialisation_is_weighted_exact():
+    """An energy that cannot sample itself is reached by annealing from a Gaussian base.
+
+    U(x) = |x|^2 (an MLP with a zero net and confinement 2): rho = N(0, I/2) and
+    log Z = (d/2) log(pi). The base is the moment-matched Gaussian of the data, N(0.3, 0.8^2)
+    roughly. The annealing resampled nowhere (checked: the anchor is log Z of the base), so
+    the walkers are independent and the delta-method SEs apply.
+    """
+    d, n = 2, 4000
+    energy = MLP(d, 8, 1, key=jax.random.key(0), zero_init=True, confinement=2.0)
+    assert not se.energies.has_log_partition(energy)
+    data = 0.3 + 0.8 * jax.random.normal(jax.random.key(1), (500, d))
+    strategy = se.Jarzynski(n, 0.05, n_anneal=100)
+    state = strategy.init_state(jax.random.key(2), energy, data, None)
+    base = Gaussian.fit_to(data)
+    np.testing.assert_allclose(float(state.log_Z_anchor), float(base.log_partition()), atol=1e-5)
+    a = np.asarray(state.log_weights)
+    assert np.std(a) > 1e-3  # the walkers carry the annealing weights
+    x = np.asarray(state.position, np.float64)
+    m1, s1 = weighted_mean_and_se(x, a)
+    assert np.all(np.abs(m1) < Z * s1), (m1, s1)
+    m2, s2 = weighted_mean_and_se(x**2, a)
+    assert np.all(np.abs(m2 - 0.5) < Z * s2), (m2, s2)
+    lme, slz = log_mean_exp_and_se(a)
+    ess, log_z = strategy.ess_and_log_Z(state)
+    np.testing.assert_allclose(float(log_z), float(base.log_partition()) + lme, atol=1e-4)
+    assert abs(float(log_z) - d / 2 * np.log(np.pi)) < Z * slz, (float(log_z), slz)
+
+
+# --------------------------------------------------------------------------- protocol
+DIM = 3
+
+
+def _strategies():
+    n, h = 64, 0.1
+    return {
+        "jarzynski": se.Jarzynski(n, h),
+        "jarzynski-mala": se.Jarzynski(n, h, kernel="mala"),
+        "jarzynski-batch": se.Jarzynski(n, h, walker_batch=16),
+        "jarzynski-interval": se.Jarzynski(n, h, resampling=se.IntervalResampling(every=1)),
+        "pcd": se.PCD(n, h),
+        "unweighted": se.Unweighted(n, h),
+        "cd": se.CD(n_walkers=n, n_steps=3, step_size=h),
+    }
+
+
+@pytest.mark.parametrize("name", list(_strategies()))
+def test_strategy_protocol(name):
+    """init_state -> gradient -> advance keeps shapes and finiteness; flags are consistent."""
+    strategy = _strategies()[name]
+    e0 = GaussianMixture.init(jax.random.key(0), 2, DIM, scale=1.0)
+    e1 = GaussianMixture(e0.means + 0.1, e0.logits + jnp.array([0.1, -0.1]), sigma=1.0)
+    data = e0.sample(jax.random.key(1), 100) + 2.0
+    state = strategy.init_state(jax.random.key(2), e0, data, e0.log_partition())
+    n = state.position.shape[0]
+    assert state.position.shape == (n, DIM)
+
+    @jax.jit
+    def step(state):
+        st, grad, loss, data_u = strategy.gradient(jax.random.key(3), state, e0, data)
+        st, resampled, acc = strategy.advance(jax.random.key(4), st, e0, e1, jnp.asarray(0))
+        return st, grad, loss, data_u, resampled, acc, strategy.ess_and_log_Z(st)
+
+    st, grad, loss, data_u, resampled, acc, (ess, log_z) = step(state)
+    assert st.position.shape == (n, DIM) and st.log_weights.shape == (n,)
+    assert jax.tree.structure(grad) == jax.tree.structure(st.param_grad)
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves((st, grad, loss)))
+    np.testing.assert_allclose(float(data_u), float(jnp.mean(jax.vmap(e0)(data))), rtol=1e-5)
+    assert 0.0 < float(ess) <= 1.0
+    if name.endswith("mala"):
+        assert 0.0 < float(acc) <= 1.0
+    else:
+        assert float(acc) == 1.0
+    if name in ("pcd", "unweighted", "cd"):
+        np.testing.assert_array_equal(np.asarray(st.log_weights), 0.0)
+        assert not bool(resampled)
+        assert np.isnan(float(log_z)) and float(ess) == 1.0
+    else:
+        assert np.isfinite(float(log_z))
+    if name == "jarzynski-interval":
+        assert bool(resampled)
+        np.testing.assert_array_equal(np.asarray(st.log_weights), 0.0)
+    if name in ("pcd", "cd"):
+        # Walkers start at data points.
+        d2 = ((np.asarray(state.position)[:, None] - np.asarray(data)[None]) ** 2).sum(-1)
+        assert np.all(d2.min(1) == 0.0)
+    if name == "unweighted":
+        # Started at the model (exact samples), not at the data (shifted by +2).
+        assert abs(float(jnp.mean(state.position)) - float(jnp.mean(data))) > 1.0
