@@ -112,7 +112,9 @@ def _validate_data(data: Any, energy: Any) -> jnp.ndarray:
     arr = jnp.asarray(arr)
     u = eqx.filter_jit(jax.vmap(energy))(arr[: min(64, arr.shape[0])])
     if u.ndim != 1:
-        raise ValueError(f"the energy must map one sample (dim,) to a scalar; got shape {u.shape[1:]}.")
+        raise ValueError(
+            f"the energy must map one sample (dim,) to a scalar; got shape {u.shape[1:]}."
+        )
     if not bool(jnp.all(jnp.isfinite(u))):
         raise ValueError("the energy is not finite at the data.")
     return arr
@@ -223,6 +225,9 @@ def fit(
         state = strategy.init_state(key_init, energy, data, log_Z0)
         step0 = 0
 
+    use_correction = bool(getattr(strategy, "feedback_correction", False)) and (
+        getattr(state, "grad_weights", None) is not None
+    )
     chunk_records = max(1, chunk_size // record_every)
     chunk_steps = chunk_records * record_every
     end_step = step0 + num_steps
@@ -240,10 +245,17 @@ def fit(
                 batch = data[jax.random.randint(kb, (batch_size,), 0, n_data)]
             ess, log_z = strategy.ess_and_log_Z(state)
             st, grad, loss, data_u = strategy.gradient(kg, state, energy_k, batch)
-            updates, new_opt = optimizer.update(grad, opt_state, params)
+            if use_correction:
+                kc, ka = jax.random.split(ka)
+                updates, new_opt, correction = _feedback_correction(
+                    kc, optimizer, grad, opt_state, params, static, st
+                )
+            else:
+                updates, new_opt = optimizer.update(grad, opt_state, params)
+                correction = None
             new_params = optax.apply_updates(params, updates)
             st, resampled, acc = strategy.advance(
-                ka, st, energy_k, eqx.combine(new_params, static), step
+                ka, st, energy_k, eqx.combine(new_params, static), step, correction
             )
             code = _first_bad(data_u, st, new_params)
             rec = (ess, log_z, log_z + data_u, resampled.astype(jnp.int32), loss, acc)
@@ -314,14 +326,63 @@ def fit(
             bar.close()
 
     params, opt_state, state, err, err_step = carry
-    history = _history(chunks_out, names, step0, record_every, step if not int(err) else None,
-                       int(err_step) if int(err) else None)
-    done_steps = (int(err_step) if int(err) else step)
-    result = _result(params, static, opt_state, state, strategy, data, history, done_steps,
-                     time.perf_counter() - start_time, interrupted)
+    history = _history(
+        chunks_out,
+        names,
+        step0,
+        record_every,
+        step if not int(err) else None,
+        int(err_step) if int(err) else None,
+    )
+    done_steps = int(err_step) if int(err) else step
+    result = _result(
+        params,
+        static,
+        opt_state,
+        state,
+        strategy,
+        data,
+        history,
+        done_steps,
+        time.perf_counter() - start_time,
+        interrupted,
+    )
     if int(err):
         raise TrainingError(int(err_step), _CHECKS[int(err) - 1], result)
     return result
+
+
+def _feedback_correction(key, optimizer, grad, opt_state, params, static, state):
+    r"""Optimizer update and the first-order correction of the walkers' self-influence.
+
+    Walker ``i`` entered the gradient with weight ``q_i`` (``state.grad_weights``), so the
+    update contains ``J (-q_i \delta_i)`` with ``\delta_i = dU(X_i)/d\theta`` and ``J`` the
+    Jacobian of the update in the gradient; its own weight increment
+    ``-\delta_i \cdot \Delta\theta`` then contains ``q_i \delta_i^T J \delta_i``, a
+    systematic term (``J`` is negative for a descent step) that an independent walker would
+    not see. It is removed with ``S = -diag(J)`` (exact for element-wise optimizers) and a
+    Rademacher probe ``v``: ``E[(\delta_i \cdot S^{1/2} v)^2] = \delta_i^T S \delta_i``.
+
+    Returns ``(updates, new_opt_state, correction (N,))``.
+    """
+    ones = jax.tree.map(jnp.ones_like, grad)
+    (updates, new_opt), (diag, _) = jax.jvp(
+        lambda g: optimizer.update(g, opt_state, params), (grad,), (ones,)
+    )
+    leaves, treedef = jax.tree.flatten(diag)
+    keys = jax.random.split(key, len(leaves))
+    probe = [
+        jnp.sqrt(jnp.maximum(-d, 0.0)) * jax.random.rademacher(k, d.shape, d.dtype)
+        for k, d in zip(keys, leaves, strict=True)
+    ]
+    probe = jax.tree.unflatten(treedef, probe)
+    x = state.position
+
+    def energies_at(p):
+        return jax.vmap(eqx.combine(p, static))(x)
+
+    _, d = jax.jvp(energies_at, (params,), (probe,))
+    return updates, new_opt, state.grad_weights * d**2
 
 
 def _history(chunks_out, names, step0, record_every, end_step, err_step) -> dict[str, np.ndarray]:

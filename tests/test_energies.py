@@ -258,8 +258,6 @@ def test_two_mode_teacher(key):
     assert abs(-lp.mean() - exact_h) < 4 * lp.std() / math.sqrt(n)
 
 
-
-
 @pytest.mark.parametrize(
     "base_name",
     [

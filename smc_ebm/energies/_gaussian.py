@@ -12,8 +12,9 @@ from smc_ebm.energies._base import AbstractEnergy
 
 
 class Gaussian(AbstractEnergy):
-    r"""Energy :math:`U(x) = \sum_i (x_i - m_i)^2 / (2 s_i^2)` of :math:`\mathcal N(m, \mathrm{diag}(s^2))`.
+    r"""Diagonal Gaussian energy of :math:`\mathcal N(m, \mathrm{diag}(s^2))`.
 
+    :math:`U(x) = \sum_i (x_i - m_i)^2 / (2 s_i^2)`.
     Normalised up to the exact constant :math:`\log Z = \sum_i \log(\sqrt{2\pi} s_i)`.
 
     Args:

@@ -28,6 +28,8 @@ class WalkerState(NamedTuple):
         model_energy: ``()`` the weighted mean of ``energy``.
         observers: an optional independent :class:`ObserverState` that follows the same
             parameter path but never enters the gradient (an unbiased log Z estimator).
+        grad_weights: ``(N,)`` the weight with which each walker's position entered
+            ``param_grad`` (for the feedback correction); ``None`` when not tracked.
     """
 
     position: Float[Array, "N d"]
@@ -38,6 +40,7 @@ class WalkerState(NamedTuple):
     param_grad: Any
     model_energy: Float[Array, ""]
     observers: Any = None
+    grad_weights: Any = None
 
 
 class ObserverState(NamedTuple):
@@ -113,8 +116,12 @@ class AbstractStrategy(abc.ABC):
         energy_old: eqx.Module,
         energy_new: eqx.Module,
         step: Array,
+        correction: Array | None = None,
     ) -> tuple[WalkerState, Array, Array]:
-        """Follow the target from ``energy_old`` to ``energy_new``: ``(state, resampled, acc)``."""
+        """Follow the target from ``energy_old`` to ``energy_new``: ``(state, resampled, acc)``.
+
+        ``correction`` (``(N,)``, optional) is added to the log-weight increments.
+        """
 
     def ess_and_log_Z(self, state: WalkerState) -> tuple[Array, Array]:
         """Normalised ESS and log Z estimate of the current state."""

@@ -73,5 +73,5 @@ class CD(AbstractStrategy):
             new_state = state._replace(position=x, energy=u, grad=g, param_grad=pgrad)
         return new_state, pgrad, jnp.mean(u)
 
-    def advance(self, key, state, energy_old, energy_new, step):
+    def advance(self, key, state, energy_old, energy_new, step, correction=None):
         return state, jnp.asarray(False), jnp.asarray(1.0, state.energy.dtype)

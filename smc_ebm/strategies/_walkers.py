@@ -10,7 +10,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, PRNGKeyArray
 
 from smc_ebm.energies._base import AbstractEnergy
 from smc_ebm.energies._gaussian import Gaussian
@@ -90,6 +90,7 @@ class Walkers(AbstractStrategy):
     anneal_base: Any = None
     n_observers: int = 0
     observer_kernel: str = "mala"
+    feedback_correction: bool = False
 
     def __post_init__(self) -> None:
         if int(self.n_walkers) < 2:
@@ -171,9 +172,7 @@ class Walkers(AbstractStrategy):
                 km, kr = jax.random.split(k)
                 x_new, u_old_new, _ = _move(km, x, u, g, path(t0), step_size, self.kernel)
                 u_new, g_new, _ = evaluate(path(t1), x_new)
-                a = a + _increment(
-                    self.kernel, step_size, x, u, g, x_new, u_old_new, u_new, g_new
-                )
+                a = a + _increment(self.kernel, step_size, x, u, g, x_new, u_old_new, u_new, g_new)
                 do = ess_fraction(a) < 0.5
                 x, u, g, a, anchor = _maybe_resample(
                     do, kr, x_new, u_new, g_new, a, anchor, "systematic"
@@ -220,34 +219,45 @@ class Walkers(AbstractStrategy):
     def negative_phase(self, key, state, energy, batch):
         return state, state.param_grad, state.model_energy
 
-    def advance(self, key, state, energy_old, energy_new, step):
+    def advance(self, key, state, energy_old, energy_new, step, correction=None):
         k_move, k_res, k_obs = jax.random.split(key, 3)
+        gw = None
         if self._minibatched:
-            x, u, g, a, pgrad, model_energy, acc = self._advance_batch(
-                k_move, state, energy_old, energy_new
+            x, u, g, a, pgrad, model_energy, acc, gw = self._advance_batch(
+                k_move, state, energy_old, energy_new, correction
             )
         else:
             x, u, g, a, pgrad_fn, acc = self._follow(
-                k_move, state.position, state.energy, state.grad, state.log_weights,
-                energy_old, energy_new,
+                k_move,
+                state.position,
+                state.energy,
+                state.grad,
+                state.log_weights,
+                energy_old,
+                energy_new,
             )
             if self.weighted:
-                p = jax.nn.softmax(a)
-                pgrad, model_energy = pgrad_fn(p), jnp.sum(p * u)
+                if correction is not None:
+                    a = a + correction
+                gw = jax.nn.softmax(a)
+                pgrad, model_energy = pgrad_fn(gw), jnp.sum(gw * u)
             else:
                 pgrad, model_energy = pgrad_fn, jnp.mean(u)
         anchor = state.log_Z_anchor
         observers = state.observers
         if self.weighted:
             do = self.resampling.should_resample(step + 1, ess_fraction(a))
-            x, u, g, a, anchor = _maybe_resample(
-                do, k_res, x, u, g, a, anchor, self.resampling.method
+            gw_arr = jnp.zeros_like(a) if gw is None else gw
+            x, u, g, a, anchor, gw_arr = _maybe_resample(
+                do, k_res, x, u, g, a, anchor, self.resampling.method, gw_arr
             )
+            gw = None if gw is None else gw_arr
             if observers is not None:
                 observers = self._advance_observers(k_obs, observers, energy_old, energy_new, step)
         else:
             do = jnp.asarray(False)
-        return WalkerState(x, u, g, a, anchor, pgrad, model_energy, observers), do, acc
+        state = WalkerState(x, u, g, a, anchor, pgrad, model_energy, observers, gw)
+        return state, do, acc
 
     def _follow(self, key, x, u, g, a, energy_old, energy_new, kernel=None):
         """Move with the old energy, evaluate at the new one, add the weight increments.
@@ -268,7 +278,13 @@ class Walkers(AbstractStrategy):
         """Observers follow the same path with all their walkers, and resample on their own."""
         km, kr = jax.random.split(key)
         x, u, g, a, _, _ = self._follow(
-            km, obs.position, obs.energy, obs.grad, obs.log_weights, energy_old, energy_new,
+            km,
+            obs.position,
+            obs.energy,
+            obs.grad,
+            obs.log_weights,
+            energy_old,
+            energy_new,
             self.observer_kernel,
         )
         do = self.resampling.should_resample(step + 1, ess_fraction(a))
@@ -276,7 +292,7 @@ class Walkers(AbstractStrategy):
             *_maybe_resample(do, kr, x, u, g, a, obs.log_Z_anchor, self.resampling.method)
         )
 
-    def _advance_batch(self, key, state, energy_old, energy_new):
+    def _advance_batch(self, key, state, energy_old, energy_new, correction=None):
         """Algorithm 2: move ``walker_batch`` walkers; the others get the frozen increment."""
         kb, km = jax.random.split(key)
         n, nb = self.n_walkers, self.walker_batch
@@ -298,35 +314,46 @@ class Walkers(AbstractStrategy):
             u_new = energies(energy_new, x_new)
         if self.weighted:
             a = (a + ais_increment(state.energy, u_new)).at[idx].set(a[idx] + inc_b)
+            if correction is not None:
+                a = a + correction
+        gw = None
         if self.walker_grad == "all":
-            p = jax.nn.softmax(a)
+            p = jax.nn.softmax(a) if self.weighted else jnp.full_like(a, 1.0 / n)
             pgrad, model_energy = pgrad_all(p), jnp.sum(p * u_new)
+            if self.weighted:
+                gw = p
         else:
-            pb = jax.nn.softmax(a[idx])
+            pb = jax.nn.softmax(a[idx]) if self.weighted else jnp.full((nb,), 1.0 / nb, a.dtype)
             pgrad, model_energy = pgrad_b(pb), jnp.sum(pb * ub_new)
-        return x_new, u_new, g_new, a, pgrad, model_energy, acc
+            if self.weighted:
+                gw = jnp.zeros_like(a).at[idx].set(pb)
+        return x_new, u_new, g_new, a, pgrad, model_energy, acc, gw
 
 
 def _evaluate_state(energy, x, a, anchor, weighted) -> WalkerState:
     if weighted:
         u, g, pgrad_fn = evaluate(energy, x)
         p = jax.nn.softmax(a)
-        return WalkerState(x, u, g, a, anchor, pgrad_fn(p), jnp.sum(p * u))
+        return WalkerState(x, u, g, a, anchor, pgrad_fn(p), jnp.sum(p * u), None, p)
     u, g, pgrad = evaluate_uniform(energy, x)
     return WalkerState(x, u, g, a, anchor, pgrad, jnp.mean(u))
 
 
-def _resample(x, u, g, a, anchor, key, method):
-    """Resample ancestors proportionally to ``e^a``, reset the weights and re-anchor log Z."""
+def _resample(x, u, g, a, anchor, key, method, *extra):
+    """Resample ancestors proportionally to ``e^a``, reset the weights and re-anchor log Z.
+
+    Arrays in ``extra`` (indexed by walker) are gathered with the same ancestors.
+    """
     idx = resample_indices(key, a, method)
-    return x[idx], u[idx], g[idx], jnp.zeros_like(a), anchor + log_mean_exp(a)
+    gathered = tuple(e[idx] for e in extra)
+    return (x[idx], u[idx], g[idx], jnp.zeros_like(a), anchor + log_mean_exp(a), *gathered)
 
 
-def _maybe_resample(do, key, x, u, g, a, anchor, method):
+def _maybe_resample(do, key, x, u, g, a, anchor, method, *extra):
     return jax.lax.cond(
         do,
-        lambda: _resample(x, u, g, a, anchor, key, method),
-        lambda: (x, u, g, a, anchor),
+        lambda: _resample(x, u, g, a, anchor, key, method, *extra),
+        lambda: (x, u, g, a, anchor, *extra),
     )
 
 
@@ -343,6 +370,7 @@ def Jarzynski(
     anneal_base: Any = None,
     n_observers: int = 0,
     observer_kernel: str = "mala",
+    feedback_correction: bool = True,
 ) -> Walkers:
     r"""Jarzynski-weighted walkers (Carbone et al., 2023, Algorithms 1 and 2).
 
@@ -364,6 +392,9 @@ def Jarzynski(
         init: ``"model"`` (exact samples when the energy can sample itself or is a
             :class:`Tilted` with a zero net, otherwise annealed from ``anneal_base`` in
             ``n_anneal`` weighted steps), ``"data"``, or an ``(N, d)`` array.
+        n_anneal: annealing steps for ``init="model"`` when no exact sampler exists.
+        anneal_base: the annealing base (an energy with ``sample`` and ``log_partition``;
+            default: a diagonal Gaussian fitted to the data).
         n_observers: extra weighted walkers that follow the same parameter path but never
             enter the gradient; when ``> 0`` they, not the driving walkers, give ``log_Z``
             and the cross-entropy. The driving walkers' own estimate drifts downwards
@@ -371,6 +402,14 @@ def Jarzynski(
             the optimizer's step size, ``m`` their estimate of ``E[dU/dtheta]``); the
             observers' estimate is exact for any path. Cost: ``n_observers / n_walkers``
             more moves per step (twice that with MALA).
+        feedback_correction: remove, to first order, the bias that the walkers' own
+            noise puts in their weights through the parameter update (see
+            ``docs/maths.md``): walker ``i`` contributed ``p_i dU(X_i)/dtheta`` to the
+            gradient, so its increment contains the self-term
+            ``p_i dU_i/dtheta^T J dU_i/dtheta`` (``J`` the optimizer's Jacobian), which
+            is subtracted with a one-probe Hutchinson estimate (one extra JVP per step).
+            Exact to first order for element-wise optimizers without memory (SGD, also
+            per field); for Adam/momentum only the same-step term is removed.
         observer_kernel: the observers' move, ``"mala"`` by default: an invariant kernel
             leaves only the AIS increments of the parameter changes in their weights, not
             the ULA correction, so their log Z has a much smaller variance.
@@ -393,6 +432,7 @@ def Jarzynski(
         anneal_base=anneal_base,
         n_observers=n_observers,
         observer_kernel=observer_kernel,
+        feedback_correction=feedback_correction,
     )
 
 
