@@ -1,0 +1,196 @@
+"""Cost of an optimizer step: Jarzynski weights vs PCD and unweighted walkers.
+
+DESIGN.md 1.1 asks that Jarzynski cost no more than PCD beyond O(N d) arithmetic: the
+energy, x-gradient and dU/dtheta of the moved walkers come from one forward pass, reused by
+the weight update, the next move and the next gradient. This script measures it on the
+paper's 50-d two-mode teacher with 10^4 walkers (flags change the sizes).
+
+Method. ``fit`` traces and compiles its chunk function anew on each call, so timing one
+call mixes compilation, setup and steps. Each measurement therefore times two calls of the
+same strategy with ``chunk_size`` equal to the number of steps (one compiled chunk per
+call), one of ``S`` steps and one of ``2 S`` steps:
+
+    time per step = (t(2 S) - t(S)) / S,
+
+which cancels compilation and every per-call cost (data validation, walker initialisation,
+the final evaluation). ``fit`` returns host floats, so both calls are synchronised. After
+one warm-up pair per strategy, ``--reps`` pairs are measured, round-robin over the
+strategies (so that drifts of the machine hit all of them alike). The reported time is
+``(min t(2 S) - min t(S)) / S`` over those calls (other processes only ever add time, so the
+minimum is the least disturbed measurement); the spread of the per-pair differences is
+printed beside it as a measure of the machine's noise. Note that the difference measures
+steps ``S+1..2 S`` of a training run: Jarzynski resamples more often early in training.
+Two guards keep the difference clean: a persistent compilation cache (in a temporary
+folder; ``--no-cache`` to disable), so that the re-traced but identical program is loaded
+rather than recompiled, and ``S`` is raised (from ``--steps``) until ``S`` steps of the
+fastest strategy take ``--min-seconds``.
+
+Example::
+
+    python benchmarks/overhead.py                       # d = 50, N = 10^4, S = 500, 3 reps
+    python benchmarks/overhead.py --steps 200 --reps 5 --strategies Jarzynski PCD
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import jax
+import optax
+
+import smc_ebm as se
+
+STRATEGIES = ("Jarzynski", "PCD", "Unweighted", "CD")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--dim", type=int, default=50)
+    p.add_argument("--n-data", type=int, default=10_000)
+    p.add_argument("--n-walkers", type=int, default=10_000)
+    p.add_argument("--batch-size", type=int, default=None, help="data minibatch (None: all)")
+    p.add_argument("--steps", type=int, default=500, help="S: the pair times S and 2 S steps")
+    p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=2.0,
+        help="raise S until S steps of the fastest strategy take this long",
+    )
+    p.add_argument("--max-steps", type=int, default=100_000, help="upper bound on S")
+    p.add_argument("--reps", type=int, default=3, help="measured pairs per strategy")
+    p.add_argument("--record-every", type=int, default=10)
+    p.add_argument("--step-size", type=float, default=0.1)
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not use a persistent compilation cache (each fit call then compiles)",
+    )
+    p.add_argument(
+        "--strategies", nargs="+", choices=STRATEGIES, default=["Jarzynski", "PCD", "Unweighted"]
+    )
+    return p.parse_args(argv)
+
+
+def make_strategy(name: str, args: argparse.Namespace):
+    h = args.step_size
+    if name == "Jarzynski":
+        return se.Jarzynski(args.n_walkers, h, resampling=se.ESSResampling(1 / 1.05, "systematic"))
+    if name == "PCD":
+        return se.PCD(args.n_walkers, h)
+    if name == "Unweighted":
+        return se.Unweighted(args.n_walkers, h)
+    return se.CD(n_steps=4, step_size=h)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if not args.no_cache:
+        # fit() re-traces its chunk on every call; with a compilation cache the identical
+        # program is not recompiled, which takes the compile-time jitter out of t(S), t(2S).
+        cache_dir = tempfile.mkdtemp(prefix="smc_ebm_bench_cache_")
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
+    print(
+        f"platform {platform.platform()}, processor {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, python {platform.python_version()}"
+    )
+    data = se.datasets.two_mode_teacher(jax.random.key(0), n=args.n_data, dim=args.dim)
+    energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, args.dim, scale=0.01)
+    optimizer = se.optim.by_field(logits=optax.sgd(0.125), means=optax.sgd(0.025))
+    strategies = {name: make_strategy(name, args) for name in args.strategies}
+
+    def timed(strategy, steps: int) -> float:
+        t0 = time.perf_counter()
+        res = se.fit(
+            energy,
+            data.samples,
+            strategy=strategy,
+            optimizer=optimizer,
+            num_steps=steps,
+            key=jax.random.key(2),
+            batch_size=args.batch_size,
+            record_every=args.record_every,
+            progress=False,
+            chunk_size=steps,
+        )
+        jax.block_until_ready((res.walkers, res.log_weights))
+        return time.perf_counter() - t0
+
+    def pair(strategy, steps: int) -> tuple[float, float]:
+        t_short = timed(strategy, steps)
+        t_long = timed(strategy, 2 * steps)
+        return (t_long - t_short) / steps, t_short
+
+    # Choose S: at least --steps, and long enough that S steps take --min-seconds, so that
+    # the per-call jitter (tens of ms) is small against the difference being measured.
+    S = -(-args.steps // args.record_every) * args.record_every
+    while True:
+        for strategy in strategies.values():  # warm-up: compiles (and caches) S and 2 S
+            pair(strategy, S)
+        fastest = min(pair(strategy, S)[0] for strategy in strategies.values())
+        if S * fastest >= args.min_seconds or S >= args.max_steps:
+            break
+        grow = 2.0 * args.min_seconds / max(S * fastest, 1e-3 * args.min_seconds)
+        S = min(args.max_steps, int(S * min(grow, 64.0)))
+        S = -(-S // args.record_every) * args.record_every
+        print(f"  S too short for a clean difference; retrying with S = {S}", flush=True)
+
+    print(
+        f"\nd = {args.dim}, {args.n_data} data (batch {args.batch_size or 'all'}), "
+        f"{args.n_walkers} walkers, record every {args.record_every}; S = {S}, "
+        f"{args.reps} measured pairs per strategy, compilation cache "
+        f"{'off' if args.no_cache else 'on'}"
+    )
+    t_short: dict[str, list[float]] = {name: [] for name in strategies}
+    t_long: dict[str, list[float]] = {name: [] for name in strategies}
+    for rep in range(args.reps):
+        for name, strategy in strategies.items():
+            t_short[name].append(timed(strategy, S))
+            t_long[name].append(timed(strategy, 2 * S))
+            dt = (t_long[name][-1] - t_short[name][-1]) / S
+            print(f"  pair {rep + 1}/{args.reps} {name}: {1e3 * dt:.3f} ms/step", flush=True)
+
+    # Best-of-reps: the least disturbed time of each length, then their difference. Load
+    # from other processes only ever adds time, so the minimum is the robust statistic.
+    best = {n: (min(t_long[n]) - min(t_short[n])) / S for n in strategies}
+    pairs = {
+        n: [(b - a) / S for a, b in zip(t_short[n], t_long[n], strict=True)] for n in strategies
+    }
+    print(
+        "\nms/step = (min t(2S) - min t(S)) / S, the minima over the measured fit() calls of"
+        "\neach length (steps S+1..2S of training); compilation and per-call setup cancel."
+        "\n'pairs' = median [min, max] of the per-pair differences (spread = machine noise)."
+        "\n'per call' = min t(S) - S * ms/step: fixed cost of one fit() call (tracing,"
+        "\ncompilation or cache load, setup)."
+    )
+    header = (
+        f"{'strategy':<11} | {'ms/step':>8} | {'pairs: median [min, max]':>26} | {'per call s':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name in strategies:
+        pr = pairs[name]
+        spread = f"{1e3 * statistics.median(pr):.3f} [{1e3 * min(pr):.3f}, {1e3 * max(pr):.3f}]"
+        print(
+            f"{name:<11} | {1e3 * best[name]:>8.3f} | {spread:>26} | "
+            f"{min(t_short[name]) - S * best[name]:>10.2f}"
+        )
+    if "PCD" in best:
+        print()
+        for name in strategies:
+            if name != "PCD":
+                print(f"{name}/PCD = {best[name] / best['PCD']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

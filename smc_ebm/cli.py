@@ -1,0 +1,100 @@
+"""The ``smc-ebm`` command line.
+
+Subcommands:
+    demo: the two-mode teacher-student comparison of Jarzynski, PCD, CD and unweighted
+        walkers (a small version of Carbone et al., 2023, Sec. 5.1), in about two minutes
+        on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text}")
+    return value
+
+
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2; got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of ``smc-ebm``."""
+    parser = argparse.ArgumentParser(
+        prog="smc-ebm",
+        description="Train energy-based models as sequential Monte Carlo over a moving target.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser(
+        "demo",
+        help="teacher-student comparison of Jarzynski, PCD, CD and unweighted walkers",
+        description=(
+            "Learn a two-mode Gaussian teacher (weights 1/4 and 3/4 at -10 e_1 and +6 e_1) "
+            "with a two-mode Gaussian-mixture student and four strategies; print the learned "
+            "weight of the first mode, the exact KL and the Jarzynski estimate of the KL, and "
+            "save a figure of the weight trajectories."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    demo.add_argument("--dim", type=_positive_int, default=10, help="dimension of the teacher")
+    demo.add_argument("--n-data", type=_positive_int, default=2000, help="teacher samples")
+    demo.add_argument(
+        "--n-walkers", type=_at_least_two, default=2000, help="walkers of the persistent strategies"
+    )
+    demo.add_argument("--steps", type=_positive_int, default=2000, help="optimizer steps")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--out", default="smc_ebm_demo.png", help="where to save the figure")
+    demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from smc_ebm import _demo as demo
+
+    runs = demo.run_demo(
+        dim=args.dim,
+        n_data=args.n_data,
+        n_walkers=args.n_walkers,
+        steps=args.steps,
+        seed=args.seed,
+        record_every=max(1, args.steps // 200),
+        progress=not args.no_progress,
+    )
+    print()
+    print(demo.format_table(runs))
+    print(
+        "\nweight: learned weight of the student mode nearest the teacher's mode at -10 e_1 "
+        "(target 0.25).\nexact KL uses the student's exact log Z; estimated KL is the "
+        "strategy's own estimate (cross-entropy from the Jarzynski log Z, minus the teacher "
+        "entropy), '—' where the strategy carries no weights.\nseconds include compilation."
+    )
+    path = demo.plot_runs(runs, args.out)
+    print(f"\nfigure saved to {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``smc-ebm`` command line.
+
+    Args:
+        argv: the arguments after the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
