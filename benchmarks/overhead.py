@@ -69,6 +69,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--record-every", type=int, default=10)
     p.add_argument("--step-size", type=float, default=0.1)
     p.add_argument(
+        "--ess-threshold", type=float, default=1 / 1.05, help="Jarzynski resampling threshold"
+    )
+    p.add_argument(
+        "--no-feedback-correction",
+        action="store_true",
+        help="Jarzynski without the first-order feedback correction",
+    )
+    p.add_argument(
         "--no-cache",
         action="store_true",
         help="do not use a persistent compilation cache (each fit call then compiles)",
@@ -82,7 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def make_strategy(name: str, args: argparse.Namespace):
     h = args.step_size
     if name == "Jarzynski":
-        return se.Jarzynski(args.n_walkers, h, resampling=se.ESSResampling(1 / 1.05, "systematic"))
+        return se.Jarzynski(
+            args.n_walkers,
+            h,
+            resampling=se.ESSResampling(args.ess_threshold, "systematic"),
+            feedback_correction=not args.no_feedback_correction,
+        )
     if name == "PCD":
         return se.PCD(args.n_walkers, h)
     if name == "Unweighted":
@@ -147,7 +160,9 @@ def main(argv: list[str] | None = None) -> None:
 
     print(
         f"\nd = {args.dim}, {args.n_data} data (batch {args.batch_size or 'all'}), "
-        f"{args.n_walkers} walkers, record every {args.record_every}; S = {S}, "
+        f"{args.n_walkers} walkers, record every {args.record_every}; Jarzynski: ESS threshold "
+        f"{args.ess_threshold:.4g}, feedback correction "
+        f"{'off' if args.no_feedback_correction else 'on'}; S = {S}, "
         f"{args.reps} measured pairs per strategy, compilation cache "
         f"{'off' if args.no_cache else 'on'}"
     )

@@ -355,13 +355,15 @@ def fit(
 def _feedback_correction(key, optimizer, grad, opt_state, params, static, state):
     r"""Optimizer update and the first-order correction of the walkers' self-influence.
 
-    Walker ``i`` entered the gradient with weight ``q_i`` (``state.grad_weights``), so the
-    update contains ``J (-q_i \delta_i)`` with ``\delta_i = dU(X_i)/d\theta`` and ``J`` the
-    Jacobian of the update in the gradient; its own weight increment
-    ``-\delta_i \cdot \Delta\theta`` then contains ``q_i \delta_i^T J \delta_i``, a
+    Walker ``i`` entered the gradient with weight ``q_i`` (``state.grad_weights``); the weights
+    are self-normalised, so it moved ``m = sum_j q_j \delta_j`` by ``q_i (\delta_i - m)``
+    (``\delta_i = dU(X_i)/d\theta``) and the update by ``-J q_i (\delta_i - m)``, ``J`` the
+    Jacobian of the update in the gradient. Its own weight increment
+    ``-\delta_i \cdot \Delta\theta`` then contains ``q_i \delta_i^T J (\delta_i - m)``, a
     systematic term (``J`` is negative for a descent step) that an independent walker would
     not see. It is removed with ``S = -diag(J)`` (exact for element-wise optimizers) and a
-    Rademacher probe ``v``: ``E[(\delta_i \cdot S^{1/2} v)^2] = \delta_i^T S \delta_i``.
+    Rademacher probe ``v``, ``d_i = \delta_i \cdot S^{1/2} v``:
+    ``E[d_i (d_i - sum_j q_j d_j)] = \delta_i^T S (\delta_i - m)``.
 
     Returns ``(updates, new_opt_state, correction (N,))``.
     """
@@ -382,7 +384,10 @@ def _feedback_correction(key, optimizer, grad, opt_state, params, static, state)
         return jax.vmap(eqx.combine(p, static))(x)
 
     _, d = jax.jvp(energies_at, (params,), (probe,))
-    return updates, new_opt, state.grad_weights * d**2
+    q = state.grad_weights
+    # Self-normalised weights: walker i moves m = sum_j q_j delta_j by q_i (delta_i - m), so
+    # its self-term is q_i delta_i^T S (delta_i - m) = E_v[q_i d_i (d_i - sum_j q_j d_j)].
+    return updates, new_opt, q * d * (d - jnp.sum(q * d))
 
 
 def _history(chunks_out, names, step0, record_every, end_step, err_step) -> dict[str, np.ndarray]:
