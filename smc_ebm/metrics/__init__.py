@@ -1,0 +1,9 @@
+"""Metrics of a trained energy, usable as ``fit(..., metrics=...)``.
+
+Each metric is a function of the energy (or a factory returning one) that runs inside
+the compiled training loop and returns a scalar.
+"""
+
+from smc_ebm.metrics._teacher import exact_kl, mode_weight
+
+__all__ = ["exact_kl", "mode_weight"]
