@@ -153,37 +153,20 @@ class Walkers(AbstractStrategy):
     def _anneal(self, key, energy, data, n):
         """Anneal from a Gaussian base to the model with the same weighted moves."""
         base = self.anneal_base if self.anneal_base is not None else Gaussian.fit_to(data)
-        n_steps = self.n_anneal
         k0, key = jax.random.split(key)
         x = base.sample(k0, n).astype(data.dtype)
-        step_size = self.step_size
-
-        @jax.jit
-        def run(key, x):
-            def path(t):
-                return _Interpolated(base, energy, jnp.asarray(t, data.dtype))
-
-            u, g, _ = evaluate(path(0.0), x)
-            ts = jnp.linspace(0.0, 1.0, n_steps + 1)
-
-            def body(carry, inp):
-                x, u, g, a, anchor = carry
-                k, t0, t1 = inp
-                km, kr = jax.random.split(k)
-                x_new, u_old_new, _ = _move(km, x, u, g, path(t0), step_size, self.kernel)
-                u_new, g_new, _ = evaluate(path(t1), x_new)
-                a = a + _increment(self.kernel, step_size, x, u, g, x_new, u_old_new, u_new, g_new)
-                do = ess_fraction(a) < 0.5
-                x, u, g, a, anchor = _maybe_resample(
-                    do, kr, x_new, u_new, g_new, a, anchor, "systematic"
-                )
-                return (x, u, g, a, anchor), None
-
-            keys = jax.random.split(key, n_steps)
-            init = (x, u, g, jnp.zeros(x.shape[0], x.dtype), jnp.zeros((), x.dtype))
-            (x, u, g, a, anchor), _ = jax.lax.scan(body, init, (keys, ts[:-1], ts[1:]))
-            return x, a, anchor + log_mean_exp(a)
-
+        run = jax.jit(
+            lambda key, x: anneal(
+                key,
+                base,
+                energy,
+                x,
+                n_steps=self.n_anneal,
+                step_size=self.step_size,
+                kernel=self.kernel,
+                resampling=ESSResampling(0.5, "systematic"),
+            )[:3]
+        )
         x, a, log_ratio = run(key, x)
         return x, a, base.log_partition() + log_ratio
 
@@ -328,6 +311,71 @@ class Walkers(AbstractStrategy):
             if self.weighted:
                 gw = jnp.zeros_like(a).at[idx].set(pb)
         return x_new, u_new, g_new, a, pgrad, model_energy, acc, gw
+
+
+def anneal(
+    key: PRNGKeyArray,
+    base: Any,
+    energy: Any,
+    x: Array,
+    *,
+    n_steps: int,
+    step_size: float,
+    kernel: str = "ula",
+    resampling: ESSResampling | IntervalResampling | NoResampling | None = None,
+) -> tuple[Array, Array, Array, Array, Array]:
+    r"""Anneal walkers from ``base`` to ``energy`` with the engine's weighted moves.
+
+    The path is :math:`U_t = (1 - t) U_\mathrm{base} + t U`, ``t`` on ``n_steps`` equal
+    steps from 0 to 1. Each step moves the walkers with the kernel of :math:`U_{t_j}` and
+    adds the Jarzynski (ULA) or AIS (MALA) increment, exactly as during training, so
+    :math:`\mathbb E[f(X) e^{A}] / \mathbb E[e^A] = \mathbb E_{\rho}[f]` and
+    :math:`\mathbb E[e^A] = Z / Z_\mathrm{base}` for any step size. Pure and jittable
+    (``base`` and ``energy`` may be traced modules), so it can be vmapped over keys.
+
+    Args:
+        key: PRNG key.
+        base: the starting energy; ``x`` must be distributed as its density.
+        energy: the target energy.
+        x: ``(n, d)`` walkers drawn from the base.
+        n_steps: number of annealing steps (``>= 1``).
+        step_size: Langevin step ``h``.
+        kernel: ``"ula"`` or ``"mala"``.
+        resampling: schedule called with the annealing step index and the ESS (default
+            :class:`ESSResampling` at 0.5, systematic).
+
+    Returns:
+        ``(x, log_weights, log_ratio, n_resampled, acceptance)``: final positions
+        ``(n, d)``, log-weights ``(n,)`` since the last resampling, the estimate of
+        :math:`\log Z - \log Z_\mathrm{base}`, the number of resamplings and the mean
+        acceptance of the moves (1 for ULA).
+    """
+    resampling = ESSResampling(0.5, "systematic") if resampling is None else resampling
+
+    def path(t):
+        return _Interpolated(base, energy, jnp.asarray(t, x.dtype))
+
+    u, g, _ = evaluate(path(0.0), x)
+    ts = jnp.linspace(0.0, 1.0, n_steps + 1, dtype=x.dtype)
+
+    def body(carry, inp):
+        x, u, g, a, anchor = carry
+        k, j, t0, t1 = inp
+        km, kr = jax.random.split(k)
+        x_new, u_old_new, acc = _move(km, x, u, g, path(t0), step_size, kernel)
+        u_new, g_new, _ = evaluate(path(t1), x_new)
+        a = a + _increment(kernel, step_size, x, u, g, x_new, u_old_new, u_new, g_new)
+        do = resampling.should_resample(j, ess_fraction(a))
+        x, u, g, a, anchor = _maybe_resample(
+            do, kr, x_new, u_new, g_new, a, anchor, resampling.method
+        )
+        return (x, u, g, a, anchor), (do, acc)
+
+    keys = jax.random.split(key, n_steps)
+    init = (x, u, g, jnp.zeros(x.shape[0], x.dtype), jnp.zeros((), x.dtype))
+    steps = jnp.arange(n_steps)
+    (x, u, g, a, anchor), (dos, accs) = jax.lax.scan(body, init, (keys, steps, ts[:-1], ts[1:]))
+    return x, a, anchor + log_mean_exp(a), jnp.sum(dos), jnp.mean(accs)
 
 
 def _evaluate_state(energy, x, a, anchor, weighted) -> WalkerState:
