@@ -3,8 +3,11 @@
 The public names live here; everything else is private.
 """
 
-from smc_ebm import datasets, energies, kernels, metrics, optim, smc, strategies
+from smc_ebm import datasets, diagnostics, energies, kernels, metrics, optim, smc, strategies
 from smc_ebm._fit import FitResult, TrainingError, fit
+from smc_ebm._sample import SampleResult, sample
+from smc_ebm.diagnostics import diagnose
+from smc_ebm.runs import load_run
 from smc_ebm.smc import ESSResampling, IntervalResampling, NoResampling, off_until
 from smc_ebm.strategies import CD, PCD, Jarzynski, Unweighted
 
@@ -18,15 +21,20 @@ __all__ = [
     "IntervalResampling",
     "Jarzynski",
     "NoResampling",
+    "SampleResult",
     "TrainingError",
     "Unweighted",
     "datasets",
+    "diagnose",
+    "diagnostics",
     "energies",
     "fit",
     "kernels",
+    "load_run",
     "metrics",
     "off_until",
     "optim",
+    "sample",
     "smc",
     "strategies",
 ]

@@ -92,6 +92,21 @@ class FitResult:
         """Normalised weights ``softmax(log_weights)``, shape ``(N,)``."""
         return np.asarray(jax.nn.softmax(jnp.asarray(self.log_weights)))
 
+    def to_arviz(self, **kwargs: Any) -> Any:
+        """ArviZ ``InferenceData`` (``DataTree`` on ArviZ 1.x) of the walkers and history.
+
+        See :func:`smc_ebm.diagnostics.to_arviz` for the groups and the keyword arguments.
+        """
+        from smc_ebm.diagnostics import to_arviz
+
+        return to_arviz(self, **kwargs)
+
+    def summary(self) -> Any:
+        """Headline numbers (:class:`~smc_ebm.diagnostics.FitSummary`); ``print`` it."""
+        from smc_ebm.diagnostics import summarize
+
+        return summarize(self)
+
 
 def _validate_data(data: Any, energy: Any) -> jnp.ndarray:
     arr = np.asarray(data)
