@@ -3,7 +3,18 @@
 The public names live here; everything else is private.
 """
 
-from smc_ebm import datasets, diagnostics, energies, kernels, metrics, optim, smc, strategies
+from smc_ebm import (
+    datasets,
+    diagnostics,
+    energies,
+    kernels,
+    metrics,
+    optim,
+    plots,
+    runs,
+    smc,
+    strategies,
+)
 from smc_ebm._fit import FitResult, TrainingError, fit
 from smc_ebm._sample import SampleResult, sample
 from smc_ebm.diagnostics import diagnose
@@ -34,6 +45,8 @@ __all__ = [
     "metrics",
     "off_until",
     "optim",
+    "plots",
+    "runs",
     "sample",
     "smc",
     "strategies",

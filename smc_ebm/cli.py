@@ -4,6 +4,9 @@ Subcommands:
     demo: the two-mode teacher-student comparison of Jarzynski, PCD, CD and unweighted
         walkers (a small version of Carbone et al., 2023, Sec. 5.1), in about two minutes
         on a laptop CPU.
+    fit CONFIG: train as a TOML/YAML config says and write a run directory (config,
+        history, trained energy, walkers, diagnostics, figures).
+    report RUN_DIR: write a self-contained HTML report of a run directory.
 """
 
 from __future__ import annotations
@@ -55,7 +58,60 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="smc_ebm_demo.png", help="where to save the figure")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     demo.set_defaults(func=_demo)
+
+    fit = sub.add_parser(
+        "fit",
+        help="train from a TOML/YAML config and write a run directory",
+        description=(
+            "Train the energy that CONFIG describes (dataset, energy, strategy, optimizer, "
+            "steps, seed), then run the diagnostics and the generation it asks for, and "
+            "write the run directory: config, run.json, history.npz, walkers.npz, "
+            "energy.eqx, diagnostics.csv and figures/."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    fit.add_argument("config", help="a .toml, .yaml or .yml config file")
+    fit.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
+    fit.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    fit.set_defaults(func=_fit)
+
+    report = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of a run directory",
+        description=(
+            "Write RUN_DIR/report.html (or --out): summary, diagnostics, generation, "
+            "figures embedded as PNG, and the config, in one file that opens offline."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    report.add_argument("run_dir", help="a directory written by `smc-ebm fit`")
+    report.add_argument("--out", default=None, help="HTML file (default: RUN_DIR/report.html)")
+    report.set_defaults(func=_report)
     return parser
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from smc_ebm.runs import fit_config
+
+    try:
+        fit_config(args.config, args.out, progress=not args.no_progress, overwrite=args.overwrite)
+    except ValueError as err:
+        print(f"smc-ebm fit: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from smc_ebm.diagnostics import write_report
+
+    try:
+        path = write_report(args.run_dir, args.out)
+    except ValueError as err:
+        print(f"smc-ebm report: error: {err}", file=sys.stderr)
+        return 2
+    print(f"report written to {path}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from smc_ebm.diagnostics._arviz import arviz_major, group, group_names, make_tree, to_arviz
 from smc_ebm.diagnostics._diagnose import Diagnosis, diagnose, summary_table
+from smc_ebm.diagnostics._report import write_report
 from smc_ebm.diagnostics._summary import FitSummary, summarize
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "summarize",
     "summary_table",
     "to_arviz",
+    "write_report",
 ]
