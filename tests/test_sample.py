@@ -104,6 +104,7 @@ def test_log_Z_standard_error_is_calibrated(target, base):
     assert 0.6 < z.std() < 1.5
 
 
+@pytest.mark.slow
 def test_sample_default_base_and_single_run():
     gmm = GaussianMixture(means=jnp.array([[-1.0, 0.0], [1.0, 0.0]]), logits=jnp.zeros(2))
     out = se.sample(gmm, jax.random.key(2), 512, n_steps=50, n_runs=1)

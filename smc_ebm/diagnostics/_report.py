@@ -158,7 +158,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     cfg_files = sorted(run_dir.glob("config.*"))
     cfg_text = cfg_files[0].read_text() if cfg_files else str(run.config)
-    parts += ["<h2>Config</h2>", f"<pre>{html.escape(cfg_text)}</pre>", "</body></html>"]
+    parts += [
+        "<h2>Config</h2>",
+        f"<pre>{html.escape(cfg_text, quote=False)}</pre>",
+        "</body></html>",
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(parts), encoding="utf-8")
     return out
