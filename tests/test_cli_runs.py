@@ -219,9 +219,8 @@ def test_cli_reports_bad_config(tmp_path, capsys):
 def test_image_grid_and_projected_density(tmp_path):
     imgs = np.random.default_rng(0).uniform(size=(10, 12))
     fig = plots.plot_image_grid(imgs, (3, 4), path=tmp_path / "grid.png")
-    assert (
-        len(fig.axes) == 12
-    )  # 4 columns x 3 rows for 10 images and (tmp_path / "grid.png").stat().st_size > 0
+    assert len(fig.axes) == 12  # 4 columns x 3 rows for 10 images
+    assert (tmp_path / "grid.png").stat().st_size > 0
     g = se.energies.Gaussian.standard(3)
     x = np.asarray(g.sample(jax.random.key(0), 50))
     plots.plot_density_2d(g, data=x, walkers=x, log_weights=jnp.zeros(50), path=tmp_path / "d.png")
