@@ -72,6 +72,8 @@ class FitResult:
         wall_time: seconds spent in :func:`fit` (compilation included).
         interrupted: the run was stopped by ``KeyboardInterrupt`` and this is its state.
         opt_state, state, strategy: what ``fit(..., resume=result)`` continues from.
+        traces: with ``fit(..., trace_walkers=M)``: ``position (T, M, d)``,
+            ``log_weights (T, M)``, ``step (T,)``, ``walker (M,)``; else ``None``.
     """
 
     energy: Any
@@ -86,6 +88,7 @@ class FitResult:
     opt_state: Any
     state: WalkerState
     strategy: AbstractStrategy
+    traces: dict[str, np.ndarray] | None = None
 
     @property
     def weights(self) -> np.ndarray:
@@ -169,6 +172,7 @@ def fit(
     progress: bool = True,
     chunk_size: int = 500,
     resume: FitResult | None = None,
+    trace_walkers: int = 0,
 ) -> FitResult:
     r"""Train an energy by maximum likelihood (minimise the cross-entropy).
 
@@ -197,6 +201,10 @@ def fit(
         progress: show a tqdm progress bar.
         chunk_size: steps per compiled chunk (rounded to a multiple of ``record_every``).
         resume: continue from a previous :class:`FitResult` (same strategy and optimizer).
+        trace_walkers: record the positions ``(T, M, d)`` and log-weights ``(T, M)`` of the
+            first ``M = trace_walkers`` walker slots at every record, in ``result.traces``
+            (for trace and rank plots through ``result.to_arviz()``). A slot is a walker
+            until it is resampled, after which it holds a copy of its ancestor.
 
     Returns:
         A :class:`FitResult`.
@@ -223,6 +231,8 @@ def fit(
         raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
     data = _validate_data(data, energy)
     n_data, dim = data.shape
+    if trace_walkers < 0:
+        raise ValueError(f"trace_walkers must be >= 0; got {trace_walkers}.")
     strategy.validate(dim, n_data)
     metrics = dict(metrics or {})
     key_init, key_run = jax.random.split(key)
@@ -292,6 +302,9 @@ def fit(
         params = carry[0]
         energy_k = eqx.combine(params, static)
         mvals = tuple(jnp.asarray(f(energy_k), data.dtype) for f in metrics.values())
+        if trace_walkers:
+            xw, aw = strategy.walkers(carry[2])
+            mvals = (*mvals, xw[:trace_walkers], aw[:trace_walkers])
         steps = first_step + jnp.arange(record_every)
         carry, recs = jax.lax.scan(one_step, carry, steps)
         ess, log_z, ce, resampled, loss, acc = recs
@@ -305,6 +318,8 @@ def fit(
         return jax.lax.scan(one_record, carry, firsts)
 
     names = ("ess", "log_Z", "cross_entropy", "resampled", "loss", "acceptance", *metrics)
+    if trace_walkers:
+        names = (*names, "_trace_position", "_trace_log_weights")
     chunks_out: list[tuple] = []
     carry = (params, opt_state, state, jnp.asarray(0), jnp.asarray(0))
     bar = None
@@ -350,6 +365,15 @@ def fit(
         int(err_step) if int(err) else None,
     )
     done_steps = int(err_step) if int(err) else step
+    traces = None
+    if trace_walkers:
+        pos, logw = history.pop("_trace_position"), history.pop("_trace_log_weights")
+        traces = {
+            "position": pos,
+            "log_weights": logw,
+            "step": history["step"],
+            "walker": np.arange(pos.shape[1]) if pos.ndim == 3 else np.arange(trace_walkers),
+        }
     result = _result(
         params,
         static,
@@ -361,6 +385,7 @@ def fit(
         done_steps,
         time.perf_counter() - start_time,
         interrupted,
+        traces,
     )
     if int(err):
         raise TrainingError(int(err_step), _CHECKS[int(err) - 1], result)
@@ -419,7 +444,9 @@ def _history(chunks_out, names, step0, record_every, end_step, err_step) -> dict
     return hist
 
 
-def _result(params, static, opt_state, state, strategy, data, history, steps, wall, interrupted):
+def _result(
+    params, static, opt_state, state, strategy, data, history, steps, wall, interrupted, traces=None
+):
     energy = eqx.combine(params, static)
     ess, log_z = strategy.ess_and_log_Z(state)
     data_u = float(eqx.filter_jit(lambda e, x: jnp.mean(jax.vmap(e)(x)))(energy, data))
@@ -438,4 +465,5 @@ def _result(params, static, opt_state, state, strategy, data, history, steps, wa
         opt_state=opt_state,
         state=state,
         strategy=strategy,
+        traces=traces,
     )

@@ -185,8 +185,44 @@ def fitted():
         record_every=5,
         chunk_size=60,
         progress=False,
+        trace_walkers=6,
     )
     return data, res
+
+
+def test_fit_records_walker_traces(fitted):
+    data, res = fitted
+    tr = res.traces
+    assert tr["position"].shape == (12, 6, 2) and tr["log_weights"].shape == (12, 6)
+    np.testing.assert_array_equal(tr["step"], res.history["step"])
+    np.testing.assert_array_equal(tr["walker"], np.arange(6))
+    # The per-step keys do not depend on the chunking, so neither do the traces.
+    res2 = se.fit(
+        res.energy.__class__.init(jax.random.key(1), 2, 2, scale=0.5),
+        data.samples,
+        strategy=res.strategy,
+        optimizer=optax.sgd(0.05),
+        num_steps=60,
+        key=jax.random.key(2),
+        record_every=5,
+        chunk_size=20,
+        progress=False,
+        trace_walkers=6,
+    )
+    np.testing.assert_allclose(res2.traces["position"], tr["position"], rtol=1e-5, atol=1e-5)
+    group = res.to_arviz().walker_traces
+    assert group["x"].shape == (6, 12, 2)  # (chain = walker slot, draw = record, x_dim)
+    with pytest.raises(ValueError, match="trace_walkers"):
+        se.fit(
+            res.energy,
+            data.samples,
+            strategy=res.strategy,
+            optimizer=optax.sgd(0.05),
+            num_steps=1,
+            key=jax.random.key(0),
+            progress=False,
+            trace_walkers=-1,
+        )
 
 
 def test_fit_result_to_arviz_and_summary(fitted):
