@@ -256,6 +256,15 @@ def fit(
     chunk_records = max(1, chunk_size // record_every)
     chunk_steps = chunk_records * record_every
     end_step = step0 + num_steps
+    if use_correction and not _update_is_linear(optimizer, opt_state, params):
+        if strategy.feedback_correction is True:
+            warnings.warn(
+                "feedback_correction is skipped: it needs an optimizer whose update is linear in "
+                "the gradient (SGD, momentum, per-field SGD, schedules); this one (e.g. Adam) is "
+                "not, and its Jacobian at a near-zero gradient coordinate is unbounded.",
+                stacklevel=2,
+            )
+        use_correction = False
 
     def one_step(carry, step):
         params, opt_state, state, err, err_step = carry
@@ -392,6 +401,40 @@ def fit(
     return result
 
 
+def _update_is_linear(optimizer, opt_state, params) -> bool:
+    """Whether ``optimizer.update`` is linear in the gradient, checked once on the host.
+
+    Compares the Jacobian diagonal (a JVP with a tangent of ones) at two random gradients;
+    SGD, momentum and their per-field or scheduled forms give the same diagonal, Adam-like
+    rescalings do not.
+    """
+
+    def diag(seed):
+        leaves, treedef = jax.tree.flatten(params)
+        keys = jax.random.split(jax.random.key(seed), len(leaves))
+        g = jax.tree.unflatten(
+            treedef,
+            [
+                jax.random.normal(k, jnp.shape(x), jnp.asarray(x).dtype)
+                if eqx.is_inexact_array(x)
+                else x
+                for k, x in zip(keys, leaves, strict=True)
+            ],
+        )
+        ones = jax.tree.map(jnp.ones_like, g)
+        _, (d, _) = jax.jvp(lambda g: optimizer.update(g, opt_state, params), (g,), (ones,))
+        return jax.tree.leaves(d)
+
+    try:
+        d1, d2 = diag(0), diag(1)
+    except Exception:  # an optimizer that cannot be differentiated: no correction
+        return False
+    return all(
+        bool(np.all(np.isfinite(a)) and np.allclose(a, b, rtol=1e-5, atol=0.0))
+        for a, b in zip(d1, d2, strict=True)
+    )
+
+
 def _feedback_correction(key, optimizer, grad, opt_state, params, static, state):
     r"""Optimizer update and the first-order correction of the walkers' self-influence.
 
@@ -413,8 +456,12 @@ def _feedback_correction(key, optimizer, grad, opt_state, params, static, state)
     )
     leaves, treedef = jax.tree.flatten(diag)
     keys = jax.random.split(key, len(leaves))
+    # Adam-like updates g / sqrt(g^2) have a 0/0 derivative where a gradient coordinate is
+    # exactly zero (e.g. the hidden layers of a net whose last layer starts at zero); no walker
+    # influences such a coordinate to first order, so it gets no correction.
     probe = [
-        jnp.sqrt(jnp.maximum(-d, 0.0)) * jax.random.rademacher(k, d.shape, d.dtype)
+        jnp.sqrt(jnp.maximum(-jnp.where(jnp.isfinite(d), d, 0.0), 0.0))
+        * jax.random.rademacher(k, d.shape, d.dtype)
         for k, d in zip(keys, leaves, strict=True)
     ]
     probe = jax.tree.unflatten(treedef, probe)

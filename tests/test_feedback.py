@@ -1,6 +1,8 @@
 """The feedback correction removes the self-induced drift of the walkers' log Z."""
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -35,3 +37,36 @@ def test_feedback_correction_removes_log_z_drift():
     corrected = np.mean([_final_log_z_error(data, True, s) for s in range(3)])
     assert raw < -0.5
     assert abs(corrected) < 0.3 * abs(raw)
+
+
+def test_feedback_correction_is_skipped_for_adam_on_a_zero_initialised_net():
+    """Adam's update is not linear in the gradient (its Jacobian is unbounded where a gradient
+    coordinate is zero, as in the hidden layers of a net whose last layer is zero), so the
+    default ``"auto"`` correction is skipped instead of producing non-finite weights; SGD is
+    detected as linear."""
+    # optax.adam mixes a Python float with its int32 step count: standard promotion.
+    with jax.numpy_dtype_promotion("standard"):
+        import numpyro.distributions as nd
+
+        from smc_ebm._fit import _update_is_linear
+
+        data = se.datasets.two_mode_teacher(jax.random.key(0), n=300, dim=2, a=-2.0, b=2.0)
+        net = se.energies.MLP(2, 8, 2, key=jax.random.key(1), zero_init=True)
+        energy = se.energies.Tilted(net, nd.Normal(jnp.zeros(2), 1.0).to_event(1))
+        res = se.fit(
+            energy,
+            data.samples,
+            strategy=se.Jarzynski(128, 0.05),
+            optimizer=optax.adam(1e-2),
+            num_steps=20,
+            key=jax.random.key(2),
+            progress=False,
+        )
+        assert np.isfinite(res.log_Z) and np.all(np.isfinite(np.asarray(res.log_weights)))
+        params = eqx.filter(energy, eqx.is_inexact_array)
+        sgd = se.optim.by_field(logits=optax.sgd(0.1), means=optax.sgd(0.02))
+        gmm = se.energies.GaussianMixture.init(jax.random.key(3), 2, 2, scale=0.1)
+        gp = eqx.filter(gmm, eqx.is_inexact_array)
+        assert _update_is_linear(sgd, sgd.init(gp), gp)
+        adam = optax.adam(1e-2)
+        assert not _update_is_linear(adam, adam.init(params), params)

@@ -90,7 +90,7 @@ class Walkers(AbstractStrategy):
     anneal_base: Any = None
     n_observers: int = 0
     observer_kernel: str = "mala"
-    feedback_correction: bool = False
+    feedback_correction: bool | str = False
 
     def __post_init__(self) -> None:
         if int(self.n_walkers) < 2:
@@ -418,7 +418,7 @@ def Jarzynski(
     anneal_base: Any = None,
     n_observers: int = 0,
     observer_kernel: str = "mala",
-    feedback_correction: bool = True,
+    feedback_correction: bool | str = "auto",
 ) -> Walkers:
     r"""Jarzynski-weighted walkers (Carbone et al., 2023, Algorithms 1 and 2).
 
@@ -457,7 +457,10 @@ def Jarzynski(
             ``p_i dU_i/dtheta^T J dU_i/dtheta`` (``J`` the optimizer's Jacobian), which
             is subtracted with a one-probe Hutchinson estimate (one extra JVP per step).
             Exact to first order for element-wise optimizers without memory (SGD, also
-            per field); for Adam/momentum only the same-step term is removed.
+            per field); with momentum only the same-step term is removed. It needs an
+            update that is linear in the gradient: ``"auto"`` (default) applies it when
+            ``fit`` finds the optimizer linear and skips it otherwise (Adam), ``True``
+            does the same but warns when it skips, ``False`` never applies it.
         observer_kernel: the observers' move, ``"mala"`` by default: an invariant kernel
             leaves only the AIS increments of the parameter changes in their weights, not
             the ULA correction, so their log Z has a much smaller variance.
