@@ -3,7 +3,7 @@
 The public names live here; everything else is private.
 """
 
-from smc_ebm import datasets, energies, kernels, metrics, optim, smc, strategies
+from smc_ebm import datasets, energies, flows, kernels, metrics, optim, smc, strategies
 from smc_ebm._fit import FitResult, TrainingError, fit
 from smc_ebm.smc import ESSResampling, IntervalResampling, NoResampling, off_until
 from smc_ebm.strategies import CD, PCD, Jarzynski, Unweighted
@@ -23,6 +23,7 @@ __all__ = [
     "datasets",
     "energies",
     "fit",
+    "flows",
     "kernels",
     "metrics",
     "off_until",
