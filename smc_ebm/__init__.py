@@ -6,7 +6,7 @@ The public names live here; everything else is private.
 from smc_ebm import datasets, energies, flows, kernels, metrics, optim, smc, strategies
 from smc_ebm._fit import FitResult, TrainingError, fit
 from smc_ebm.smc import ESSResampling, IntervalResampling, NoResampling, off_until
-from smc_ebm.strategies import CD, PCD, Jarzynski, Unweighted
+from smc_ebm.strategies import CD, PCD, FlowJarzynski, FlowMC, Jarzynski, Unweighted
 
 __version__ = "0.1.0"
 
@@ -15,6 +15,8 @@ __all__ = [
     "PCD",
     "ESSResampling",
     "FitResult",
+    "FlowJarzynski",
+    "FlowMC",
     "IntervalResampling",
     "Jarzynski",
     "NoResampling",
