@@ -87,18 +87,21 @@ class FlowState(NamedTuple):
 
 @functools.lru_cache(maxsize=16)
 def _template_static(dim, kind, n_layers, width, depth, knots, interval):
-    """The non-array part of a default flow (it does not depend on the key or on sigma)."""
-    with jax.ensure_compile_time_eval():
-        flow = make_flow(
-            jax.random.key(0),
-            dim,
-            kind=kind,
-            n_layers=n_layers,
-            width=width,
-            depth=depth,
-            knots=knots,
-            interval=interval,
-        )
+    """The non-array part of a default flow (it depends neither on the key nor on sigma).
+
+    It holds closures over concrete arrays, so it must first be built outside any trace:
+    :meth:`FlowStrategy.init_state` does so, and later (traced) calls hit the cache.
+    """
+    flow = make_flow(
+        jax.random.key(0),
+        dim,
+        kind=kind,
+        n_layers=n_layers,
+        width=width,
+        depth=depth,
+        knots=knots,
+        interval=interval,
+    )
     return eqx.partition(flow, eqx.is_array)[1]
 
 
@@ -209,6 +212,7 @@ class FlowStrategy(AbstractStrategy):
         n, dim = self.n_walkers, data.shape[1]
         self.validate(dim, data.shape[0])
         k_flow, k_x, k_res = jax.random.split(key, 3)
+        self._static(dim)  # build (and cache) the flow's structure outside any trace
         if self.flow is not None:
             flow = self.flow
         else:
@@ -241,8 +245,7 @@ class FlowStrategy(AbstractStrategy):
         buffer = None
         if self.buffer_size:
             buffer = ReplayBuffer.empty(self.buffer_size, dim, data.dtype).push(x)
-        u, g, pg_fn = eqx.filter_jit(evaluate)(energy, x)
-        p = jax.nn.softmax(a)
+        u, g, pgrad, model_energy, p = eqx.filter_jit(_evaluate_weighted)(energy, x, a)
         zero = jnp.zeros((), data.dtype)
         return FlowState(
             x,
@@ -250,8 +253,8 @@ class FlowStrategy(AbstractStrategy):
             g,
             a,
             anchor,
-            pg_fn(p),
-            jnp.sum(p * u),
+            pgrad,
+            model_energy,
             None,
             p if self.weighted else None,
             eqx.filter(flow, eqx.is_array),
@@ -409,6 +412,12 @@ class FlowStrategy(AbstractStrategy):
             body, (eqx.filter(flow, eqx.is_array), opt_state), keys
         )
         return eqx.combine(arrays, static), opt_state, buffer, nlls[-1].astype(x.dtype)
+
+
+def _evaluate_weighted(energy, x, a):
+    u, g, pg_fn = evaluate(energy, x)
+    p = jax.nn.softmax(a)
+    return u, g, pg_fn(p), jnp.sum(p * u), p
 
 
 def FlowMC(
