@@ -165,7 +165,10 @@ def mle_step(
         return -jnp.sum(w * lp)
 
     nll, grads = jax.value_and_grad(loss)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
+    # optax's Adam raises a Python float to an int32 step count, which strict dtype
+    # promotion rejects; the optimizer's arithmetic is left to the standard rules.
+    with jax.numpy_dtype_promotion("standard"):
+        updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return eqx.combine(params, static), opt_state, nll
 
