@@ -344,6 +344,29 @@ class FlowStrategy(AbstractStrategy):
         )
         return new, resampled, acc
 
+    def sample_chains(
+        self, key: PRNGKeyArray, state: FlowState, energy: Any, n_steps: int
+    ) -> Float[Array, "N T d"]:
+        """Run the walkers as independent chains under a FIXED energy and flow.
+
+        Each step is one round of the strategy's moves (``n_global`` i-SIR, ``n_local``
+        MALA at the state's adapted step size, no adaptation). Returns ``(N, n_steps, d)``,
+        e.g. for :func:`smc_ebm.metrics.rhat`.
+        """
+        flow = self.flow_of(state)
+        frozen = dataclasses.replace(self, adapt_rate=0.0)
+
+        @eqx.filter_jit
+        def run(flow, energy, x, h, key):
+            def body(x, k):
+                x, _, _, _ = frozen._moves(k, x, energy, flow, h)
+                return x, x
+
+            _, xs = jax.lax.scan(body, x, jax.random.split(key, n_steps))
+            return jnp.swapaxes(xs, 0, 1)
+
+        return run(flow, energy, state.position, state.step_size, key)
+
     def _moves(self, key, x, energy, flow, step_size):
         """``n_global`` i-SIR moves then ``n_local`` MALA moves, all invariant for ``energy``.
 
