@@ -29,8 +29,8 @@ def strategies(n_walkers, flow, step_size, ula_step, n_proposals, flow_lr):
     )
     return {
         "FlowMC": se.FlowMC(n_walkers, **common),
-        "flow-Jarzynski": se.FlowJarzynski(n_walkers, **common),
-        "Jarzynski (ULA)": se.Jarzynski(n_walkers, ula_step),
+        "flow-Jarzynski": se.FlowJarzynski(n_walkers, feedback_correction=False, **common),
+        "Jarzynski (ULA)": se.Jarzynski(n_walkers, ula_step, feedback_correction=False),
         "PCD": se.PCD(n_walkers, ula_step),
     }
 

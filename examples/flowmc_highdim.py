@@ -51,8 +51,8 @@ def main():
         )
         strats = {
             "FlowMC": se.FlowMC(n, **common),
-            "flow-Jarzynski": se.FlowJarzynski(n, **common),
-            "Jarzynski (ULA)": se.Jarzynski(n, 0.1),
+            "flow-Jarzynski": se.FlowJarzynski(n, feedback_correction=False, **common),
+            "Jarzynski (ULA)": se.Jarzynski(n, 0.1, feedback_correction=False),
             "PCD": se.PCD(n, 0.1),
         }
         if args.only:
