@@ -7,6 +7,7 @@ from smc_ebm import (
     datasets,
     diagnostics,
     energies,
+    flows,
     kernels,
     metrics,
     optim,
@@ -20,7 +21,7 @@ from smc_ebm._sample import SampleResult, sample
 from smc_ebm.diagnostics import diagnose
 from smc_ebm.runs import load_run
 from smc_ebm.smc import ESSResampling, IntervalResampling, NoResampling, off_until
-from smc_ebm.strategies import CD, PCD, Jarzynski, Unweighted
+from smc_ebm.strategies import CD, PCD, FlowJarzynski, FlowMC, Jarzynski, Unweighted
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,8 @@ __all__ = [
     "PCD",
     "ESSResampling",
     "FitResult",
+    "FlowJarzynski",
+    "FlowMC",
     "IntervalResampling",
     "Jarzynski",
     "NoResampling",
@@ -40,6 +43,7 @@ __all__ = [
     "diagnostics",
     "energies",
     "fit",
+    "flows",
     "kernels",
     "load_run",
     "metrics",

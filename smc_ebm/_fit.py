@@ -91,6 +91,12 @@ class FitResult:
     traces: dict[str, np.ndarray] | None = None
 
     @property
+    def flow(self) -> Any:
+        """The trained companion flow of flow strategies (:func:`FlowMC`), else ``None``."""
+        flow_of = getattr(self.strategy, "flow_of", None)
+        return None if flow_of is None else flow_of(self.state)
+
+    @property
     def weights(self) -> np.ndarray:
         """Normalised weights ``softmax(log_weights)``, shape ``(N,)``."""
         return np.asarray(jax.nn.softmax(jnp.asarray(self.log_weights)))

@@ -1,5 +1,26 @@
 """Datasets: teachers with exact log-densities and toy sets."""
 
+from smc_ebm.datasets._mixtures import (
+    Mixture,
+    Rings,
+    eight_gaussians,
+    four_gaussians,
+    four_mode_mixture,
+    mixture,
+    rings,
+    two_gaussians,
+)
 from smc_ebm.datasets._teacher import Dataset, two_mode_teacher
 
-__all__ = ["Dataset", "two_mode_teacher"]
+__all__ = [
+    "Dataset",
+    "Mixture",
+    "Rings",
+    "eight_gaussians",
+    "four_gaussians",
+    "four_mode_mixture",
+    "mixture",
+    "rings",
+    "two_gaussians",
+    "two_mode_teacher",
+]

@@ -7,12 +7,15 @@ from smc_ebm.kernels._evaluate import (
     mean_param_grad,
     split_energy,
 )
+from smc_ebm.kernels._isir import adapt_step_size, isir_move
 from smc_ebm.kernels._langevin import mala_move, ula_log_alpha, ula_propose
 
 __all__ = [
+    "adapt_step_size",
     "energies",
     "evaluate",
     "evaluate_uniform",
+    "isir_move",
     "mala_move",
     "mean_param_grad",
     "split_energy",

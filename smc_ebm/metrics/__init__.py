@@ -4,6 +4,23 @@ Each metric is a function of the energy (or a factory returning one) that runs i
 the compiled training loop and returns a scalar.
 """
 
+from smc_ebm.metrics._modes import (
+    grid_2d,
+    langevin_chains,
+    log_density_error,
+    mode_weights_grid,
+    mode_weights_samples,
+    rhat,
+)
 from smc_ebm.metrics._teacher import exact_kl, mode_weight
 
-__all__ = ["exact_kl", "mode_weight"]
+__all__ = [
+    "exact_kl",
+    "grid_2d",
+    "langevin_chains",
+    "log_density_error",
+    "mode_weight",
+    "mode_weights_grid",
+    "mode_weights_samples",
+    "rhat",
+]

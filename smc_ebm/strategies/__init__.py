@@ -2,12 +2,17 @@
 
 from smc_ebm.strategies._base import AbstractStrategy, StepInfo, WalkerState
 from smc_ebm.strategies._cd import CD
+from smc_ebm.strategies._flowmc import FlowJarzynski, FlowMC, FlowState, FlowStrategy
 from smc_ebm.strategies._walkers import PCD, Jarzynski, Unweighted, Walkers
 
 __all__ = [
     "CD",
     "PCD",
     "AbstractStrategy",
+    "FlowJarzynski",
+    "FlowMC",
+    "FlowState",
+    "FlowStrategy",
     "Jarzynski",
     "StepInfo",
     "Unweighted",

@@ -1,0 +1,60 @@
+"""Shared pieces of the flowMC examples: the tilted energy and the four strategies."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+import optax
+
+import smc_ebm as se
+
+
+def tilted_energy(key, dim, sigma, width, depth, flow_key, flow_kw):
+    """A Tilted MLP energy over the flow's base, both starting at N(0, sigma^2 I)."""
+    flow = se.flows.make_flow(flow_key, dim, sigma=sigma, **flow_kw)
+    net = se.energies.MLP(dim, width, depth, key=key, zero_init=True)
+    return se.energies.Tilted(net, se.flows.base_distribution(flow)), flow
+
+
+def strategies(n_walkers, flow, step_size, ula_step, n_proposals, flow_lr):
+    common = dict(
+        step_size=step_size,
+        flow=flow,
+        n_proposals=n_proposals,
+        n_global=1,
+        n_local=2,
+        flow_optimizer=optax.adam(flow_lr),
+    )
+    return {
+        "FlowMC": se.FlowMC(n_walkers, **common),
+        "flow-Jarzynski": se.FlowJarzynski(n_walkers, feedback_correction=False, **common),
+        "Jarzynski (ULA)": se.Jarzynski(n_walkers, ula_step, feedback_correction=False),
+        "PCD": se.PCD(n_walkers, ula_step),
+    }
+
+
+def train(energy, data, strategy, steps, lr, batch, seed):
+    t0 = time.perf_counter()
+    res = se.fit(
+        energy,
+        data,
+        strategy=strategy,
+        optimizer=optax.adam(lr),
+        num_steps=steps,
+        batch_size=batch,
+        key=jax.random.key(seed),
+        progress=False,
+    )
+    return res, time.perf_counter() - t0
+
+
+def table(rows, cols):
+    head = "| method | " + " | ".join(cols) + " |"
+    print(head)
+    print("|" + "---|" * (len(cols) + 1))
+    for name, vals in rows.items():
+        cells = [v if isinstance(v, str) else f"{v:.3g}" for v in vals]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    return np.nan
