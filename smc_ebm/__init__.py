@@ -3,15 +3,16 @@
 The public names live here; everything else is private.
 """
 
-from smc_ebm import datasets, energies, kernels, metrics, optim, smc, strategies
+from smc_ebm import datasets, energies, kernels, manifolds, metrics, optim, smc, strategies
 from smc_ebm._fit import FitResult, TrainingError, fit
 from smc_ebm.smc import ESSResampling, IntervalResampling, NoResampling, off_until
-from smc_ebm.strategies import CD, PCD, Jarzynski, Unweighted
+from smc_ebm.strategies import CD, PCD, Dual, Jarzynski, Unweighted
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CD",
+    "Dual",
     "PCD",
     "ESSResampling",
     "FitResult",
@@ -24,6 +25,7 @@ __all__ = [
     "energies",
     "fit",
     "kernels",
+    "manifolds",
     "metrics",
     "off_until",
     "optim",

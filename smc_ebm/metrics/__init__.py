@@ -4,6 +4,7 @@ Each metric is a function of the energy (or a factory returning one) that runs i
 the compiled training loop and returns a scalar.
 """
 
+from smc_ebm.metrics._sphere import kl_estimate, score_error
 from smc_ebm.metrics._teacher import exact_kl, mode_weight
 
-__all__ = ["exact_kl", "mode_weight"]
+__all__ = ["exact_kl", "kl_estimate", "mode_weight", "score_error"]

@@ -2,10 +2,13 @@
 
 from smc_ebm.strategies._base import AbstractStrategy, StepInfo, WalkerState
 from smc_ebm.strategies._cd import CD
+from smc_ebm.strategies._dual import Dual, DualState
 from smc_ebm.strategies._walkers import PCD, Jarzynski, Unweighted, Walkers
 
 __all__ = [
     "CD",
+    "Dual",
+    "DualState",
     "PCD",
     "AbstractStrategy",
     "Jarzynski",
