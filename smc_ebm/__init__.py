@@ -6,7 +6,7 @@ The public names live here; everything else is private.
 from smc_ebm import datasets, energies, kernels, manifolds, metrics, optim, smc, strategies
 from smc_ebm._fit import FitResult, TrainingError, fit
 from smc_ebm.smc import ESSResampling, IntervalResampling, NoResampling, off_until
-from smc_ebm.strategies import CD, PCD, Dual, Jarzynski, Unweighted
+from smc_ebm.strategies import CD, PCD, Dual, Jarzynski, ScoreMatching, Unweighted
 
 __version__ = "0.1.0"
 
@@ -19,6 +19,7 @@ __all__ = [
     "IntervalResampling",
     "Jarzynski",
     "NoResampling",
+    "ScoreMatching",
     "TrainingError",
     "Unweighted",
     "datasets",

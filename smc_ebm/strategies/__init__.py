@@ -3,6 +3,7 @@
 from smc_ebm.strategies._base import AbstractStrategy, StepInfo, WalkerState
 from smc_ebm.strategies._cd import CD
 from smc_ebm.strategies._dual import Dual, DualState
+from smc_ebm.strategies._score import ScoreMatching
 from smc_ebm.strategies._walkers import PCD, Jarzynski, Unweighted, Walkers
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "PCD",
     "AbstractStrategy",
     "Jarzynski",
+    "ScoreMatching",
     "StepInfo",
     "Unweighted",
     "WalkerState",
