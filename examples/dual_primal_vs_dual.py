@@ -15,8 +15,8 @@ records), hence the speed-up of the dual regime. Saves a figure and a JSON into 
 Default (2-core CPU, a few minutes): 4000 data, 1000 walkers, 20000 primal and 4000 dual
 iterations (the dual regime is flat long before). The primal run is flagged as not converged
 when the median KL of its last 10% of records is more than 10% below that of the records
-at 40-50% of the run; its iteration count, hence the speed-up, is then a lower bound. The paper's sizes:
---n-data 100000 --n-walkers 200000 (GPU).
+at 40-50% of the run; its iteration count, hence the speed-up, is then a lower bound.
+The paper's sizes: --n-data 100000 --n-walkers 200000 (GPU).
 """
 
 from __future__ import annotations
