@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import smc_ebm as se
+import smc_ebm._fit as fit_module
 from smc_ebm.energies import ShallowReLU
 from smc_ebm.kernels import evaluate_uniform, mean_param_grad
 from smc_ebm.manifolds import SPHERE
@@ -211,6 +212,7 @@ def test_restarts_through_fit_are_counted(teacher5):
     data, _ = teacher5
     energy = ShallowReLU(5, 6, key=jax.random.key(4), beta=10.0)
     dual = se.Dual(200, step_size=0.02, alpha=1.0, restart_prob=1.0)
+    before = fit_module.TRACE_COUNT["chunk"]
     res = se.fit(
         energy,
         data.samples,
@@ -220,7 +222,9 @@ def test_restarts_through_fit_are_counted(teacher5):
         key=jax.random.key(1),
         progress=False,
         record_every=5,
+        chunk_size=5,
     )
+    assert fit_module.TRACE_COUNT["chunk"] - before == 1  # two chunks, one compilation
     np.testing.assert_array_equal(res.history["resampled"], [200 * 5, 200 * 5])
     np.testing.assert_allclose(_norms(res.walkers), 1.0, atol=1e-5)
 
