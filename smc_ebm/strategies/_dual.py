@@ -94,6 +94,10 @@ class Dual(AbstractStrategy):
             ``f = 0``), ``"data"``, ``"model"`` (``energy.sample``), or an ``(N, d)`` array.
         radius: F1-norm cap used by :meth:`optimizer`.
 
+    :meth:`optimizer` needs a shallow energy (fields ``theta`` and ``w``, such as
+    :class:`~smc_ebm.energies.ShallowReLU`); with other energies ``Dual`` is persistent
+    Langevin walkers with restarts, and any optax optimizer can be passed to ``fit``.
+
     Example:
         >>> import jax, smc_ebm as se
         >>> data = se.datasets.sphere_teacher(jax.random.key(0), 2000, 5, angle=1.37)
