@@ -9,6 +9,7 @@ from smc_ebm import (
     energies,
     flows,
     kernels,
+    manifolds,
     metrics,
     optim,
     plots,
@@ -21,12 +22,22 @@ from smc_ebm._sample import SampleResult, sample
 from smc_ebm.diagnostics import diagnose
 from smc_ebm.runs import load_run
 from smc_ebm.smc import ESSResampling, IntervalResampling, NoResampling, off_until
-from smc_ebm.strategies import CD, PCD, FlowJarzynski, FlowMC, Jarzynski, Unweighted
+from smc_ebm.strategies import (
+    CD,
+    PCD,
+    Dual,
+    FlowJarzynski,
+    FlowMC,
+    Jarzynski,
+    ScoreMatching,
+    Unweighted,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CD",
+    "Dual",
     "PCD",
     "ESSResampling",
     "FitResult",
@@ -36,6 +47,7 @@ __all__ = [
     "Jarzynski",
     "NoResampling",
     "SampleResult",
+    "ScoreMatching",
     "TrainingError",
     "Unweighted",
     "datasets",
@@ -46,6 +58,7 @@ __all__ = [
     "flows",
     "kernels",
     "load_run",
+    "manifolds",
     "metrics",
     "off_until",
     "optim",

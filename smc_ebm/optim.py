@@ -1,4 +1,4 @@
-"""Optimizer helpers: per-field learning rates for equinox energies."""
+"""Optimizer helpers: per-field learning rates, the Wasserstein-Fisher-Rao neuron step."""
 
 from __future__ import annotations
 
@@ -47,3 +47,8 @@ def by_field(
         return jax.tree_util.tree_map_with_path(label, params)
 
     return optax.multi_transform(transforms, labels)
+
+
+from smc_ebm._wfr import WFRState, wfr  # noqa: E402
+
+__all__ = ["WFRState", "by_field", "wfr"]

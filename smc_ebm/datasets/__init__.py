@@ -10,6 +10,7 @@ from smc_ebm.datasets._mixtures import (
     rings,
     two_gaussians,
 )
+from smc_ebm.datasets._sphere import sphere_teacher
 from smc_ebm.datasets._teacher import Dataset, two_mode_teacher
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "four_mode_mixture",
     "mixture",
     "rings",
+    "sphere_teacher",
     "two_gaussians",
     "two_mode_teacher",
 ]

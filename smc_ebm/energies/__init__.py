@@ -4,6 +4,7 @@ from smc_ebm.energies._base import AbstractEnergy, energy_batch, has_log_partiti
 from smc_ebm.energies._gaussian import Gaussian
 from smc_ebm.energies._gmm import GaussianMixture
 from smc_ebm.energies._mlp import MLP
+from smc_ebm.energies._shallow import ShallowReLU
 from smc_ebm.energies._tilted import Tilted
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "Gaussian",
     "GaussianMixture",
     "MLP",
+    "ShallowReLU",
     "Tilted",
     "energy_batch",
     "has_log_partition",

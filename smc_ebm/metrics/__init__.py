@@ -12,15 +12,18 @@ from smc_ebm.metrics._modes import (
     mode_weights_samples,
     rhat,
 )
+from smc_ebm.metrics._sphere import kl_estimate, score_error
 from smc_ebm.metrics._teacher import exact_kl, mode_weight
 
 __all__ = [
     "exact_kl",
     "grid_2d",
+    "kl_estimate",
     "langevin_chains",
     "log_density_error",
     "mode_weight",
     "mode_weights_grid",
     "mode_weights_samples",
     "rhat",
+    "score_error",
 ]
