@@ -4,6 +4,21 @@ Each metric is a function of the energy (or a factory returning one) that runs i
 the compiled training loop and returns a scalar.
 """
 
+from smc_ebm.metrics._images import (
+    DigitClassifier,
+    class_proportions,
+    digit_classifier,
+    effective_sample_size,
+    proportion_errors,
+)
 from smc_ebm.metrics._teacher import exact_kl, mode_weight
 
-__all__ = ["exact_kl", "mode_weight"]
+__all__ = [
+    "DigitClassifier",
+    "class_proportions",
+    "digit_classifier",
+    "effective_sample_size",
+    "exact_kl",
+    "mode_weight",
+    "proportion_errors",
+]
