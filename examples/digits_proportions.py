@@ -19,7 +19,7 @@ target, and saves into ``--out-dir``: the walkers of the first Jarzynski seed or
 (``walkers_by_weight.png``), PCD's walkers (``walkers_pcd.png``), the ESS curves
 (``ess.png``) and a JSON of every number.
 
-Default (about 10 minutes on a shared 2-core CPU)::
+Default (about 20 minutes on the shared 2-core CPU, 6 runs of 2000 steps)::
 
     python examples/digits_proportions.py
 
@@ -55,11 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labels", type=int, nargs="+", default=[2, 3, 6])
     p.add_argument("--weights", type=float, nargs="+", default=list(TARGETS))
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps per run")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps per run")
     p.add_argument("--n-walkers", type=int, default=512)
     p.add_argument("--walker-batch", type=int, default=128, help="walkers moved per step")
     p.add_argument("--step-size", type=float, default=0.01, help="ULA step h")
-    p.add_argument("--lr", type=float, default=3e-4, help="initial Adam learning rate")
+    p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
     p.add_argument("--lr-final", type=float, default=0.1, help="final lr as a fraction")
     p.add_argument("--batch-size", type=int, default=128, help="data minibatch")
     p.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32])
