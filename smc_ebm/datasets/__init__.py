@@ -1,5 +1,6 @@
 """Datasets: teachers with exact log-densities and toy sets."""
 
+from smc_ebm.datasets._images import digits, mnist, read_idx
 from smc_ebm.datasets._mixtures import (
     Mixture,
     Rings,
@@ -17,10 +18,13 @@ __all__ = [
     "Dataset",
     "Mixture",
     "Rings",
+    "digits",
     "eight_gaussians",
     "four_gaussians",
     "four_mode_mixture",
     "mixture",
+    "mnist",
+    "read_idx",
     "rings",
     "sphere_teacher",
     "two_gaussians",

@@ -4,6 +4,13 @@ Each metric is a function of the energy (or a factory returning one) that runs i
 the compiled training loop and returns a scalar.
 """
 
+from smc_ebm.metrics._images import (
+    DigitClassifier,
+    class_proportions,
+    digit_classifier,
+    effective_sample_size,
+    proportion_errors,
+)
 from smc_ebm.metrics._modes import (
     grid_2d,
     langevin_chains,
@@ -16,6 +23,10 @@ from smc_ebm.metrics._sphere import kl_estimate, score_error
 from smc_ebm.metrics._teacher import exact_kl, mode_weight
 
 __all__ = [
+    "DigitClassifier",
+    "class_proportions",
+    "digit_classifier",
+    "effective_sample_size",
     "exact_kl",
     "grid_2d",
     "kl_estimate",
@@ -24,6 +35,7 @@ __all__ = [
     "mode_weight",
     "mode_weights_grid",
     "mode_weights_samples",
+    "proportion_errors",
     "rhat",
     "score_error",
 ]

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from smc_ebm.energies._conv import energy_l2_grad
 from smc_ebm.kernels._evaluate import mean_param_grad
 
 
@@ -137,6 +138,11 @@ class AbstractStrategy(abc.ABC):
         data_energy, data_grad = mean_param_grad(energy, batch)
         state, model_grad, model_energy = self.negative_phase(key, state, energy, batch)
         grad = jax.tree.map(lambda a, b: a - b, data_grad, model_grad)
+        if getattr(energy, "l2_penalty", 0.0):  # static: energies with an energy penalty
+            x, a = self.walkers(state)
+            w = jax.nn.softmax(a) if self.weighted else jnp.full_like(a, 1.0 / a.shape[0])
+            pen_grad, _ = energy_l2_grad(energy, batch, x, w)
+            grad = jax.tree.map(lambda a, b: a + b, grad, pen_grad)
         return state, grad, data_energy - model_energy, data_energy
 
     def walkers(self, state: WalkerState) -> tuple[Array, Array]:

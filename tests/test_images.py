@@ -1,0 +1,236 @@
+"""Image EBMs: the digit loaders, the conv energy, the proportion estimator, a short fit."""
+
+import gzip
+import struct
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import smc_ebm as se
+
+
+# ---------------------------------------------------------------------------------------
+# loaders
+def test_digits_shapes_scaling_and_proportions(key):
+    data = se.datasets.digits(key)
+    x, y = np.asarray(data.samples), data.info["labels"]
+    # 177 twos limit the subsample at 4/7: floor(177 * 7 / 4) = 309 images.
+    assert x.shape == (309, 64) and y.shape == (309,)
+    assert x.min() >= -1.0 and x.max() <= 1.0
+    assert set(np.unique(y)) == {2, 3, 6}
+    counts = np.array([np.sum(y == c) for c in (2, 3, 6)])
+    # largest-remainder rounding: each count within one image of n * p
+    np.testing.assert_allclose(counts, 309 * np.array([4, 2, 1]) / 7, atol=1.0)
+    assert data.info["shape"] == (8, 8)
+
+
+def test_digits_dequantisation_stays_in_the_grey_level_bin(key):
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    # the same key draws the same subsample with and without the noise
+    centred = se.datasets.digits(key, labels=None, weights=None, dequantise=False)
+    noisy = se.datasets.digits(key, labels=None, weights=None)
+    y = centred.info["labels"]
+    np.testing.assert_array_equal(y, noisy.info["labels"])
+    # without noise each pixel is the centre 2 (v + 1/2) / 17 - 1 of its grey level v
+    v = (np.asarray(centred.samples) + 1.0) * 17 / 2 - 0.5
+    np.testing.assert_allclose(v, np.round(v), atol=1e-4)
+    v = np.round(v)
+    for c in range(10):  # rows are a permutation of the full set: compare sorted pixel sums
+        want = np.sort(raw.images[raw.target == c].reshape(-1, 64).sum(1))
+        np.testing.assert_array_equal(np.sort(v[y == c].sum(1)), want)
+    # with noise: 2 (v + u) / 17 - 1, u ~ U(0, 1), i.e. u - 1/2 = (noisy - centred) * 17 / 2
+    u = (np.asarray(noisy.samples) - np.asarray(centred.samples)) * 17 / 2 + 0.5
+    assert u.min() >= -1e-5 and u.max() <= 1 + 1e-5
+    # mean 1/2 and sd sqrt(1/12) of a uniform; 1797 * 64 draws: se 8.5e-4 (mean), 5e-4 (sd)
+    assert abs(u.mean() - 0.5) < 4e-3 and abs(u.std() - np.sqrt(1 / 12)) < 3e-3
+
+
+def test_digits_bad_requests(key):
+    with pytest.raises(ValueError, match="no images with labels"):
+        se.datasets.digits(key, labels=(2, 11), weights=(1, 1))
+    with pytest.raises(ValueError, match="weights must be 3 positive"):
+        se.datasets.digits(key, weights=(1, 2))
+    with pytest.raises(ValueError, match="at most 309"):
+        se.datasets.digits(key, n=400)
+
+
+def _write_idx(path, array, gz):
+    codes = {np.dtype(np.uint8): 0x08}
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    opener = gzip.open if gz else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_reads_idx_files(tmp_path, key, gz):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10, dtype=np.uint8), 7)  # 7 images per digit
+    images = rng.integers(0, 256, (labels.size, 28, 28), dtype=np.uint8)
+    sfx = ".gz" if gz else ""
+    _write_idx(tmp_path / f"train-images-idx3-ubyte{sfx}", images, gz)
+    _write_idx(tmp_path / f"train-labels-idx1-ubyte{sfx}", labels, gz)
+    np.testing.assert_array_equal(
+        se.datasets.read_idx(tmp_path / f"train-images-idx3-ubyte{sfx}"), images
+    )
+    data = se.datasets.mnist(tmp_path, key)  # 2, 3, 6 at 4/2/1: 7 twos -> n = 12
+    x, y = np.asarray(data.samples), data.info["labels"]
+    assert x.shape == (12, 784) and data.info["shape"] == (28, 28)
+    assert x.min() >= -1.0 and x.max() <= 1.0
+    assert [int(np.sum(y == c)) for c in (2, 3, 6)] == [7, 3, 2]
+    # without noise the pixels are the centres 2 (v + 1/2) / 256 - 1 of the written levels
+    centred = se.datasets.mnist(tmp_path, key, dequantise=False)
+    np.testing.assert_array_equal(centred.info["labels"], y)
+    v = np.round((np.asarray(centred.samples) + 1.0) * 128 - 0.5)
+    assert np.all(np.abs(x - np.asarray(centred.samples)) <= 1 / 256 + 1e-6)
+    for row, lab in zip(v, y, strict=True):
+        assert np.any(np.all(images[labels == lab].reshape(-1, 784) == row, axis=1))
+
+
+def test_mnist_reads_npz(tmp_path, key):
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(10, dtype=np.uint8), 4)
+    x = rng.integers(0, 256, (y.size, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "mnist.npz", x_train=x, y_train=y, x_test=x[:10], y_test=y[:10])
+    data = se.datasets.mnist(tmp_path / "mnist.npz", key, labels=(0, 1), weights=(1, 1))
+    assert data.samples.shape == (8, 784)
+
+
+def test_mnist_missing_files_error(tmp_path, key):
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        se.datasets.mnist(tmp_path, key)
+    with pytest.raises(FileNotFoundError, match="MNIST not found"):
+        se.datasets.mnist(tmp_path / "nowhere", key)
+    with pytest.raises(ValueError, match="split"):
+        se.datasets.mnist(tmp_path, key, split="valid")
+
+
+def test_read_idx_rejects_garbage(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        se.datasets.read_idx(tmp_path / "bad")
+
+
+# ---------------------------------------------------------------------------------------
+# conv energy
+@pytest.mark.parametrize("side", [8, 28])
+def test_conv_energy_shapes_and_gradients(key, side):
+    energy = se.energies.ConvEnergy(side, key=key, channels=(4, 8), confinement=0.5)
+    assert energy.dim == side * side
+    x = jax.random.normal(jax.random.key(1), (3, side * side))
+    u = jax.vmap(energy)(x)
+    assert u.shape == (3,) and bool(jnp.all(jnp.isfinite(u)))
+    # x-gradient against a central finite difference along a random direction
+    v = jax.random.normal(jax.random.key(2), (side * side,))
+    g = jax.grad(energy)(x[0])
+    eps = 1e-2
+    fd = (energy(x[0] + eps * v) - energy(x[0] - eps * v)) / (2 * eps)
+    # float32: the difference of two O(10) energies carries ~1e-5 / eps rounding error
+    np.testing.assert_allclose(float(g @ v), float(fd), rtol=2e-3, atol=2e-3)
+    # parameter gradient: finite and of the parameters' structure
+    pg = eqx.filter_grad(lambda e: jnp.sum(jax.vmap(e)(x)))(energy)
+    leaves = jax.tree.leaves(eqx.filter(pg, eqx.is_inexact_array))
+    assert leaves and all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves)
+    assert any(float(jnp.abs(leaf).sum()) > 0 for leaf in leaves)
+
+
+def test_conv_energy_confinement_and_errors(key):
+    e0 = se.energies.ConvEnergy(8, key=key, confinement=0.0)
+    e1 = se.energies.ConvEnergy(8, key=key, confinement=2.0)
+    x = jnp.full((64,), 0.5)
+    np.testing.assert_allclose(float(e1(x) - e0(x)), 0.5 * 2.0 * 64 * 0.25, rtol=1e-5)
+    with pytest.raises(ValueError, match="confinement"):
+        se.energies.ConvEnergy(8, key=key, confinement=-1.0)
+    with pytest.raises(ValueError, match="l2_penalty"):
+        se.energies.ConvEnergy(8, key=key, l2_penalty=-1.0)
+    with pytest.raises(ValueError, match="channels"):
+        se.energies.ConvEnergy(8, key=key, channels=())
+
+
+def test_energy_l2_grad_matches_autodiff(key):
+    energy = se.energies.ConvEnergy(8, key=key, channels=(4,), l2_penalty=0.1)
+    xb = jax.random.normal(jax.random.key(1), (5, 64))
+    xw = jax.random.normal(jax.random.key(2), (6, 64))
+    w = jax.nn.softmax(jax.random.normal(jax.random.key(3), (6,)))
+    grad, value = se.energies.energy_l2_grad(energy, xb, xw, w)
+
+    def direct(e):
+        ub, uw = jax.vmap(e)(xb), jax.vmap(e)(xw)
+        return 0.1 * (jnp.mean(ub**2) + jnp.sum(w * uw**2))
+
+    want_v, want_g = eqx.filter_value_and_grad(direct)(energy)
+    np.testing.assert_allclose(float(value), float(want_v), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(want_g), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# proportion estimator
+def test_class_proportions_weighted_and_unweighted():
+    y = np.array([2, 2, 3, 6, 6, 6])
+    np.testing.assert_allclose(
+        se.metrics.class_proportions(y, (2, 3, 6)), [2 / 6, 1 / 6, 3 / 6], rtol=1e-12
+    )
+    a = np.log(np.array([1.0, 1.0, 2.0, 0.0 + 1e-300, 1e-300, 1e-300]))
+    np.testing.assert_allclose(
+        se.metrics.class_proportions(y, (2, 3, 6), a), [0.5, 0.5, 0.0], atol=1e-12
+    )
+    with pytest.raises(ValueError, match="shape"):
+        se.metrics.class_proportions(y, (2, 3, 6), np.zeros(3))
+    assert se.metrics.effective_sample_size(np.zeros(10)) == pytest.approx(10.0)
+
+
+def test_proportion_estimator_on_labelled_digits(key):
+    clf = se.metrics.digit_classifier(key)
+    assert clf.test_accuracy > 0.95  # logistic regression on 2/3/6 (measured 0.994)
+    data = se.datasets.digits(jax.random.key(7))
+    truth = np.array([data.info["proportions"][c] for c in (2, 3, 6)])
+    p = clf.proportions(data.samples)
+    # misclassification rate <= ~1-2%: proportions within 0.03 of the labels' proportions
+    np.testing.assert_allclose(p, truth, atol=0.03)
+    # weights that keep only the threes give all the mass to 3 (up to misclassification)
+    y = data.info["labels"]
+    a = np.where(y == 3, 0.0, -np.inf)
+    a = np.where(np.isfinite(a), a, -1e4)
+    assert clf.proportions(data.samples, a)[1] > 0.95
+
+
+# ---------------------------------------------------------------------------------------
+# training end to end
+def test_short_fit_on_digits_runs(key):
+    data = se.datasets.digits(key)
+    energy = se.energies.ConvEnergy(8, key=jax.random.key(1), channels=(4, 8), l2_penalty=1e-3)
+    strategy = se.Jarzynski(
+        64,
+        1e-3,
+        walker_batch=16,
+        resampling=se.ESSResampling(se.off_until(5, 0.5)),
+        n_anneal=5,
+        anneal_base=se.energies.Gaussian.standard(64),
+        feedback_correction=False,  # through Adam its JVP gives NaN at step 0 (1/sqrt(nu=0))
+    )
+    opt = optax.adam(optax.cosine_decay_schedule(1e-3, 10))
+    with jax.numpy_dtype_promotion("standard"):  # optax's Adam: float ** int32 step count
+        res = se.fit(
+            energy,
+            data.samples,
+            strategy=strategy,
+            optimizer=opt,
+            num_steps=10,
+            key=jax.random.key(2),
+            batch_size=32,
+            progress=False,
+        )
+    assert res.steps == 10 and res.walkers.shape == (64, 64)
+    assert np.all(np.isfinite(res.history["ess"]))
+    clf = se.metrics.digit_classifier(key)
+    p = clf.proportions(res.walkers, res.log_weights)
+    assert p.shape == (3,) and p.sum() == pytest.approx(1.0)
