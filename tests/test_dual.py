@@ -313,3 +313,18 @@ def test_projected_langevin_keeps_the_teacher_invariant():
     for a, b in [(x @ th1, ref @ th1), (u_x, u_r)]:
         se_ = np.hypot(a.std(), b.std()) / np.sqrt(n)
         assert abs(a.mean() - b.mean()) < Z * se_, (a.mean(), b.mean(), se_)
+
+
+def test_euclidean_walkers_refuse_a_sphere_energy():
+    energy = se.energies.ShallowReLU(5, 8, key=jax.random.key(0))
+    data = jnp.eye(5)[:3]
+    with pytest.raises(ValueError, match="R\\^d"):
+        se.fit(
+            energy,
+            data,
+            strategy=se.PCD(16, 0.01),
+            optimizer=optax.sgd(0.1),
+            num_steps=1,
+            key=jax.random.key(1),
+            progress=False,
+        )

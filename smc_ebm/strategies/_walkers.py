@@ -173,6 +173,13 @@ class Walkers(AbstractStrategy):
     def init_state(
         self, key: PRNGKeyArray, energy: AbstractEnergy, data: Array, log_Z0: Array | None
     ) -> WalkerState:
+        from smc_ebm.manifolds import Euclidean, manifold_of
+
+        if not isinstance(manifold_of(energy), Euclidean):
+            raise ValueError(
+                f"{type(energy).__name__} lives on a {type(manifold_of(energy)).__name__}; "
+                "Jarzynski, PCD and Unweighted walkers move in R^d (use se.Dual)."
+            )
         k_walk, k_obs = jax.random.split(key)
         x, a, log_z_est = self._initial_positions(k_walk, energy, data, self.n_walkers)
         if not self.weighted:
