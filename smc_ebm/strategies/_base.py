@@ -8,9 +8,11 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from smc_ebm.energies._conv import energy_l2_grad
+from smc_ebm.energies._tilted import Tilted
 from smc_ebm.kernels._evaluate import mean_param_grad
 
 
@@ -148,3 +150,37 @@ class AbstractStrategy(abc.ABC):
     def walkers(self, state: WalkerState) -> tuple[Array, Array]:
         """Final ``(positions (N, d), log_weights (N,))``."""
         return state.position, state.log_weights
+
+
+def check_init_array(init: Any, n_walkers: int, dim: int) -> None:
+    """Raise ``ValueError`` unless an explicit ``init`` array has shape ``(n_walkers, dim)``.
+
+    A string ``init`` (a named start) passes; each strategy validates its own names.
+    """
+    if not isinstance(init, str):
+        shape = np.shape(init)
+        if shape != (n_walkers, dim):
+            raise ValueError(
+                f"init array must have shape (n_walkers, dim) = ({n_walkers}, {dim}); got {shape}."
+            )
+
+
+def exact_start(
+    key: PRNGKeyArray, energy: Any, data: Float[Array, "n d"], init: Any, n: int
+) -> Float[Array, "N d"] | None:
+    """``n`` starting positions that need no weights, or ``None`` when none applies.
+
+    In order: an explicit ``(n, d)`` array, ``init="data"`` (data points, with replacement
+    when ``n`` exceeds the data), the energy's own exact sampler (``can_sample``), or the base
+    of a :class:`Tilted` energy whose net is zero (checked on up to 256 data points).
+    """
+    if not isinstance(init, str):
+        return jnp.asarray(init, data.dtype)
+    if init == "data":
+        idx = jax.random.choice(key, data.shape[0], (n,), replace=n > data.shape[0])
+        return data[idx]
+    if getattr(energy, "can_sample", False):
+        return energy.sample(key, n).astype(data.dtype)
+    if isinstance(energy, Tilted) and energy.net_is_zero(data[: min(256, data.shape[0])]):
+        return energy.sample_base(key, n).astype(data.dtype)
+    return None

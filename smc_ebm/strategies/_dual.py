@@ -19,14 +19,13 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from smc_ebm._wfr import wfr
 from smc_ebm.kernels._evaluate import evaluate_uniform
 from smc_ebm.manifolds import Euclidean, manifold_of
-from smc_ebm.strategies._base import AbstractStrategy
+from smc_ebm.strategies._base import AbstractStrategy, check_init_array
 
 
 class DualState(NamedTuple):
@@ -167,13 +166,7 @@ class Dual(AbstractStrategy):
         return jnp.asarray(float(p))
 
     def validate(self, dim: int, n_data: int) -> None:
-        if not isinstance(self.init, str):
-            init = np.asarray(self.init)
-            if init.shape != (self.n_walkers, dim):
-                raise ValueError(
-                    f"init array must have shape (n_walkers, dim) = ({self.n_walkers}, {dim}); "
-                    f"got {init.shape}."
-                )
+        check_init_array(self.init, self.n_walkers, dim)
 
     def init_state(
         self, key: PRNGKeyArray, energy: Any, data: Array, log_Z0: Array | None

@@ -25,11 +25,9 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from smc_ebm.energies._tilted import Tilted
 from smc_ebm.flows._flow import (
     FLOW_KINDS,
     ReplayBuffer,
@@ -49,7 +47,7 @@ from smc_ebm.smc._resampling import (
     resample_indices,
 )
 from smc_ebm.smc._weights import ais_increment
-from smc_ebm.strategies._base import AbstractStrategy
+from smc_ebm.strategies._base import AbstractStrategy, check_init_array, exact_start
 
 
 class FlowState(NamedTuple):
@@ -198,13 +196,7 @@ class FlowStrategy(AbstractStrategy):
         flow_dim = None if self.flow is None else getattr(self.flow, "shape", (None,))[-1]
         if flow_dim is not None and int(flow_dim) != dim:
             raise ValueError(f"the flow's dimension {flow_dim} does not match the data's {dim}.")
-        if not isinstance(self.init, str):
-            init = np.asarray(self.init)
-            if init.shape != (self.n_walkers, dim):
-                raise ValueError(
-                    f"init array must have shape (n_walkers, dim) = ({self.n_walkers}, {dim}); "
-                    f"got {init.shape}."
-                )
+        check_init_array(self.init, self.n_walkers, dim)
 
     def init_state(
         self, key: PRNGKeyArray, energy: Any, data: Array, log_Z0: Array | None
@@ -268,16 +260,9 @@ class FlowStrategy(AbstractStrategy):
     def _initial_positions(self, key, energy, data, flow):
         """Positions, log-weights and (for flow importance samples) a log Z_0 estimate."""
         n = self.n_walkers
-        zeros = jnp.zeros(n, data.dtype)
-        if not isinstance(self.init, str):
-            return jnp.asarray(self.init, data.dtype), zeros, None
-        if self.init == "data":
-            idx = jax.random.choice(key, data.shape[0], (n,), replace=n > data.shape[0])
-            return data[idx], zeros, None
-        if getattr(energy, "can_sample", False):
-            return energy.sample(key, n).astype(data.dtype), zeros, None
-        if isinstance(energy, Tilted) and energy.net_is_zero(data[: min(256, data.shape[0])]):
-            return energy.sample_base(key, n).astype(data.dtype), zeros, None
+        x = exact_start(key, energy, data, self.init, n)
+        if x is not None:
+            return x, jnp.zeros(n, data.dtype), None
 
         @eqx.filter_jit
         def importance(flow, energy, key):

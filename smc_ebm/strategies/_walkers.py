@@ -14,7 +14,6 @@ from jaxtyping import Array, PRNGKeyArray
 
 from smc_ebm.energies._base import AbstractEnergy
 from smc_ebm.energies._gaussian import Gaussian
-from smc_ebm.energies._tilted import Tilted
 from smc_ebm.kernels._evaluate import energies, evaluate, evaluate_uniform
 from smc_ebm.kernels._langevin import mala_move, ula_propose
 from smc_ebm.smc._resampling import (
@@ -26,7 +25,13 @@ from smc_ebm.smc._resampling import (
     resample_indices,
 )
 from smc_ebm.smc._weights import ais_increment, jarzynski_increment
-from smc_ebm.strategies._base import AbstractStrategy, ObserverState, WalkerState
+from smc_ebm.strategies._base import (
+    AbstractStrategy,
+    ObserverState,
+    WalkerState,
+    check_init_array,
+    exact_start,
+)
 
 KERNELS = ("ula", "mala")
 
@@ -124,30 +129,17 @@ class Walkers(AbstractStrategy):
 
     # ----------------------------------------------------------------------------------
     def validate(self, dim: int, n_data: int) -> None:
-        if not isinstance(self.init, str):
-            init = np.asarray(self.init)
-            if init.shape != (self.n_walkers, dim):
-                raise ValueError(
-                    f"init array must have shape (n_walkers, dim) = ({self.n_walkers}, {dim}); "
-                    f"got {init.shape}."
-                )
-            if not np.all(np.isfinite(init)):
-                raise ValueError("init array contains NaN or inf.")
+        check_init_array(self.init, self.n_walkers, dim)
+        if not isinstance(self.init, str) and not np.all(np.isfinite(np.asarray(self.init))):
+            raise ValueError("init array contains NaN or inf.")
 
     def _initial_positions(
         self, key: PRNGKeyArray, energy: AbstractEnergy, data: Array, n: int
     ) -> tuple[Array, Array, Array | None]:
         """``n`` positions, log-weights and (for annealed starts) a log Z_0 estimate."""
-        zeros = jnp.zeros(n, data.dtype)
-        if not isinstance(self.init, str):
-            return jnp.asarray(self.init, data.dtype), zeros, None
-        if self.init == "data":
-            idx = jax.random.choice(key, data.shape[0], (n,), replace=n > data.shape[0])
-            return data[idx], zeros, None
-        if getattr(energy, "can_sample", False):
-            return energy.sample(key, n).astype(data.dtype), zeros, None
-        if isinstance(energy, Tilted) and energy.net_is_zero(data[: min(256, data.shape[0])]):
-            return energy.sample_base(key, n).astype(data.dtype), zeros, None
+        x = exact_start(key, energy, data, self.init, n)
+        if x is not None:
+            return x, jnp.zeros(n, data.dtype), None
         return self._anneal(key, energy, data, n)
 
     def _anneal(self, key, energy, data, n):
