@@ -5,25 +5,23 @@ energy, x-gradient and dU/dtheta of the moved walkers come from one forward pass
 the weight update, the next move and the next gradient. This script measures it on the
 paper's 50-d two-mode teacher with 10^4 walkers (flags change the sizes).
 
-Method. ``fit`` traces and compiles its chunk function anew on each call, so timing one
-call mixes compilation, setup and steps. Each measurement therefore times two calls of the
-same strategy with ``chunk_size`` equal to the number of steps (one compiled chunk per
-call), one of ``S`` steps and one of ``2 S`` steps:
+Method. Timing one ``fit`` call mixes setup (data validation, walker initialisation, the
+final evaluation) and steps. Each measurement therefore times two calls of the same
+strategy with ``chunk_size`` equal to the number of steps (one compiled chunk per call),
+one of ``S`` steps and one of ``2 S`` steps:
 
     time per step = (t(2 S) - t(S)) / S,
 
-which cancels compilation and every per-call cost (data validation, walker initialisation,
-the final evaluation). ``fit`` returns host floats, so both calls are synchronised. After
-one warm-up pair per strategy, ``--reps`` pairs are measured, round-robin over the
-strategies (so that drifts of the machine hit all of them alike). The reported time is
+which cancels every per-call cost. ``fit`` keeps its compiled chunk between calls with the
+same strategy and optimizer objects, so after one warm-up pair per strategy nothing is
+compiled; ``fit`` returns host floats, so both calls are synchronised. ``--reps`` pairs
+are then measured, round-robin over the strategies (so that drifts of the machine hit all of them alike). The reported time is
 ``(min t(2 S) - min t(S)) / S`` over those calls (other processes only ever add time, so the
 minimum is the least disturbed measurement); the spread of the per-pair differences is
 printed beside it as a measure of the machine's noise. Note that the difference measures
 steps ``S+1..2 S`` of a training run: Jarzynski resamples more often early in training.
-Two guards keep the difference clean: a persistent compilation cache (in a temporary
-folder; ``--no-cache`` to disable), so that the re-traced but identical program is loaded
-rather than recompiled, and ``S`` is raised (from ``--steps``) until ``S`` steps of the
-fastest strategy take ``--min-seconds``.
+``S`` is raised (from ``--steps``) until ``S`` steps of the fastest strategy take
+``--min-seconds``, so that per-call jitter is small against the difference.
 
 Example::
 
@@ -37,7 +35,6 @@ import argparse
 import os
 import platform
 import statistics
-import tempfile
 import time
 
 import jax
@@ -77,11 +74,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Jarzynski without the first-order feedback correction",
     )
     p.add_argument(
-        "--no-cache",
-        action="store_true",
-        help="do not use a persistent compilation cache (each fit call then compiles)",
-    )
-    p.add_argument(
         "--strategies", nargs="+", choices=STRATEGIES, default=["Jarzynski", "PCD", "Unweighted"]
     )
     return p.parse_args(argv)
@@ -105,13 +97,6 @@ def make_strategy(name: str, args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if not args.no_cache:
-        # fit() re-traces its chunk on every call; with a compilation cache the identical
-        # program is not recompiled, which takes the compile-time jitter out of t(S), t(2S).
-        cache_dir = tempfile.mkdtemp(prefix="smc_ebm_bench_cache_")
-        jax.config.update("jax_compilation_cache_dir", cache_dir)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
     print(
         f"platform {platform.platform()}, processor {platform.processor() or platform.machine()}, "
@@ -163,8 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.n_walkers} walkers, record every {args.record_every}; Jarzynski: ESS threshold "
         f"{args.ess_threshold:.4g}, feedback correction "
         f"{'off' if args.no_feedback_correction else 'on'}; S = {S}, "
-        f"{args.reps} measured pairs per strategy, compilation cache "
-        f"{'off' if args.no_cache else 'on'}"
+        f"{args.reps} measured pairs per strategy"
     )
     t_short: dict[str, list[float]] = {name: [] for name in strategies}
     t_long: dict[str, list[float]] = {name: [] for name in strategies}
@@ -185,8 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         "\nms/step = (min t(2S) - min t(S)) / S, the minima over the measured fit() calls of"
         "\neach length (steps S+1..2S of training); compilation and per-call setup cancel."
         "\n'pairs' = median [min, max] of the per-pair differences (spread = machine noise)."
-        "\n'per call' = min t(S) - S * ms/step: fixed cost of one fit() call (tracing,"
-        "\ncompilation or cache load, setup)."
+        "\n'per call' = min t(S) - S * ms/step: fixed cost of one fit() call (setup)."
     )
     header = (
         f"{'strategy':<11} | {'ms/step':>8} | {'pairs: median [min, max]':>26} | {'per call s':>10}"

@@ -272,71 +272,24 @@ def fit(
             )
         use_correction = False
 
-    def one_step(carry, step):
-        params, opt_state, state, err, err_step = carry
-
-        def do(_):
-            energy_k = eqx.combine(params, static)
-            k = jax.random.fold_in(key_run, step)
-            kb, kg, ka = jax.random.split(k, 3)
-            if batch_size is None:
-                batch = data
-            else:
-                batch = data[jax.random.randint(kb, (batch_size,), 0, n_data)]
-            ess, log_z = strategy.ess_and_log_Z(state)
-            st, grad, loss, data_u = strategy.gradient(kg, state, energy_k, batch)
-            if use_correction:
-                kc, ka = jax.random.split(ka)
-                updates, new_opt, correction = _feedback_correction(
-                    kc, optimizer, grad, opt_state, params, static, st
-                )
-            else:
-                updates, new_opt = optimizer.update(grad, opt_state, params)
-                correction = None
-            new_params = optax.apply_updates(params, updates)
-            st, resampled, acc = strategy.advance(
-                ka, st, energy_k, eqx.combine(new_params, static), step, correction
-            )
-            code = _first_bad(data_u, st, new_params)
-            rec = (ess, log_z, log_z + data_u, resampled.astype(jnp.int32), loss, acc)
-            new = (new_params, new_opt, st)
-            old = (params, opt_state, state)
-            kept = jax.lax.cond(code > 0, lambda: old, lambda: new)
-            err_new = jnp.where(code > 0, code, 0)
-            return (*kept, err_new, jnp.where(code > 0, step, err_step)), rec
-
-        def skip(_):
-            nan = jnp.asarray(jnp.nan, data.dtype)
-            rec = (nan, nan, nan, jnp.asarray(0, jnp.int32), nan, nan)
-            return carry, rec
-
-        active = (err == 0) & (step < end_step)
-        return jax.lax.cond(active, do, skip, None)
-
-    def one_record(carry, first_step):
-        params = carry[0]
-        energy_k = eqx.combine(params, static)
-        mvals = tuple(jnp.asarray(f(energy_k), data.dtype) for f in metrics.values())
-        if trace_walkers:
-            xw, aw = strategy.walkers(carry[2])
-            mvals = (*mvals, xw[:trace_walkers], aw[:trace_walkers])
-        steps = first_step + jnp.arange(record_every)
-        carry, recs = jax.lax.scan(one_step, carry, steps)
-        ess, log_z, ce, resampled, loss, acc = recs
-        out = (ess[0], log_z[0], ce[0], jnp.sum(resampled), loss[0], acc[0], *mvals)
-        return carry, out
-
-    @jax.jit
-    def chunk(carry, first_step):
-        TRACE_COUNT["chunk"] += 1
-        firsts = first_step + record_every * jnp.arange(chunk_records)
-        return jax.lax.scan(one_record, carry, firsts)
+    chunk = _chunk_function(
+        strategy,
+        optimizer,
+        static,
+        tuple(metrics.items()),
+        batch_size,
+        record_every,
+        chunk_records,
+        use_correction,
+        trace_walkers,
+    )
 
     names = ("ess", "log_Z", "cross_entropy", "resampled", "loss", "acceptance", *metrics)
     if trace_walkers:
         names = (*names, "_trace_position", "_trace_log_weights")
     chunks_out: list[tuple] = []
     carry = (params, opt_state, state, jnp.asarray(0), jnp.asarray(0))
+    end = jnp.asarray(end_step)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -346,7 +299,7 @@ def fit(
     step = step0
     try:
         while step < end_step:
-            new_carry, out = chunk(carry, jnp.asarray(step))
+            new_carry, out = chunk(carry, jnp.asarray(step), data, key_run, end)
             out = jax.device_get(out)
             err = int(new_carry[3])
             carry = new_carry
@@ -405,6 +358,155 @@ def fit(
     if int(err):
         raise TrainingError(int(err_step), _CHECKS[int(err) - 1], result)
     return result
+
+
+# Compiled chunk functions, keyed by everything that shapes the traced program (strategy,
+# optimizer, the energy's static structure, metrics, sizes). ``fit`` called again with the
+# same objects reuses the compiled chunk instead of tracing it anew; the array arguments
+# (data, key, parameters, state) may change freely between calls.
+_CHUNK_CACHE: dict[Any, Any] = {}
+_CHUNK_CACHE_SIZE = 16
+
+
+def _cache_token(obj: Any) -> Any:
+    """``obj`` when it is hashable, else its identity (the cache entry keeps it alive)."""
+    try:
+        hash(obj)
+    except TypeError:
+        return ("id", id(obj))
+    return obj
+
+
+def _chunk_function(
+    strategy,
+    optimizer,
+    static,
+    metrics,
+    batch_size,
+    record_every,
+    chunk_records,
+    use_correction,
+    trace_walkers,
+):
+    """The jitted ``chunk(carry, first_step, data, key_run, end_step)`` of :func:`fit`, cached."""
+    leaves, treedef = jax.tree.flatten(static)
+    key = (
+        _cache_token(strategy),
+        _cache_token(optimizer),
+        treedef,
+        tuple(_cache_token(leaf) for leaf in leaves),
+        tuple((name, _cache_token(f)) for name, f in metrics),
+        batch_size,
+        record_every,
+        chunk_records,
+        use_correction,
+        trace_walkers,
+    )
+    try:
+        entry = _CHUNK_CACHE.get(key)
+    except TypeError:  # an unhashable piece of static structure: no caching
+        key, entry = None, None
+    if entry is not None:
+        return entry[0]
+    chunk = _build_chunk(
+        strategy,
+        optimizer,
+        static,
+        dict(metrics),
+        batch_size,
+        record_every,
+        chunk_records,
+        use_correction,
+        trace_walkers,
+    )
+    if key is not None:
+        if len(_CHUNK_CACHE) >= _CHUNK_CACHE_SIZE:
+            _CHUNK_CACHE.pop(next(iter(_CHUNK_CACHE)))
+        # The objects are kept with the entry so that an ``id`` in the key is never reused.
+        _CHUNK_CACHE[key] = (chunk, strategy, optimizer, static, metrics)
+    return chunk
+
+
+def _build_chunk(
+    strategy,
+    optimizer,
+    static,
+    metrics,
+    batch_size,
+    record_every,
+    chunk_records,
+    use_correction,
+    trace_walkers,
+):
+    """The jitted training chunk: ``chunk_records`` records of ``record_every`` steps.
+
+    ``chunk(carry, first_step, data, key_run, end_step)`` is one ``lax.scan``; steps at or
+    after ``end_step`` (and after a non-finite quantity) are skipped.
+    """
+
+    @jax.jit
+    def chunk(carry, first_step, data, key_run, end_step):
+        TRACE_COUNT["chunk"] += 1
+        n_data = data.shape[0]
+
+        def one_step(carry, step):
+            params, opt_state, state, err, err_step = carry
+
+            def do(_):
+                energy_k = eqx.combine(params, static)
+                k = jax.random.fold_in(key_run, step)
+                kb, kg, ka = jax.random.split(k, 3)
+                if batch_size is None:
+                    batch = data
+                else:
+                    batch = data[jax.random.randint(kb, (batch_size,), 0, n_data)]
+                ess, log_z = strategy.ess_and_log_Z(state)
+                st, grad, loss, data_u = strategy.gradient(kg, state, energy_k, batch)
+                if use_correction:
+                    kc, ka = jax.random.split(ka)
+                    updates, new_opt, correction = _feedback_correction(
+                        kc, optimizer, grad, opt_state, params, static, st
+                    )
+                else:
+                    updates, new_opt = optimizer.update(grad, opt_state, params)
+                    correction = None
+                new_params = optax.apply_updates(params, updates)
+                st, resampled, acc = strategy.advance(
+                    ka, st, energy_k, eqx.combine(new_params, static), step, correction
+                )
+                code = _first_bad(data_u, st, new_params)
+                rec = (ess, log_z, log_z + data_u, resampled.astype(jnp.int32), loss, acc)
+                new = (new_params, new_opt, st)
+                old = (params, opt_state, state)
+                kept = jax.lax.cond(code > 0, lambda: old, lambda: new)
+                err_new = jnp.where(code > 0, code, 0)
+                return (*kept, err_new, jnp.where(code > 0, step, err_step)), rec
+
+            def skip(_):
+                nan = jnp.asarray(jnp.nan, data.dtype)
+                rec = (nan, nan, nan, jnp.asarray(0, jnp.int32), nan, nan)
+                return carry, rec
+
+            active = (err == 0) & (step < end_step)
+            return jax.lax.cond(active, do, skip, None)
+
+        def one_record(carry, first_step):
+            params = carry[0]
+            energy_k = eqx.combine(params, static)
+            mvals = tuple(jnp.asarray(f(energy_k), data.dtype) for f in metrics.values())
+            if trace_walkers:
+                xw, aw = strategy.walkers(carry[2])
+                mvals = (*mvals, xw[:trace_walkers], aw[:trace_walkers])
+            steps = first_step + jnp.arange(record_every)
+            carry, recs = jax.lax.scan(one_step, carry, steps)
+            ess, log_z, ce, resampled, loss, acc = recs
+            out = (ess[0], log_z[0], ce[0], jnp.sum(resampled), loss[0], acc[0], *mvals)
+            return carry, out
+
+        firsts = first_step + record_every * jnp.arange(chunk_records)
+        return jax.lax.scan(one_record, carry, firsts)
+
+    return chunk
 
 
 def _update_is_linear(optimizer, opt_state, params) -> bool:

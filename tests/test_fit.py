@@ -351,3 +351,30 @@ def test_paper_scale_jarzynski_learns_the_weight(paper):
 def test_paper_scale_pcd_collapses_a_mode(paper):
     w, _ = _weight_of_left_mode(paper["pcd"].energy)
     assert abs(w - 0.25) > 0.2, w
+
+
+def test_second_fit_call_reuses_the_compiled_chunk():
+    """Same strategy, optimizer, energy structure and metrics: no new trace, new data allowed."""
+    data, energy = _small_problem()
+    strategy = se.Jarzynski(N_SMALL, 0.2, resampling=se.ESSResampling(0.9))
+    optimizer = se.optim.by_field(logits=optax.sgd(0.125), means=optax.sgd(0.025))
+
+    def run(samples, key, energy=energy):
+        return se.fit(
+            energy,
+            samples,
+            strategy=strategy,
+            optimizer=optimizer,
+            num_steps=20,
+            key=key,
+            chunk_size=10,
+            progress=False,
+        )
+
+    first = run(data.samples, jax.random.key(2))
+    before = fit_module.TRACE_COUNT["chunk"]
+    again = run(data.samples, jax.random.key(2))
+    other = run(data.samples[::-1] + 0.5, jax.random.key(5), energy=first.energy)
+    assert fit_module.TRACE_COUNT["chunk"] == before  # neither call traced the chunk
+    np.testing.assert_array_equal(np.asarray(first.walkers), np.asarray(again.walkers))
+    assert not np.allclose(np.asarray(first.walkers), np.asarray(other.walkers))
