@@ -15,7 +15,8 @@ one of ``S`` steps and one of ``2 S`` steps:
 which cancels every per-call cost. ``fit`` keeps its compiled chunk between calls with the
 same strategy and optimizer objects, so after one warm-up pair per strategy nothing is
 compiled; ``fit`` returns host floats, so both calls are synchronised. ``--reps`` pairs
-are then measured, round-robin over the strategies (so that drifts of the machine hit all of them alike). The reported time is
+are then measured, round-robin over the strategies (so that drifts of the machine hit all
+of them alike). The reported time is
 ``(min t(2 S) - min t(S)) / S`` over those calls (other processes only ever add time, so the
 minimum is the least disturbed measurement); the spread of the per-pair differences is
 printed beside it as a measure of the machine's noise. Note that the difference measures
