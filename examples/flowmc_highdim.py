@@ -77,7 +77,7 @@ def main():
             )
             w = np.bincount(assign, weights=learned, minlength=4)
             rows[name] = [
-                se.metrics.rhat(np.asarray(chains)[:, t_chain // 2 :]),
+                f"{se.metrics.rhat(np.asarray(chains)[:, t_chain // 2 :]):.3f}",
                 float(np.mean((w - 0.25) ** 2)),
                 f"{wall:.0f}",
             ]
