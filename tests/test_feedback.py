@@ -70,3 +70,42 @@ def test_feedback_correction_is_skipped_for_adam_on_a_zero_initialised_net():
         assert _update_is_linear(sgd, sgd.init(gp), gp)
         adam = optax.adam(1e-2)
         assert not _update_is_linear(adam, adam.init(params), params)
+
+
+def test_reseeding_replaces_the_drivers_by_draws_from_the_observers():
+    data = se.datasets.two_mode_teacher(jax.random.key(0), n=500, dim=3, a=-2.0, b=2.0)
+    energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, 3, scale=0.1)
+    strategy = se.Jarzynski(128, 0.1, n_observers=64, observer_kernel="ula", reseed_every=5)
+    res = se.fit(
+        energy,
+        data.samples,
+        strategy=strategy,
+        optimizer=optax.sgd(0.05),
+        num_steps=10,  # reseeded after steps 4 and 9: the final drivers are fresh draws
+        key=jax.random.key(2),
+        progress=False,
+    )
+    st = res.state
+    obs = np.asarray(st.observers.position)
+    drivers = np.asarray(st.position)
+    np.testing.assert_array_equal(np.asarray(st.log_weights), 0.0)
+    # Every driver is a copy of an observer, and the population draws on several of them.
+    match = np.all(drivers[:, None, :] == obs[None, :, :], axis=-1)
+    assert np.all(match.any(axis=1))
+    assert len({int(np.argmax(m)) for m in match}) > 10
+    # The drivers' cached energy is the model's at their positions; log Z is the observers'.
+    u = jax.vmap(res.energy)(jnp.asarray(drivers))
+    np.testing.assert_allclose(np.asarray(st.energy), np.asarray(u), rtol=1e-5, atol=1e-5)
+    a_obs = np.asarray(st.observers.log_weights, np.float64)
+    log_z_obs = float(st.observers.log_Z_anchor) + np.log(np.mean(np.exp(a_obs)))
+    np.testing.assert_allclose(float(st.log_Z_anchor), log_z_obs, rtol=1e-5)
+    np.testing.assert_allclose(res.log_Z, log_z_obs, rtol=1e-5)
+
+
+def test_reseeding_needs_observers():
+    import pytest
+
+    with pytest.raises(ValueError, match="observers"):
+        se.Jarzynski(128, 0.1, reseed_every=10)
+    with pytest.raises(ValueError, match="reseed_every"):
+        se.Jarzynski(128, 0.1, n_observers=8, reseed_every=-1)

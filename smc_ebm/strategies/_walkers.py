@@ -17,6 +17,7 @@ from smc_ebm.energies._gaussian import Gaussian
 from smc_ebm.kernels._evaluate import energies, evaluate, evaluate_uniform
 from smc_ebm.kernels._langevin import mala_move, ula_propose
 from smc_ebm.smc._resampling import (
+    RESAMPLERS,
     ESSResampling,
     IntervalResampling,
     NoResampling,
@@ -96,6 +97,7 @@ class Walkers(AbstractStrategy):
     n_observers: int = 0
     observer_kernel: str = "mala"
     feedback_correction: bool | str = False
+    reseed_every: int = 0
 
     def __post_init__(self) -> None:
         if int(self.n_walkers) < 2:
@@ -122,6 +124,10 @@ class Walkers(AbstractStrategy):
             raise ValueError("n_observers needs weighted walkers (Jarzynski).")
         if self.n_anneal < 1:
             raise ValueError(f"n_anneal must be >= 1; got {self.n_anneal}.")
+        if self.reseed_every < 0:
+            raise ValueError(f"reseed_every must be >= 0; got {self.reseed_every}.")
+        if self.reseed_every and not self.n_observers:
+            raise ValueError("reseed_every needs observers to reseed from (n_observers >= 2).")
 
     @property
     def _minibatched(self) -> bool:
@@ -239,7 +245,30 @@ class Walkers(AbstractStrategy):
         else:
             do = jnp.asarray(False)
         state = WalkerState(x, u, g, a, anchor, pgrad, model_energy, observers, gw)
+        if self.reseed_every:
+            state = jax.lax.cond(
+                (step + 1) % self.reseed_every == 0,
+                lambda: self._reseed(jax.random.fold_in(k_res, 1), state, energy_new),
+                lambda: state,
+            )
         return state, do, acc
+
+    def _reseed(self, key, state: WalkerState, energy: Any) -> WalkerState:
+        """Replace the driving walkers by ``N`` draws from the observers' weighted population.
+
+        The observers never entered a gradient, so their weights are exact for the path; the
+        drivers' weights carry the bias of their own influence on it (maths §2.6), which
+        therefore accumulates over ``reseed_every`` steps at most instead of the whole run.
+        """
+        obs = state.observers
+        weights = jax.nn.softmax(obs.log_weights)
+        idx = RESAMPLERS[self.resampling.method](key, weights, self.n_walkers)
+        x = obs.position[idx]
+        a = jnp.zeros(self.n_walkers, state.log_weights.dtype)
+        anchor = obs.log_Z_anchor + log_mean_exp(obs.log_weights)
+        new = _evaluate_state(energy, x, a, anchor, True)
+        gw = None if state.grad_weights is None else new.grad_weights
+        return new._replace(observers=obs, grad_weights=gw)
 
     def _follow(self, key, x, u, g, a, energy_old, energy_new, kernel=None):
         """Move with the old energy, evaluate at the new one, add the weight increments.
@@ -418,6 +447,7 @@ def Jarzynski(
     n_observers: int = 0,
     observer_kernel: str = "mala",
     feedback_correction: bool | str = "auto",
+    reseed_every: int = 0,
 ) -> Walkers:
     r"""Jarzynski-weighted walkers (Carbone et al., 2023, Algorithms 1 and 2).
 
@@ -463,6 +493,12 @@ def Jarzynski(
         observer_kernel: the observers' move, ``"mala"`` by default: an invariant kernel
             leaves only the AIS increments of the parameter changes in their weights, not
             the ULA correction, so their log Z has a much smaller variance.
+        reseed_every: with observers, every this many steps replace the driving walkers by
+            ``n_walkers`` draws from the observers' weighted population (their weights reset
+            to zero). The drivers' weights are biased by the drivers' own influence on the
+            parameter path, a bias that the same-step feedback correction removes only in
+            part; reseeding from the observers, which never drive, bounds how long it can
+            accumulate (see ``docs/teacher_student.md``). ``0`` (default): never.
 
     Example:
         >>> import smc_ebm as se
@@ -483,6 +519,7 @@ def Jarzynski(
         n_observers=n_observers,
         observer_kernel=observer_kernel,
         feedback_correction=feedback_correction,
+        reseed_every=reseed_every,
     )
 
 
