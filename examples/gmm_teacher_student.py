@@ -62,6 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr-means", type=float, default=0.025, help="SGD learning rate of means")
     p.add_argument("--ess-threshold", type=float, default=1 / 1.05, help="Jarzynski resampling")
     p.add_argument("--resampling", default="systematic", choices=sorted(se.smc.RESAMPLERS))
+    p.add_argument("--observers", type=int, default=0, help="Jarzynski: observer walkers (0: none)")
+    p.add_argument(
+        "--reseed-every",
+        type=int,
+        default=0,
+        help="Jarzynski: reseed the driving walkers from the observers every K steps (0: never)",
+    )
     p.add_argument("--cd-steps", type=int, default=4, help="ULA steps of CD from the data")
     p.add_argument("--init-scale", type=float, default=0.01, help="std of the initial means")
     p.add_argument("--out-dir", type=Path, default=Path("outputs/gmm_teacher_student"))
@@ -73,7 +80,13 @@ def make_strategy(name: str, args: argparse.Namespace) -> Any:
     h = args.step_size
     if name == "Jarzynski":
         resampling = se.ESSResampling(args.ess_threshold, args.resampling)
-        return se.Jarzynski(args.n_walkers, h, resampling=resampling)
+        return se.Jarzynski(
+            args.n_walkers,
+            h,
+            resampling=resampling,
+            n_observers=args.observers,
+            reseed_every=args.reseed_every,
+        )
     if name == "PCD":
         return se.PCD(args.n_walkers, h)
     if name == "CD":  # one walker per data point, restarted at the data every step
