@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import smc_ebm as se
 
@@ -103,9 +104,54 @@ def test_reseeding_replaces_the_drivers_by_draws_from_the_observers():
 
 
 def test_reseeding_needs_observers():
-    import pytest
-
     with pytest.raises(ValueError, match="observers"):
         se.Jarzynski(128, 0.1, reseed_every=10)
     with pytest.raises(ValueError, match="reseed_every"):
         se.Jarzynski(128, 0.1, n_observers=8, reseed_every=-1)
+
+
+@pytest.mark.parametrize("probes", [64, 8])  # 64 walkers: all probed, or every 8th
+def test_subsampled_feedback_correction_is_unbiased(monkeypatch, probes):
+    """With more walkers than probes, every stride-th walker is probed and its term scaled by the
+    stride; averaged over keys it equals q_i delta_i^T S (delta_i - m), computed here exactly
+    from per-walker parameter gradients."""
+    from smc_ebm import _fit
+    from smc_ebm.kernels._evaluate import split_energy
+
+    monkeypatch.setattr(_fit, "_CORRECTION_PROBES", probes)
+    data = se.datasets.two_mode_teacher(jax.random.key(0), n=200, dim=3, a=-2.0, b=2.0)
+    energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, 3, scale=0.5)
+    strategy = se.Jarzynski(64, 0.1)
+    state = strategy.init_state(jax.random.key(2), energy, data.samples, None)
+    q = jax.random.dirichlet(jax.random.key(3), jnp.ones(64))
+    # The weights with which the walkers entered the gradient, and that gradient estimate.
+    from smc_ebm.kernels._evaluate import evaluate
+
+    state = state._replace(grad_weights=q, param_grad=evaluate(energy, state.position)[2](q))
+    params, static = split_energy(energy)
+    optimizer = se.optim.by_field(logits=optax.sgd(0.1), means=optax.sgd(0.02))
+    opt_state = optimizer.init(params)
+    grad = jax.tree.map(jnp.zeros_like, params)
+
+    @jax.jit
+    def estimate(key):
+        return _fit._feedback_correction(key, optimizer, grad, opt_state, params, static, state)[2]
+
+    keys = jax.random.split(jax.random.key(4), 20000)
+    est = np.asarray(jax.lax.map(estimate, keys, batch_size=1000), np.float64)
+
+    # Exact: per-walker gradients, S = lr per field.
+    def u_of(p, x):
+        return eqx.combine(p, static)(x)
+
+    per = jax.vmap(jax.grad(u_of), in_axes=(None, 0))(params, state.position)
+    flat = np.concatenate(
+        [np.asarray(per.logits).reshape(64, -1), np.asarray(per.means).reshape(64, -1)], axis=1
+    )
+    s = np.concatenate([np.full(params.logits.size, 0.1), np.full(params.means.size, 0.02)])
+    m = np.asarray(q) @ flat
+    exact = np.asarray(q) * np.einsum("ij,j,ij->i", flat, s, flat - m)
+    se_mc = est.std(axis=0) / np.sqrt(len(keys))
+    # Every walker is probed (none is skipped for good), and the mean is within 5 MC sd.
+    assert np.all(np.abs(est).max(axis=0) > 0)
+    np.testing.assert_array_less(np.abs(est.mean(axis=0) - exact), 5 * se_mc + 1e-9)
