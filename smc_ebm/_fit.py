@@ -377,18 +377,12 @@ def _cache_token(obj: Any) -> Any:
     return obj
 
 
-def _chunk_function(
-    strategy,
-    optimizer,
-    static,
-    metrics,
-    batch_size,
-    record_every,
-    chunk_records,
-    use_correction,
-    trace_walkers,
-):
-    """The jitted ``chunk(carry, first_step, data, key_run, end_step)`` of :func:`fit`, cached."""
+def _chunk_function(strategy, optimizer, static, metrics, *sizes):
+    """The jitted ``chunk(carry, first_step, data, key_run, end_step)`` of :func:`fit`, cached.
+
+    ``metrics`` is a tuple of ``(name, function)``; ``sizes`` are the remaining arguments of
+    :func:`_build_chunk` (hashable values), which enter the cache key as they are.
+    """
     leaves, treedef = jax.tree.flatten(static)
     key = (
         _cache_token(strategy),
@@ -396,11 +390,7 @@ def _chunk_function(
         treedef,
         tuple(_cache_token(leaf) for leaf in leaves),
         tuple((name, _cache_token(f)) for name, f in metrics),
-        batch_size,
-        record_every,
-        chunk_records,
-        use_correction,
-        trace_walkers,
+        *sizes,
     )
     try:
         entry = _CHUNK_CACHE.get(key)
@@ -408,17 +398,7 @@ def _chunk_function(
         key, entry = None, None
     if entry is not None:
         return entry[0]
-    chunk = _build_chunk(
-        strategy,
-        optimizer,
-        static,
-        dict(metrics),
-        batch_size,
-        record_every,
-        chunk_records,
-        use_correction,
-        trace_walkers,
-    )
+    chunk = _build_chunk(strategy, optimizer, static, dict(metrics), *sizes)
     if key is not None:
         if len(_CHUNK_CACHE) >= _CHUNK_CACHE_SIZE:
             _CHUNK_CACHE.pop(next(iter(_CHUNK_CACHE)))
@@ -586,8 +566,9 @@ def _feedback_correction(key, optimizer, grad, opt_state, params, static, state)
     # ``stride``, an unbiased estimate of the same correction at a fraction of the cost.
     stride = max(1, n // _CORRECTION_PROBES)
     offset = jax.random.randint(jax.random.fold_in(key, 1), (), 0, stride)
-    idx = jnp.minimum(offset + stride * jnp.arange(-(-n // stride)), n - 1)
-    valid = offset + stride * jnp.arange(-(-n // stride)) < n
+    probed = offset + stride * jnp.arange(-(-n // stride))
+    valid = probed < n
+    idx = jnp.minimum(probed, n - 1)
     x = state.position[idx]
     q = jnp.where(valid, state.grad_weights[idx], 0.0)
 

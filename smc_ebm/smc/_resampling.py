@@ -36,12 +36,19 @@ def log_mean_exp(a: Float[Array, " n"]) -> Float[Array, ""]:
 
 
 def resample_indices(
-    key: PRNGKeyArray, log_weights: Float[Array, " n"], method: str = "systematic"
-) -> Int[Array, " n"]:
-    """Ancestor indices drawn with a blackjax resampler; ``E[count_i] = n p_i``."""
+    key: PRNGKeyArray,
+    log_weights: Float[Array, " n"],
+    method: str = "systematic",
+    num_samples: int | None = None,
+) -> Int[Array, " m"]:
+    """``m`` ancestor indices drawn with a blackjax resampler; ``E[count_i] = m p_i``.
+
+    ``num_samples`` is ``m`` (default: ``n``, the population's own size).
+    """
     _check_method(method)
     weights = jax.nn.softmax(log_weights)
-    return RESAMPLERS[method](key, weights, log_weights.shape[0])
+    m = log_weights.shape[0] if num_samples is None else num_samples
+    return RESAMPLERS[method](key, weights, m)
 
 
 Threshold = float | Callable[[Array], Array]

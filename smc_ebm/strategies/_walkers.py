@@ -17,7 +17,6 @@ from smc_ebm.energies._gaussian import Gaussian
 from smc_ebm.kernels._evaluate import energies, evaluate, evaluate_uniform
 from smc_ebm.kernels._langevin import mala_move, ula_propose
 from smc_ebm.smc._resampling import (
-    RESAMPLERS,
     ESSResampling,
     IntervalResampling,
     NoResampling,
@@ -261,8 +260,7 @@ class Walkers(AbstractStrategy):
         therefore accumulates over ``reseed_every`` steps at most instead of the whole run.
         """
         obs = state.observers
-        weights = jax.nn.softmax(obs.log_weights)
-        idx = RESAMPLERS[self.resampling.method](key, weights, self.n_walkers)
+        idx = resample_indices(key, obs.log_weights, self.resampling.method, self.n_walkers)
         x = obs.position[idx]
         a = jnp.zeros(self.n_walkers, state.log_weights.dtype)
         anchor = obs.log_Z_anchor + log_mean_exp(obs.log_weights)
