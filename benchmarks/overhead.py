@@ -26,7 +26,7 @@ steps ``S+1..2 S`` of a training run: Jarzynski resamples more often early in tr
 
 Example::
 
-    python benchmarks/overhead.py                       # d = 50, N = 10^4, S = 500, 3 reps
+    python benchmarks/overhead.py                       # d = 50, N = 10^4, S = 500, 7 reps
     python benchmarks/overhead.py --steps 200 --reps 5 --strategies Jarzynski PCD
 """
 
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="raise S until S steps of the fastest strategy take this long",
     )
     p.add_argument("--max-steps", type=int, default=100_000, help="upper bound on S")
-    p.add_argument("--reps", type=int, default=3, help="measured pairs per strategy")
+    p.add_argument("--reps", type=int, default=7, help="measured pairs per strategy")
     p.add_argument("--record-every", type=int, default=10)
     p.add_argument("--step-size", type=float, default=0.1)
     p.add_argument(
@@ -185,10 +185,17 @@ def main(argv: list[str] | None = None) -> None:
             f"{min(t_short[name]) - S * best[name]:>10.2f}"
         )
     if "PCD" in best:
-        print()
+        print(
+            "\nX/PCD: the ratio of the ms/step above, and the median [min, max] of the ratios"
+            "\nof the pairs measured back to back in one repetition (robust to slow drifts)."
+        )
         for name in strategies:
             if name != "PCD":
-                print(f"{name}/PCD = {best[name] / best['PCD']:.3f}")
+                paired = [a / b for a, b in zip(pairs[name], pairs["PCD"], strict=True)]
+                print(
+                    f"{name}/PCD = {best[name] / best['PCD']:.3f}   paired: "
+                    f"{statistics.median(paired):.3f} [{min(paired):.3f}, {max(paired):.3f}]"
+                )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from the weighted sample itself (tests/_stats.py). Every comparison allows 4 sta
 
 import functools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -96,6 +97,39 @@ def test_jarzynski_increment_is_the_log_ratio_of_backward_and_forward_kernels(ke
     # With the kernel of an unchanged target, detailed balance fails for ULA: the increment
     # is NOT zero (it is what corrects the ULA bias).
     assert np.max(np.abs(inc)) > 0.1
+
+
+@pytest.mark.parametrize("per_walker", [True, False])
+def test_evaluate_paths_give_the_same_weighted_param_grad(key, per_walker, monkeypatch):
+    """Per-walker Jacobians (small energies) and the second backward pass (large ones) agree
+    with the plain weighted sum of per-sample gradients, for weights that depend on U and G."""
+    from smc_ebm.kernels import _evaluate
+
+    monkeypatch.setattr(_evaluate, "PER_WALKER_PARAMS_PER_DIM", 10**9 if per_walker else 0)
+    k1, k2 = jax.random.split(key)
+    energy = GaussianMixture.init(k1, 3, 4, scale=1.5)
+    x = jax.random.normal(k2, (50, 4))
+    u, g, param_grad = _evaluate.evaluate(energy, x)
+    w = jax.nn.softmax(-u + 0.1 * jnp.sum(g * g, axis=-1))
+    got = param_grad(w)
+
+    params, static = _evaluate.split_energy(energy)
+    ref_u, ref_g = jax.vmap(jax.value_and_grad(energy))(x)
+    per_sample = jax.vmap(jax.grad(lambda p, xi: eqx.combine(p, static)(xi)), (None, 0))(params, x)
+    ref = jax.tree.map(lambda j: jnp.einsum("n,n...->...", w, j), per_sample)
+    np.testing.assert_allclose(u, ref_u, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(g, ref_g, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_picks_per_walker_gradients_only_for_small_energies(key):
+    from smc_ebm.kernels._evaluate import PER_WALKER_PARAMS_PER_DIM, n_params
+
+    gmm = GaussianMixture.init(key, 2, 50)
+    mlp = se.energies.MLP(50, 64, 2, key=key)
+    assert n_params(gmm) == 2 * 51 <= PER_WALKER_PARAMS_PER_DIM * 50
+    assert n_params(mlp) > PER_WALKER_PARAMS_PER_DIM * 50
 
 
 def test_ais_increment_is_energy_difference():

@@ -18,6 +18,16 @@ def split_energy(energy: eqx.Module) -> tuple[Any, Any]:
     return eqx.partition(energy, eqx.is_inexact_array)
 
 
+# Energies with at most this many trainable numbers per input dimension get per-walker
+# parameter gradients (memory O(N P) = O(N d)); larger ones (neural nets) a second backward pass.
+PER_WALKER_PARAMS_PER_DIM = 8
+
+
+def n_params(energy: eqx.Module) -> int:
+    """Number of trainable numbers (inexact array entries) of an energy."""
+    return sum(int(leaf.size) for leaf in jax.tree.leaves(split_energy(energy)[0]))
+
+
 def evaluate(
     energy: eqx.Module, x: Float[Array, "n d"]
 ) -> tuple[Float[Array, " n"], Float[Array, "n d"], ParamGradFn]:
@@ -25,10 +35,30 @@ def evaluate(
 
     Returns ``(U, G, param_grad)`` with ``U[i] = U(x_i)``, ``G[i] = \nabla_x U(x_i)`` and
     ``param_grad(w) = \sum_i w_i \, \partial_\theta U(x_i)`` (a pytree shaped like the
-    energy's trainable arrays). ``param_grad`` reuses the forward pass's residuals, so the
-    weights ``w`` may depend on ``U`` and ``G`` (as Jarzynski weights do).
+    energy's trainable arrays). The weights ``w`` may depend on ``U`` and ``G`` (as Jarzynski
+    weights do), so the parameter gradient cannot share the backward pass of ``G`` in general:
+
+    * an energy with ``P <= PER_WALKER_PARAMS_PER_DIM * d`` trainable numbers (mixtures,
+      Gaussians) gets the per-walker gradients :math:`\partial_\theta U(x_i)` in the same
+      backward pass as ``G`` (an ``(n, P)`` array, the size of ``x`` up to that factor), and
+      ``param_grad`` is a weighted sum over walkers;
+    * a larger energy (a neural net) keeps the forward pass's residuals and ``param_grad``
+      runs one more backward pass with cotangent ``w``.
     """
     params, static = split_energy(energy)
+    if n_params(energy) <= PER_WALKER_PARAMS_PER_DIM * x.shape[-1]:
+
+        def one(p, xi):
+            return eqx.combine(p, static)(xi)
+
+        u, (jac, g) = jax.vmap(jax.value_and_grad(one, argnums=(0, 1)), in_axes=(None, 0))(
+            params, x
+        )
+
+        def per_walker_grad(w: Float[Array, " n"]) -> Any:
+            return jax.tree.map(lambda j: jnp.tensordot(w.astype(j.dtype), j, axes=1), jac)
+
+        return u, g, per_walker_grad
 
     def batch_energy(p, xs):
         return jax.vmap(eqx.combine(p, static))(xs)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 from jaxtyping import Array, Float
-
-from smc_ebm.kernels._langevin import ula_log_alpha
 
 
 def jarzynski_increment(
@@ -26,10 +25,19 @@ def jarzynski_increment(
     :math:`U_{k+1}` times :math:`e^{-U_{k+1}(x')}` over the forward kernel of :math:`U_k`
     times :math:`e^{-U_k(x)}`, so :math:`E[f(X_k)e^{A_k}]/E[e^{A_k}] = E_{\rho_k}[f]` and
     :math:`E[e^{A_k}] = Z_k/Z_0` for any step size (Carbone et al., 2023).
+
+    With :math:`\delta = x' - x`, :math:`s = g + g'` the two :math:`\alpha` terms combine to
+
+    .. math::
+        \Delta A = U_k(x) - U_{k+1}(x') + \tfrac12\, s \cdot \big(\delta
+        + \tfrac h2 (g - g')\big),
+
+    one reduction over the coordinates instead of four (the same number up to rounding as
+    :func:`smc_ebm.kernels.ula_log_alpha` taken twice, at a fraction of the memory traffic).
     """
-    return ula_log_alpha(u_old, g_old, x_old, x_new, step_size) - ula_log_alpha(
-        u_new, g_new, x_new, x_old, step_size
-    )
+    s = g_old + g_new
+    t = (x_new - x_old) + (0.5 * step_size) * (g_old - g_new)
+    return u_old - u_new + 0.5 * jnp.sum(s * t, axis=-1)
 
 
 def ais_increment(u_old: Float[Array, " n"], u_new: Float[Array, " n"]) -> Float[Array, " n"]:
