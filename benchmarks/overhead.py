@@ -42,6 +42,7 @@ import jax
 import optax
 
 import smc_ebm as se
+from smc_ebm.kernels._evaluate import n_params
 
 STRATEGIES = ("Jarzynski", "PCD", "Unweighted", "CD")
 
@@ -51,6 +52,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    p.add_argument(
+        "--energy",
+        choices=("gmm", "mlp"),
+        default="gmm",
+        help="gmm: the paper's two-mode mixture (P = 2 (d + 1) parameters, per-walker "
+        "gradients); mlp: a SiLU network with quadratic confinement (second backward pass)",
+    )
+    p.add_argument("--width", type=int, default=128, help="MLP hidden width (--energy mlp)")
+    p.add_argument("--depth", type=int, default=2, help="MLP hidden layers (--energy mlp)")
     p.add_argument("--dim", type=int, default=50)
     p.add_argument("--n-data", type=int, default=10_000)
     p.add_argument("--n-walkers", type=int, default=10_000)
@@ -104,8 +114,14 @@ def main(argv: list[str] | None = None) -> None:
         f"{os.cpu_count()} CPUs, python {platform.python_version()}"
     )
     data = se.datasets.two_mode_teacher(jax.random.key(0), n=args.n_data, dim=args.dim)
-    energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, args.dim, scale=0.01)
-    optimizer = se.optim.by_field(logits=optax.sgd(0.125), means=optax.sgd(0.025))
+    if args.energy == "gmm":
+        energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, args.dim, scale=0.01)
+        optimizer = se.optim.by_field(logits=optax.sgd(0.125), means=optax.sgd(0.025))
+    else:
+        energy = se.energies.MLP(
+            args.dim, args.width, args.depth, key=jax.random.key(1), confinement=1.0
+        )
+        optimizer = optax.sgd(1e-3)
     strategies = {name: make_strategy(name, args) for name in args.strategies}
 
     def timed(strategy, steps: int) -> float:
@@ -145,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  S too short for a clean difference; retrying with S = {S}", flush=True)
 
     print(
-        f"\nd = {args.dim}, {args.n_data} data (batch {args.batch_size or 'all'}), "
+        f"\n{args.energy} energy ({n_params(energy)} parameters), d = {args.dim}, "
+        f"{args.n_data} data (batch {args.batch_size or 'all'}), "
         f"{args.n_walkers} walkers, record every {args.record_every}; Jarzynski: ESS threshold "
         f"{args.ess_threshold:.4g}, feedback correction "
         f"{'off' if args.no_feedback_correction else 'on'}; S = {S}, "

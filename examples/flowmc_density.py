@@ -79,6 +79,8 @@ def main():
             ax.set_title(f"{name}: {title}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
+        for ax in axes[row][len(dens) :]:  # fewer methods (--only): no empty panels
+            ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(args.out, dpi=90)
 
