@@ -42,7 +42,6 @@ import jax
 import optax
 
 import smc_ebm as se
-from smc_ebm.kernels._evaluate import n_params
 
 STRATEGIES = ("Jarzynski", "PCD", "Unweighted", "CD")
 
@@ -161,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  S too short for a clean difference; retrying with S = {S}", flush=True)
 
     print(
-        f"\n{args.energy} energy ({n_params(energy)} parameters), d = {args.dim}, "
+        f"\n{args.energy} energy ({se.kernels.n_params(energy)} parameters), d = {args.dim}, "
         f"{args.n_data} data (batch {args.batch_size or 'all'}), "
         f"{args.n_walkers} walkers, record every {args.record_every}; Jarzynski: ESS threshold "
         f"{args.ess_threshold:.4g}, feedback correction "

@@ -19,6 +19,7 @@ from _stats import log_mean_exp_and_se, promotion_for, softmax, weighted_mean_an
 
 import smc_ebm as se
 from smc_ebm.energies import GaussianMixture
+from smc_ebm.kernels import ula_log_alpha
 from smc_ebm.smc import ais_increment, jarzynski_increment
 
 N = 2000
@@ -86,6 +87,9 @@ def test_jarzynski_increment_is_the_log_ratio_of_backward_and_forward_kernels(ke
     u0, g0 = jax.vmap(jax.value_and_grad(e0))(x)
     u1, g1 = jax.vmap(jax.value_and_grad(e1))(y)
     inc = np.asarray(jarzynski_increment(x, u0, g0, y, u1, g1, h))
+    # The one-reduction form equals the two alpha terms of DESIGN 1.1, step 3.
+    alphas = ula_log_alpha(u0, g0, x, y, h) - ula_log_alpha(u1, g1, y, x, h)
+    np.testing.assert_allclose(inc, alphas, rtol=1e-5, atol=1e-5)
 
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     u0, g0, u1, g1 = (np.asarray(v, np.float64) for v in (u0, g0, u1, g1))

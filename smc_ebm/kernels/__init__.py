@@ -5,6 +5,7 @@ from smc_ebm.kernels._evaluate import (
     evaluate,
     evaluate_uniform,
     mean_param_grad,
+    n_params,
     split_energy,
 )
 from smc_ebm.kernels._isir import adapt_step_size, isir_move
@@ -18,6 +19,7 @@ __all__ = [
     "isir_move",
     "mala_move",
     "mean_param_grad",
+    "n_params",
     "split_energy",
     "ula_log_alpha",
     "ula_propose",

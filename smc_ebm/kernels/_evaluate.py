@@ -23,9 +23,13 @@ def split_energy(energy: eqx.Module) -> tuple[Any, Any]:
 PER_WALKER_PARAMS_PER_DIM = 8
 
 
+def _count(params: Any) -> int:
+    return sum(int(leaf.size) for leaf in jax.tree.leaves(params))
+
+
 def n_params(energy: eqx.Module) -> int:
     """Number of trainable numbers (inexact array entries) of an energy."""
-    return sum(int(leaf.size) for leaf in jax.tree.leaves(split_energy(energy)[0]))
+    return _count(split_energy(energy)[0])
 
 
 def evaluate(
@@ -46,7 +50,7 @@ def evaluate(
       runs one more backward pass with cotangent ``w``.
     """
     params, static = split_energy(energy)
-    if n_params(energy) <= PER_WALKER_PARAMS_PER_DIM * x.shape[-1]:
+    if _count(params) <= PER_WALKER_PARAMS_PER_DIM * x.shape[-1]:
 
         def one(p, xi):
             return eqx.combine(p, static)(xi)
