@@ -37,6 +37,12 @@ def main():
     p.add_argument("--walkers", type=int, default=None)
     p.add_argument("--sets", default="eight_gaussians,rings")
     p.add_argument("--only", default=None, help="comma-separated method names")
+    p.add_argument(
+        "--lr-final",
+        type=float,
+        default=1.0,
+        help="final learning rate as a fraction of 1e-3 (cosine decay); 1 keeps it constant",
+    )
     p.add_argument("--out", default="docs/figures/flowmc_density.png")
     args = p.parse_args()
     steps = args.steps or (10000 if args.paper else 1500)
@@ -61,7 +67,7 @@ def main():
         rows, energies = {}, {}
         for mname, strat in strats.items():
             try:
-                res, wall = train(energy, data.samples, strat, steps, 1e-3, 512, 3)
+                res, wall = train(energy, data.samples, strat, steps, 1e-3, 512, 3, args.lr_final)
                 rows[mname] = [float(err_of(res.energy)), f"{wall:.0f}"]
                 energies[mname] = res.energy
             except se.TrainingError as err:
