@@ -1,5 +1,6 @@
 """i-SIR invariance, the FlowMC strategy, flow-Jarzynski weights, mixture datasets and metrics."""
 
+import dataclasses
 import functools
 
 import equinox as eqx
@@ -160,3 +161,30 @@ def test_flow_jarzynski_weights_follow_a_moving_gaussian():
     # Invariant moves add nothing to the weights: they degrade only through the AIS terms.
     assert 0.1 < ess[-1] < 0.99
     assert np.all((acc > 0.3) & (acc < 1.0))
+
+
+def test_jarzynski_flow_kernel_is_flow_jarzynski():
+    """``se.Jarzynski(kernel="flow", ...)`` builds the same strategy as ``se.FlowJarzynski``."""
+    kw = dict(resampling=se.NoResampling(), feedback_correction=False, **SMALL_FLOW)
+    a = se.Jarzynski(64, 0.3, kernel="flow", **kw)
+    b = se.FlowJarzynski(64, step_size=0.3, **kw)
+    assert type(a) is type(b)
+    for field in dataclasses.fields(b):
+        va, vb = getattr(a, field.name), getattr(b, field.name)
+        la, lb = jax.tree.leaves(va), jax.tree.leaves(vb)
+        assert jax.tree.structure(va) == jax.tree.structure(vb), field.name
+        assert all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True)), field.name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(kernel="flow", walker_batch=8), "walker_batch"),
+        (dict(kernel="flow", n_observers=8), "n_observers"),
+        (dict(kernel="ula", n_proposals=8), "n_proposals.*kernel='flow'"),
+        (dict(kernel="hmc"), "kernel must be one of"),
+    ],
+)
+def test_jarzynski_flow_kernel_rejects_what_it_cannot_do(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        se.Jarzynski(64, 0.3, **kwargs)

@@ -32,6 +32,7 @@ from smc_ebm.strategies._base import (
     check_init_array,
     exact_start,
 )
+from smc_ebm.strategies._flowmc import FlowJarzynski, FlowStrategy
 
 KERNELS = ("ula", "mala")
 
@@ -446,7 +447,8 @@ def Jarzynski(
     observer_kernel: str = "mala",
     feedback_correction: bool | str = "auto",
     reseed_every: int = 0,
-) -> Walkers:
+    **flow_options: Any,
+) -> Walkers | FlowStrategy:
     r"""Jarzynski-weighted walkers (Carbone et al., 2023, Algorithms 1 and 2).
 
     Each step moves the walkers with the OLD parameters and updates their log-weights
@@ -457,7 +459,11 @@ def Jarzynski(
     Args:
         n_walkers: number of walkers ``N >= 2``.
         step_size: Langevin step ``h > 0``.
-        kernel: ``"ula"`` (Jarzynski increments) or ``"mala"`` (AIS increments, blackjax).
+        kernel: ``"ula"`` (Jarzynski increments), ``"mala"`` (AIS increments, blackjax), or
+            ``"flow"``: flow i-SIR and MALA moves with AIS weights, i.e.
+            :func:`~smc_ebm.FlowJarzynski` (``step_size`` is then MALA's initial step, and
+            ``flow_options`` take any keyword of :func:`~smc_ebm.FlowMC`, e.g. ``flow=``,
+            ``n_proposals=``, ``n_global=``, ``n_local=``, ``flow_optimizer=``).
         walker_batch: move only this many walkers per step (Algorithm 2); the frozen ones
             get :math:`A \mathrel{+}= U_k(X) - U_{k+1}(X)`.
         walker_grad: with ``walker_batch``, estimate the model term from ``"all"`` walkers
@@ -497,12 +503,39 @@ def Jarzynski(
             parameter path, a bias that the same-step feedback correction removes only in
             part; reseeding from the observers, which never drive, bounds how long it can
             accumulate (see ``docs/teacher_student.md``). ``0`` (default): never.
+        **flow_options: with ``kernel="flow"`` only, keywords of :func:`~smc_ebm.FlowMC`.
 
     Example:
         >>> import smc_ebm as se
         >>> strategy = se.Jarzynski(n_walkers=1000, step_size=0.1,
         ...                         resampling=se.ESSResampling(0.5, "systematic"))
     """
+    if kernel not in (*KERNELS, "flow"):
+        raise ValueError(f"kernel must be one of {(*KERNELS, 'flow')}; got {kernel!r}.")
+    if kernel == "flow":
+        unsupported = {
+            "walker_batch": walker_batch is not None,
+            "walker_grad": walker_grad != "all",
+            "anneal_base": anneal_base is not None,
+            "n_observers": n_observers != 0,
+            "reseed_every": reseed_every != 0,
+        }
+        bad = [name for name, given in unsupported.items() if given]
+        if bad:
+            raise ValueError(f"Jarzynski(kernel='flow') does not support {', '.join(bad)}")
+        return FlowJarzynski(
+            n_walkers,
+            step_size=step_size,
+            resampling=resampling,
+            feedback_correction=feedback_correction,
+            init=init,
+            **flow_options,
+        )
+    if flow_options:
+        raise ValueError(
+            f"Jarzynski got unexpected keyword(s) {', '.join(sorted(flow_options))}; flow "
+            "options need kernel='flow'"
+        )
     return Walkers(
         n_walkers=n_walkers,
         step_size=step_size,
