@@ -147,7 +147,7 @@ def test_bad_resampling_schedules():
 
 @pytest.mark.parametrize("kernel", ["hmc", "ULA", ""])
 def test_bad_kernel_name(kernel):
-    with pytest.raises(ValueError, match=r"kernel must be one of \('ula', 'mala'\)"):
+    with pytest.raises(ValueError, match=r"kernel must be one of \('ula', 'mala', 'flow'\)"):
         se.Jarzynski(10, 0.1, kernel=kernel)
 
 
