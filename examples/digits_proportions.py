@@ -62,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--step-size", type=float, default=0.01, help="ULA step h")
     p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
     p.add_argument("--lr-final", type=float, default=0.1, help="final lr as a fraction")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="steps of linear learning-rate warm-up from 0 before the cosine decay",
+    )
     p.add_argument("--batch-size", type=int, default=128, help="data minibatch")
     p.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32])
     p.add_argument("--confinement", type=float, default=1.0)
@@ -127,7 +133,12 @@ def run(name: str, seed: int, args, data, side: int) -> dict:
         confinement=args.confinement,
         l2_penalty=args.l2_penalty,
     )
-    schedule = optax.cosine_decay_schedule(args.lr, args.steps, alpha=args.lr_final)
+    if args.warmup > 0:
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, args.lr, args.warmup, args.steps, end_value=args.lr * args.lr_final
+        )
+    else:
+        schedule = optax.cosine_decay_schedule(args.lr, args.steps, alpha=args.lr_final)
     with jax.numpy_dtype_promotion("standard"):
         result = se.fit(
             energy,

@@ -43,6 +43,8 @@ def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
             "2",
             "--average-last",
             "0.5",
+            "--warmup",
+            "5",
             "--out-dir",
             str(tmp_path / "out"),
             "--no-progress",
