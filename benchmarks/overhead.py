@@ -93,23 +93,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_strategy(name: str, args: argparse.Namespace):
     h = args.step_size
-    if name == "Jarzynski":
+    if name.startswith("Jarzynski"):
+        # "-nocorr": without the feedback correction; "-plain": without it and without
+        # resampling (the weights only).
+        resampling = (
+            se.NoResampling()
+            if name == "Jarzynski-plain"
+            else se.ESSResampling(args.ess_threshold, "systematic")
+        )
         return se.Jarzynski(
             args.n_walkers,
             h,
-            resampling=se.ESSResampling(args.ess_threshold, "systematic"),
-            feedback_correction=not args.no_feedback_correction,
-        )
-    if name == "Jarzynski-nocorr":  # without the feedback correction
-        return se.Jarzynski(
-            args.n_walkers,
-            h,
-            resampling=se.ESSResampling(args.ess_threshold, "systematic"),
-            feedback_correction=False,
-        )
-    if name == "Jarzynski-plain":  # neither resampling nor the correction: weights only
-        return se.Jarzynski(
-            args.n_walkers, h, resampling=se.NoResampling(), feedback_correction=False
+            resampling=resampling,
+            feedback_correction=name == "Jarzynski" and not args.no_feedback_correction,
         )
     if name == "PCD":
         return se.PCD(args.n_walkers, h)
@@ -201,8 +197,10 @@ def main(argv: list[str] | None = None) -> None:
         "\n'pairs' = median [min, max] of the per-pair differences (spread = machine noise)."
         "\n'per call' = min t(S) - S * ms/step: fixed cost of one fit() call (setup)."
     )
+    w = max(len("strategy"), *map(len, strategies))
     header = (
-        f"{'strategy':<16} | {'ms/step':>8} | {'pairs: median [min, max]':>26} | {'per call s':>10}"
+        f"{'strategy':<{w}} | {'ms/step':>8} | {'pairs: median [min, max]':>26} | "
+        f"{'per call s':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -210,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         pr = pairs[name]
         spread = f"{1e3 * statistics.median(pr):.3f} [{1e3 * min(pr):.3f}, {1e3 * max(pr):.3f}]"
         print(
-            f"{name:<16} | {1e3 * best[name]:>8.3f} | {spread:>26} | "
+            f"{name:<{w}} | {1e3 * best[name]:>8.3f} | {spread:>26} | "
             f"{min(t_short[name]) - S * best[name]:>10.2f}"
         )
     if "PCD" in best:
