@@ -63,6 +63,30 @@ class Tilted(AbstractEnergy):
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, ""]:
         return jnp.reshape(self.net(x), ()) - jnp.reshape(self._base().log_prob(x), ())
 
+    def evaluate_batch(
+        self, x: Float[Array, "n d"]
+    ) -> tuple[Float[Array, " n"], Float[Array, "n d"], Any] | None:
+        """The net's shared-backward evaluation (see :meth:`MLP.evaluate_batch`), minus the base.
+
+        ``None`` (the generic path) when the net has none or the base is trained.
+        """
+        fast = getattr(self.net, "evaluate_batch", None)
+        out = None if fast is None or self.train_base else fast(x)
+        if out is None:
+            return None
+        u_net, g_net, net_grad = out
+        base = self._base()
+        lp, glp = jax.vmap(jax.value_and_grad(lambda z: jnp.reshape(base.log_prob(z), ())))(x)
+        params = eqx.filter(self, eqx.is_inexact_array)
+        zero_base = jax.tree.map(jnp.zeros_like, params.base)
+
+        def param_grad(w: Float[Array, " n"]) -> Any:
+            return eqx.tree_at(
+                lambda p: (p.net, p.base), params, (net_grad(w), zero_base), is_leaf=_is_none
+            )
+
+        return u_net - lp, g_net - glp, param_grad
+
     def net_is_zero(self, points: Float[Array, "n d"]) -> bool:
         """Host-side check that the net is exactly zero at ``points`` (then model == base)."""
         vals = jax.vmap(self.net)(points)
@@ -71,3 +95,7 @@ class Tilted(AbstractEnergy):
     def sample_base(self, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
         """Samples of the base distribution, shape ``(n, d)``."""
         return jnp.reshape(self.base.sample(key, (n,)), (n, self.dim))
+
+
+def _is_none(node: Any) -> bool:
+    return node is None

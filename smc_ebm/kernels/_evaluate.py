@@ -47,8 +47,16 @@ def evaluate(
       backward pass as ``G`` (an ``(n, P)`` array, the size of ``x`` up to that factor), and
       ``param_grad`` is a weighted sum over walkers;
     * a larger energy (a neural net) keeps the forward pass's residuals and ``param_grad``
-      runs one more backward pass with cotangent ``w``.
+      runs one more backward pass with cotangent ``w``;
+    * an energy with an ``evaluate_batch(x)`` method that returns this triple (not ``None``)
+      is evaluated by it: :class:`~smc_ebm.energies.MLP` and a :class:`~smc_ebm.energies.Tilted`
+      MLP keep the layer adjoints of the ``G`` pass and form only the weighted outer
+      products for ``param_grad``, the cost of PCD's single pass.
     """
+    fast = getattr(energy, "evaluate_batch", None)
+    out = None if fast is None else fast(x)
+    if out is not None:
+        return out
     params, static = split_energy(energy)
     if _count(params) <= PER_WALKER_PARAMS_PER_DIM * x.shape[-1]:
 
