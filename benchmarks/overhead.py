@@ -55,10 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--energy",
-        choices=("gmm", "mlp"),
+        choices=("gmm", "mlp", "mlp-generic"),
         default="gmm",
         help="gmm: the paper's two-mode mixture (P = 2 (d + 1) parameters, per-walker "
-        "gradients); mlp: a SiLU network with quadratic confinement (second backward pass)",
+        "gradients); mlp: a SiLU network with quadratic confinement (weighted gradient from "
+        "the adjoints of the x-gradient pass); mlp-generic: the same network through the "
+        "generic path (a second backward pass with cotangent w)",
     )
     p.add_argument("--width", type=int, default=128, help="MLP hidden width (--energy mlp)")
     p.add_argument("--depth", type=int, default=2, help="MLP hidden layers (--energy mlp)")
@@ -89,6 +91,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--strategies", nargs="+", choices=STRATEGIES, default=["Jarzynski", "PCD", "Unweighted"]
     )
     return p.parse_args(argv)
+
+
+class _GenericMLP(se.energies.MLP):
+    """The MLP energy without its shared-backward evaluation (the generic path)."""
+
+    def evaluate_batch(self, x):
+        return None
 
 
 def make_strategy(name: str, args: argparse.Namespace):
@@ -126,9 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, args.dim, scale=0.01)
         optimizer = se.optim.by_field(logits=optax.sgd(0.125), means=optax.sgd(0.025))
     else:
-        energy = se.energies.MLP(
-            args.dim, args.width, args.depth, key=jax.random.key(1), confinement=1.0
-        )
+        cls = se.energies.MLP if args.energy == "mlp" else _GenericMLP
+        energy = cls(args.dim, args.width, args.depth, key=jax.random.key(1), confinement=1.0)
         optimizer = optax.sgd(1e-3)
     strategies = {name: make_strategy(name, args) for name in args.strategies}
 
