@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs, ")
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs")
     print(f"platform {platform.platform()}, python {platform.python_version()}")
     n, d, h = args.n_walkers, args.dim, args.step_size
     teacher = se.datasets.two_mode_teacher(jax.random.key(0), n=args.n_data, dim=d)

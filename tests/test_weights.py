@@ -103,6 +103,23 @@ def test_jarzynski_increment_is_the_log_ratio_of_backward_and_forward_kernels(ke
     assert np.max(np.abs(inc)) > 0.1
 
 
+def _evaluate_and_autodiff(energy, x):
+    """``kernels.evaluate`` at ``x`` with weights that depend on U and G, and its reference:
+    per-sample autodiff of U, G and the weighted sum of the per-sample parameter gradients.
+
+    Returns ``(u, g, param_grad(w), ref_u, ref_g, ref_param_grad)``.
+    """
+    from smc_ebm.kernels import _evaluate
+
+    u, g, param_grad = _evaluate.evaluate(energy, x)
+    w = jax.nn.softmax(-u + 0.1 * jnp.sum(g * g, axis=-1))
+    params, static = _evaluate.split_energy(energy)
+    ref_u, ref_g = jax.vmap(jax.value_and_grad(energy))(x)
+    per_sample = jax.vmap(jax.grad(lambda p, xi: eqx.combine(p, static)(xi)), (None, 0))(params, x)
+    ref = jax.tree.map(lambda j: jnp.einsum("n,n...->...", w, j), per_sample)
+    return u, g, param_grad(w), ref_u, ref_g, ref
+
+
 @pytest.mark.parametrize("per_walker", [True, False])
 def test_evaluate_paths_give_the_same_weighted_param_grad(key, per_walker, monkeypatch):
     """Per-walker Jacobians (small energies) and the second backward pass (large ones) agree
@@ -113,14 +130,7 @@ def test_evaluate_paths_give_the_same_weighted_param_grad(key, per_walker, monke
     k1, k2 = jax.random.split(key)
     energy = GaussianMixture.init(k1, 3, 4, scale=1.5)
     x = jax.random.normal(k2, (50, 4))
-    u, g, param_grad = _evaluate.evaluate(energy, x)
-    w = jax.nn.softmax(-u + 0.1 * jnp.sum(g * g, axis=-1))
-    got = param_grad(w)
-
-    params, static = _evaluate.split_energy(energy)
-    ref_u, ref_g = jax.vmap(jax.value_and_grad(energy))(x)
-    per_sample = jax.vmap(jax.grad(lambda p, xi: eqx.combine(p, static)(xi)), (None, 0))(params, x)
-    ref = jax.tree.map(lambda j: jnp.einsum("n,n...->...", w, j), per_sample)
+    u, g, got, ref_u, ref_g, ref = _evaluate_and_autodiff(energy, x)
     np.testing.assert_allclose(u, ref_u, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(g, ref_g, rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
@@ -153,20 +163,11 @@ def test_evaluate_batch_of_networks_matches_autodiff(key, name):
     """The shared-backward path of MLP (and Tilted MLP) energies gives the same U, G and
     weighted parameter gradient as per-sample autodiff, for weights that depend on U and G;
     the gradient pytree has the energy's structure (so optimizer states fit)."""
-    from smc_ebm.kernels import _evaluate
-
     k1, k2 = jax.random.split(key)
     energy = _mlp_energies(k1)[name]
     x = jax.random.normal(k2, (40, 3))
     assert energy.evaluate_batch(x) is not None
-    u, g, param_grad = _evaluate.evaluate(energy, x)
-    w = jax.nn.softmax(-u + 0.1 * jnp.sum(g * g, axis=-1))
-    got = param_grad(w)
-
-    params, static = _evaluate.split_energy(energy)
-    ref_u, ref_g = jax.vmap(jax.value_and_grad(energy))(x)
-    per_sample = jax.vmap(jax.grad(lambda p, xi: eqx.combine(p, static)(xi)), (None, 0))(params, x)
-    ref = jax.tree.map(lambda j: jnp.einsum("n,n...->...", w, j), per_sample)
+    u, g, got, ref_u, ref_g, ref = _evaluate_and_autodiff(energy, x)
     assert jax.tree.structure(got) == jax.tree.structure(ref)
     np.testing.assert_allclose(u, ref_u, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(g, ref_g, rtol=1e-5, atol=1e-5)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from smc_ebm.energies._base import AbstractEnergy
+from smc_ebm.kernels._evaluate import split_energy
 
 
 class MLP(AbstractEnergy):
@@ -117,7 +118,7 @@ class MLP(AbstractEnergy):
         if self.confinement:
             out = out + 0.5 * self.confinement * jnp.sum(x**2, axis=-1)
             g = g + self.confinement * x
-        params = eqx.filter(self, eqx.is_inexact_array)
+        params = split_energy(self)[0]  # the pytree that evaluate's callers expect
 
         def param_grad(w: Float[Array, " n"]) -> Any:
             w = w.astype(x.dtype)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from smc_ebm.energies._base import AbstractEnergy
+from smc_ebm.kernels._evaluate import split_energy
 
 
 class Tilted(AbstractEnergy):
@@ -77,7 +78,7 @@ class Tilted(AbstractEnergy):
         u_net, g_net, net_grad = out
         base = self._base()
         lp, glp = jax.vmap(jax.value_and_grad(lambda z: jnp.reshape(base.log_prob(z), ())))(x)
-        params = eqx.filter(self, eqx.is_inexact_array)
+        params = split_energy(self)[0]  # the pytree that evaluate's callers expect
         zero_base = jax.tree.map(jnp.zeros_like, params.base)
 
         def param_grad(w: Float[Array, " n"]) -> Any:
