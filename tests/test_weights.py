@@ -120,6 +120,13 @@ def _evaluate_and_autodiff(energy, x):
     return u, g, param_grad(w), ref_u, ref_g, ref
 
 
+class _GenericMixture(GaussianMixture):
+    """A mixture without its closed-form evaluation: ``evaluate`` takes the generic paths."""
+
+    def evaluate_batch(self, x):
+        return None
+
+
 @pytest.mark.parametrize("per_walker", [True, False])
 def test_evaluate_paths_give_the_same_weighted_param_grad(key, per_walker, monkeypatch):
     """Per-walker Jacobians (small energies) and the second backward pass (large ones) agree
@@ -128,7 +135,8 @@ def test_evaluate_paths_give_the_same_weighted_param_grad(key, per_walker, monke
 
     monkeypatch.setattr(_evaluate, "PER_WALKER_PARAMS_PER_DIM", 10**9 if per_walker else 0)
     k1, k2 = jax.random.split(key)
-    energy = GaussianMixture.init(k1, 3, 4, scale=1.5)
+    energy = _GenericMixture(**vars(GaussianMixture.init(k1, 3, 4, scale=1.5)))
+    assert energy.evaluate_batch(jnp.zeros((2, 4))) is None
     x = jax.random.normal(k2, (50, 4))
     u, g, got, ref_u, ref_g, ref = _evaluate_and_autodiff(energy, x)
     np.testing.assert_allclose(u, ref_u, rtol=1e-6, atol=1e-6)
@@ -174,6 +182,33 @@ def test_evaluate_batch_of_networks_matches_autodiff(key, name):
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 0.7])
+def test_evaluate_batch_of_mixtures_matches_autodiff(key, sigma):
+    """The mixture's closed-form U, G and weighted parameter gradient (responsibilities kept
+    from the G pass) equal per-sample autodiff, for weights that depend on U and G."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    energy = GaussianMixture.init(k1, 3, 5, scale=1.5, sigma=sigma)
+    energy = eqx.tree_at(lambda e: e.logits, energy, jax.random.normal(k3, (3,)))
+    x = 2.0 * jax.random.normal(k2, (60, 5))
+    assert energy.evaluate_batch(x) is not None
+    u, g, got, ref_u, ref_g, ref = _evaluate_and_autodiff(energy, x)
+    assert jax.tree.structure(got) == jax.tree.structure(ref)
+    np.testing.assert_allclose(u, ref_u, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(g, ref_g, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_batch_of_mixtures_falls_back_for_subclasses(key):
+    class Shifted(GaussianMixture):
+        def __call__(self, x):
+            return super().__call__(x) + 1.0
+
+    energy = Shifted(**vars(GaussianMixture.init(key, 2, 3)))
+    assert energy.evaluate_batch(jnp.zeros((4, 3))) is None
 
 
 def test_evaluate_batch_falls_back_for_learnt_activations(key):

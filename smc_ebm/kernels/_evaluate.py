@@ -42,8 +42,8 @@ def evaluate(
     energy's trainable arrays). The weights ``w`` may depend on ``U`` and ``G`` (as Jarzynski
     weights do), so the parameter gradient cannot share the backward pass of ``G`` in general:
 
-    * an energy with ``P <= PER_WALKER_PARAMS_PER_DIM * d`` trainable numbers (mixtures,
-      Gaussians) gets the per-walker gradients :math:`\partial_\theta U(x_i)` in the same
+    * an energy with ``P <= PER_WALKER_PARAMS_PER_DIM * d`` trainable numbers (e.g. a
+      Gaussian) gets the per-walker gradients :math:`\partial_\theta U(x_i)` in the same
       backward pass as ``G`` (an ``(n, P)`` array, the size of ``x`` up to that factor), and
       ``param_grad`` is a weighted sum over walkers;
     * a larger energy (a neural net) keeps the forward pass's residuals and ``param_grad``
@@ -51,7 +51,8 @@ def evaluate(
     * an energy with an ``evaluate_batch(x)`` method that returns this triple (not ``None``)
       is evaluated by it: :class:`~smc_ebm.energies.MLP` and a :class:`~smc_ebm.energies.Tilted`
       MLP keep the layer adjoints of the ``G`` pass and form only the weighted outer
-      products for ``param_grad``, the cost of PCD's single pass.
+      products for ``param_grad``, the cost of PCD's single pass;
+      :class:`~smc_ebm.energies.GaussianMixture` keeps its responsibilities (closed form).
     """
     fast = getattr(energy, "evaluate_batch", None)
     out = None if fast is None else fast(x)
@@ -89,8 +90,15 @@ def evaluate_uniform(
 ) -> tuple[Float[Array, " n"], Float[Array, "n d"], Any]:
     r"""As :func:`evaluate` with uniform weights ``1/n``, in a single backward pass.
 
-    Returns ``(U, G, mean_i \partial_\theta U(x_i))``.
+    Returns ``(U, G, mean_i \partial_\theta U(x_i))``. An energy's ``evaluate_batch`` is used
+    here too, with uniform weights, so that PCD and unweighted walkers get the same closed-form
+    or shared-backward evaluation as weighted ones.
     """
+    fast = getattr(energy, "evaluate_batch", None)
+    out = None if fast is None else fast(x)
+    if out is not None:
+        u, g, param_grad = out
+        return u, g, param_grad(jnp.full_like(u, 1.0 / u.shape[0]))
     params, static = split_energy(energy)
     n = x.shape[0]
 
