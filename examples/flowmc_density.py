@@ -36,7 +36,7 @@ SETS = {
         se.datasets.eight_gaussians,
         ((-2.0, 2.0), (-2.0, 2.0)),
         1.0,
-        5000,
+        10_000,
         1_000_000,
     ),
     "rings": (se.datasets.rings, ((-5.0, 5.0), (-5.0, 5.0)), 2.5, 1500, 20_000),
@@ -46,7 +46,7 @@ SETS = {
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--paper", action="store_true", help="larger sizes")
-    p.add_argument("--steps", type=int, default=None, help="default: 5000 / 1500 (rings)")
+    p.add_argument("--steps", type=int, default=None, help="default: 10000 / 1500 (rings)")
     p.add_argument(
         "--n-data", type=int, default=None, help="draws of the target (default 10^6 / 2e4)"
     )
