@@ -11,8 +11,9 @@ compiled alone and run ``--inner`` times under ``lax.scan`` inside one ``jit`` (
   moved walkers in one backward pass (``kernels.evaluate_uniform``);
 * ``Jarzynski evaluation``: move, then energy and x-gradient, the weight increment, the
   softmax of the weights and the *weighted* parameter gradient (``kernels.evaluate``): the
-  weights depend on the x-gradients, so the parameter gradient needs per-walker gradients
-  or a second backward pass;
+  weights depend on the x-gradients, so the parameter gradient comes from the energy's
+  ``evaluate_batch`` (the mixture's responsibilities, an MLP's layer adjoints), per-walker
+  gradients or a second backward pass;
 * ``increment``: the Jarzynski increment alone, four N x d arrays read once.
 
 Every part's outputs are consumed, so nothing is dead code. Times are the minimum over

@@ -57,8 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--energy",
         choices=("gmm", "mlp", "mlp-generic"),
         default="gmm",
-        help="gmm: the paper's two-mode mixture (P = 2 (d + 1) parameters, per-walker "
-        "gradients); mlp: a SiLU network with quadratic confinement (weighted gradient from "
+        help="gmm: the paper's two-mode mixture (P = 2 (d + 1) parameters, closed-form "
+        "evaluation); mlp: a SiLU network with quadratic confinement (weighted gradient from "
         "the adjoints of the x-gradient pass); mlp-generic: the same network through the "
         "generic path (a second backward pass with cotangent w)",
     )

@@ -166,14 +166,10 @@ def _mlp_energies(key):
     }
 
 
-@pytest.mark.parametrize("name", ["mlp", "mlp_depth0", "mlp_no_bias", "tilted", "tilted_flow_base"])
-def test_evaluate_batch_of_networks_matches_autodiff(key, name):
-    """The shared-backward path of MLP (and Tilted MLP) energies gives the same U, G and
-    weighted parameter gradient as per-sample autodiff, for weights that depend on U and G;
-    the gradient pytree has the energy's structure (so optimizer states fit)."""
-    k1, k2 = jax.random.split(key)
-    energy = _mlp_energies(k1)[name]
-    x = jax.random.normal(k2, (40, 3))
+def _assert_evaluate_batch_matches_autodiff(energy, x):
+    """The energy's ``evaluate_batch`` is taken (not ``None``) and gives per-sample autodiff's
+    U, G and weighted parameter gradient, the gradient with the energy's pytree structure (so
+    optimizer states fit)."""
     assert energy.evaluate_batch(x) is not None
     u, g, got, ref_u, ref_g, ref = _evaluate_and_autodiff(energy, x)
     assert jax.tree.structure(got) == jax.tree.structure(ref)
@@ -182,6 +178,15 @@ def test_evaluate_batch_of_networks_matches_autodiff(key, name):
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mlp", "mlp_depth0", "mlp_no_bias", "tilted", "tilted_flow_base"])
+def test_evaluate_batch_of_networks_matches_autodiff(key, name):
+    """The shared-backward path of MLP (and Tilted MLP) energies gives the same U, G and
+    weighted parameter gradient as per-sample autodiff, for weights that depend on U and G;
+    the gradient pytree has the energy's structure (so optimizer states fit)."""
+    k1, k2 = jax.random.split(key)
+    _assert_evaluate_batch_matches_autodiff(_mlp_energies(k1)[name], jax.random.normal(k2, (40, 3)))
 
 
 @pytest.mark.parametrize("sigma", [1.0, 0.7])
@@ -191,15 +196,7 @@ def test_evaluate_batch_of_mixtures_matches_autodiff(key, sigma):
     k1, k2, k3 = jax.random.split(key, 3)
     energy = GaussianMixture.init(k1, 3, 5, scale=1.5, sigma=sigma)
     energy = eqx.tree_at(lambda e: e.logits, energy, jax.random.normal(k3, (3,)))
-    x = 2.0 * jax.random.normal(k2, (60, 5))
-    assert energy.evaluate_batch(x) is not None
-    u, g, got, ref_u, ref_g, ref = _evaluate_and_autodiff(energy, x)
-    assert jax.tree.structure(got) == jax.tree.structure(ref)
-    np.testing.assert_allclose(u, ref_u, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(g, ref_g, rtol=1e-5, atol=1e-5)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
-        assert a.shape == b.shape
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_evaluate_batch_matches_autodiff(energy, 2.0 * jax.random.normal(k2, (60, 5)))
 
 
 def test_evaluate_batch_of_mixtures_falls_back_for_subclasses(key):

@@ -32,6 +32,12 @@ def n_params(energy: eqx.Module) -> int:
     return _count(split_energy(energy)[0])
 
 
+def _evaluate_batch(energy: eqx.Module, x: Float[Array, "n d"]) -> Any:
+    """The energy's own ``evaluate_batch(x)`` triple, or ``None`` when it has none (or declines)."""
+    fast = getattr(energy, "evaluate_batch", None)
+    return None if fast is None else fast(x)
+
+
 def evaluate(
     energy: eqx.Module, x: Float[Array, "n d"]
 ) -> tuple[Float[Array, " n"], Float[Array, "n d"], ParamGradFn]:
@@ -54,8 +60,7 @@ def evaluate(
       products for ``param_grad``, the cost of PCD's single pass;
       :class:`~smc_ebm.energies.GaussianMixture` keeps its responsibilities (closed form).
     """
-    fast = getattr(energy, "evaluate_batch", None)
-    out = None if fast is None else fast(x)
+    out = _evaluate_batch(energy, x)
     if out is not None:
         return out
     params, static = split_energy(energy)
@@ -94,8 +99,7 @@ def evaluate_uniform(
     here too, with uniform weights, so that PCD and unweighted walkers get the same closed-form
     or shared-backward evaluation as weighted ones.
     """
-    fast = getattr(energy, "evaluate_batch", None)
-    out = None if fast is None else fast(x)
+    out = _evaluate_batch(energy, x)
     if out is not None:
         u, g, param_grad = out
         return u, g, param_grad(jnp.full_like(u, 1.0 / u.shape[0]))
