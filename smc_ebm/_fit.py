@@ -144,8 +144,18 @@ def _validate_data(data: Any, energy: Any) -> jnp.ndarray:
     return arr
 
 
+def _finite(x: Array) -> Array:
+    """Whether every entry of ``x`` is finite, as one fused reduction.
+
+    ``x * 0`` is 0 where ``x`` is finite and NaN where it is not (inf or NaN), so its sum is
+    finite exactly when every entry is: unlike ``all(isfinite(x))`` this writes no boolean
+    array of the size of ``x`` (the walkers' positions and gradients are checked every step).
+    """
+    return jnp.isfinite(jnp.sum(x * jnp.zeros((), x.dtype)))
+
+
 def _all_finite(tree: Any) -> Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if eqx.is_inexact_array(x)]
+    leaves = [_finite(x) for x in jax.tree.leaves(tree) if eqx.is_inexact_array(x)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
@@ -302,6 +312,8 @@ def fit(
             new_carry, out = chunk(carry, jnp.asarray(step), data, key_run, end)
             out = jax.device_get(out)
             err = int(new_carry[3])
+            if err:
+                new_carry = _last_finite(chunk, carry, new_carry, step, data, key_run)
             carry = new_carry
             chunks_out.append(out)
             done = min(chunk_steps, end_step - step)
@@ -358,6 +370,23 @@ def fit(
     if int(err):
         raise TrainingError(int(err_step), _CHECKS[int(err) - 1], result)
     return result
+
+
+def _last_finite(chunk, carry, bad_carry, step, data, key_run):
+    """The carry just before the failing step, recovered by replaying the chunk up to it.
+
+    ``bad_carry`` holds the state of the failing step ``err_step`` (the chunk carries it and
+    skips the steps after it). The chunk is a deterministic function of its inputs, so running
+    it again from ``carry`` (the chunk's start) with ``end_step = err_step`` gives the state
+    after the last finite step, with the error code and step of ``bad_carry``. (Should a
+    replay meet an earlier failure, the replay is repeated up to that one.)
+    """
+    err, err_step = bad_carry[3], bad_carry[4]
+    while True:
+        good, _ = chunk(carry, jnp.asarray(step), data, key_run, err_step)
+        if not int(good[3]):
+            return (*good[:3], err, err_step)
+        err, err_step = good[3], good[4]
 
 
 # Compiled chunk functions, keyed by everything that shapes the traced program (strategy,
@@ -456,11 +485,12 @@ def _build_chunk(
                 )
                 code = _first_bad(data_u, st, new_params)
                 rec = (ess, log_z, log_z + data_u, resampled.astype(jnp.int32), loss, acc)
-                new = (new_params, new_opt, st)
-                old = (params, opt_state, state)
-                kept = jax.lax.cond(code > 0, lambda: old, lambda: new)
+                # A bad step's state is carried as it is (later steps are skipped) and the host
+                # replays the chunk up to that step to recover the last finite state: keeping
+                # the old state here would need a conditional that copies the walkers (n x d,
+                # more than once) at every step.
                 err_new = jnp.where(code > 0, code, 0)
-                return (*kept, err_new, jnp.where(code > 0, step, err_step)), rec
+                return (new_params, new_opt, st, err_new, jnp.where(code > 0, step, err_step)), rec
 
             def skip(_):
                 nan = jnp.asarray(jnp.nan, data.dtype)

@@ -228,6 +228,28 @@ def test_huge_step_size_raises_training_error(problem):
         "gradient of the walkers' energy",
     }
     _assert_training_error(err, energy)
+    # The kept state is exactly the state after the last finite step: the failing chunk is
+    # replayed up to it, so it equals a run stopped there (same key, same chunks).
+    ok = _fit(energy, data, se.Jarzynski(32, 1e6), num_steps=err.step, chunk_size=10)
+    res = err.result
+    for got, want in [
+        (res.energy.means, ok.energy.means),
+        (res.walkers, ok.walkers),
+        (res.log_weights, ok.log_weights),
+    ]:
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert res.log_Z == ok.log_Z
+
+
+def test_non_finite_entry_is_found_by_the_fused_check():
+    """``_finite`` flags inf, -inf and NaN anywhere, and passes huge finite values."""
+    from smc_ebm._fit import _finite
+
+    x = jnp.zeros((7, 5), jnp.float32).at[3, 2].set(3e38)
+    assert bool(_finite(x))
+    for bad in (jnp.inf, -jnp.inf, jnp.nan):
+        assert not bool(_finite(x.at[6, 4].set(bad)))
+        assert not bool(_finite(x.at[0, 0].set(bad)))
 
 
 def test_huge_learning_rate_raises_training_error(problem):
