@@ -414,22 +414,24 @@ def _evaluate_state(energy, x, a, anchor, weighted) -> WalkerState:
     return WalkerState(x, u, g, a, anchor, pgrad, jnp.mean(u))
 
 
-def _resample(x, u, g, a, anchor, key, method, *extra):
-    """Resample ancestors proportionally to ``e^a``, reset the weights and re-anchor log Z.
-
-    Arrays in ``extra`` (indexed by walker) are gathered with the same ancestors.
-    """
-    idx = resample_indices(key, a, method)
-    gathered = tuple(e[idx] for e in extra)
-    return (x[idx], u[idx], g[idx], jnp.zeros_like(a), anchor + log_mean_exp(a), *gathered)
-
-
 def _maybe_resample(do, key, x, u, g, a, anchor, method, *extra):
-    return jax.lax.cond(
+    """If ``do``: resample ancestors proportionally to ``e^a``, reset weights, re-anchor log Z.
+
+    Returns ``(x, u, g, a, anchor, *extra)``; the arrays in ``extra`` (indexed by walker) are
+    gathered with the same ancestors. Only the ancestor indices (the identity when ``do`` is
+    false), the weights and the anchor come out of the conditional; the walkers are gathered
+    after it in every step. A conditional that returned the walkers themselves made XLA copy
+    them in one branch or the other (the walkers move in the loop's carry while the increment
+    still reads the old ones), and in a resampling step twice; the gather reads and writes each
+    array once, and with the identity it is exact.
+    """
+    n = a.shape[0]
+    idx, a, anchor = jax.lax.cond(
         do,
-        lambda: _resample(x, u, g, a, anchor, key, method, *extra),
-        lambda: (x, u, g, a, anchor, *extra),
+        lambda: (resample_indices(key, a, method), jnp.zeros_like(a), anchor + log_mean_exp(a)),
+        lambda: (jnp.arange(n), a, anchor),
     )
+    return (x[idx], u[idx], g[idx], a, anchor, *(e[idx] for e in extra))
 
 
 def Jarzynski(
