@@ -16,6 +16,7 @@ from smc_ebm.smc import (
     NoResampling,
     ess_fraction,
     log_mean_exp,
+    maybe_resample_indices,
     off_until,
     resample_indices,
 )
@@ -144,3 +145,25 @@ def test_public_names_are_the_same_objects():
     assert se.NoResampling is NoResampling
     assert se.off_until is off_until
     assert set(RESAMPLERS) == {"systematic", "stratified", "multinomial", "residual"}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_maybe_resample_indices_resamples_only_when_asked(method, key):
+    """``do`` false: identity, weights and anchor unchanged. ``do`` true: the resampler's
+    ancestors for the same key, zero weights, and the anchor moved by log mean exp(a), so that
+    ``anchor + log_mean_exp(a)`` (the log Z estimate) is the same before and after."""
+    k1, k2 = jax.random.split(key)
+    a = jax.random.normal(k1, (64,))
+    anchor = jnp.asarray(1.5)
+    f = jax.jit(maybe_resample_indices, static_argnums=4)
+    with promotion_for(method):
+        idx, a_out, anchor_out = f(jnp.asarray(False), k2, a, anchor, method)
+        np.testing.assert_array_equal(idx, np.arange(64))
+        np.testing.assert_array_equal(a_out, a)
+        assert float(anchor_out) == 1.5
+        idx, a_out, anchor_out = f(jnp.asarray(True), k2, a, anchor, method)
+        np.testing.assert_array_equal(idx, resample_indices(k2, a, method))
+    np.testing.assert_array_equal(a_out, np.zeros(64))
+    np.testing.assert_allclose(
+        float(anchor_out + log_mean_exp(a_out)), float(anchor + log_mean_exp(a)), rtol=1e-6
+    )

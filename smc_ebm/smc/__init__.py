@@ -7,6 +7,7 @@ from smc_ebm.smc._resampling import (
     NoResampling,
     ess_fraction,
     log_mean_exp,
+    maybe_resample_indices,
     off_until,
     resample_indices,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "frozen_increment",
     "jarzynski_increment",
     "log_mean_exp",
+    "maybe_resample_indices",
     "off_until",
     "resample_indices",
 ]

@@ -51,6 +51,36 @@ def resample_indices(
     return RESAMPLERS[method](key, weights, m)
 
 
+def maybe_resample_indices(
+    do: Array,
+    key: PRNGKeyArray,
+    log_weights: Float[Array, " n"],
+    log_Z_anchor: Float[Array, ""],
+    method: str = "systematic",
+) -> tuple[Int[Array, " n"], Float[Array, " n"], Float[Array, ""]]:
+    r"""Ancestors, log-weights and log Z anchor after resampling when ``do`` is true.
+
+    Returns ``(idx, a, anchor)``: when ``do``, ancestors drawn by :func:`resample_indices`,
+    zero log-weights and ``anchor + log_mean_exp(a)`` (log Z is continuous across the
+    resampling); otherwise the identity, ``a`` and ``anchor`` unchanged. The caller gathers its
+    walker arrays with ``idx`` after the conditional, at every step: a conditional that returned
+    the walkers themselves made XLA copy them in one branch or the other (the walkers move in
+    the loop's carry while the Jarzynski increment still reads the old ones), and in a
+    resampling step twice. The gather reads and writes each array once; with the identity it
+    is exact.
+    """
+    n = log_weights.shape[0]
+    return jax.lax.cond(
+        do,
+        lambda: (
+            resample_indices(key, log_weights, method),
+            jnp.zeros_like(log_weights),
+            log_Z_anchor + log_mean_exp(log_weights),
+        ),
+        lambda: (jnp.arange(n), log_weights, log_Z_anchor),
+    )
+
+
 Threshold = float | Callable[[Array], Array]
 
 

@@ -44,6 +44,7 @@ from smc_ebm.smc._resampling import (
     NoResampling,
     ess_fraction,
     log_mean_exp,
+    maybe_resample_indices,
     resample_indices,
 )
 from smc_ebm.smc._weights import ais_increment
@@ -298,12 +299,10 @@ class FlowStrategy(AbstractStrategy):
             if correction is not None:
                 a = a + correction
             resampled = self.resampling.should_resample(step + 1, ess_fraction(a))
-
-            def do_resample():
-                idx = resample_indices(k_res, a, self.resampling.method)
-                return x[idx], jnp.zeros_like(a), anchor + log_mean_exp(a)
-
-            x, a, anchor = jax.lax.cond(resampled, do_resample, lambda: (x, a, anchor))
+            idx, a, anchor = maybe_resample_indices(
+                resampled, k_res, a, anchor, self.resampling.method
+            )
+            x = x[idx]
         x, step_size, acc, p_move = self._moves(k_move, x, energy_new, flow, state.step_size)
         u, g, pg_fn = evaluate(energy_new, x)
         p = jax.nn.softmax(a) if self.weighted else jnp.full_like(a, 1.0 / a.shape[0])

@@ -22,6 +22,7 @@ from smc_ebm.smc._resampling import (
     NoResampling,
     ess_fraction,
     log_mean_exp,
+    maybe_resample_indices,
     resample_indices,
 )
 from smc_ebm.smc._weights import ais_increment, jarzynski_increment
@@ -415,22 +416,12 @@ def _evaluate_state(energy, x, a, anchor, weighted) -> WalkerState:
 
 
 def _maybe_resample(do, key, x, u, g, a, anchor, method, *extra):
-    """If ``do``: resample ancestors proportionally to ``e^a``, reset weights, re-anchor log Z.
+    """:func:`~smc_ebm.smc.maybe_resample_indices`, then the walkers gathered with the ancestors.
 
     Returns ``(x, u, g, a, anchor, *extra)``; the arrays in ``extra`` (indexed by walker) are
-    gathered with the same ancestors. Only the ancestor indices (the identity when ``do`` is
-    false), the weights and the anchor come out of the conditional; the walkers are gathered
-    after it in every step. A conditional that returned the walkers themselves made XLA copy
-    them in one branch or the other (the walkers move in the loop's carry while the increment
-    still reads the old ones), and in a resampling step twice; the gather reads and writes each
-    array once, and with the identity it is exact.
+    gathered with the same ancestors.
     """
-    n = a.shape[0]
-    idx, a, anchor = jax.lax.cond(
-        do,
-        lambda: (resample_indices(key, a, method), jnp.zeros_like(a), anchor + log_mean_exp(a)),
-        lambda: (jnp.arange(n), a, anchor),
-    )
+    idx, a, anchor = maybe_resample_indices(do, key, a, anchor, method)
     return (x[idx], u[idx], g[idx], a, anchor, *(e[idx] for e in extra))
 
 
