@@ -134,7 +134,7 @@ def _validate_data(data: Any, energy: Any) -> jnp.ndarray:
             f"data dimension {arr.shape[1]} does not match the energy's dimension {dim}."
         )
     arr = jnp.asarray(arr)
-    u = eqx.filter_jit(jax.vmap(energy))(arr[: min(64, arr.shape[0])])
+    u = eqx.filter_jit(lambda e, x: jax.vmap(e)(x))(energy, arr[: min(64, arr.shape[0])])
     if u.ndim != 1:
         raise ValueError(
             f"the energy must map one sample (dim,) to a scalar; got shape {u.shape[1:]}."
@@ -159,18 +159,41 @@ def _all_finite(tree: Any) -> Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def _first_bad(data_energy, state: WalkerState, params) -> Array:
+def _first_bad(data_energy, state: WalkerState, params, certified: bool = False) -> Array:
+    """The code (``1 + index`` into ``_CHECKS``) of the first non-finite quantity, or 0.
+
+    With ``certified`` (the strategy's ``weights_certify_walkers``) the ``(N, d)`` positions
+    and gradients are not read: a non-finite one has made its walker's log-weight non-finite,
+    and the step fails with the log-weights' code, which :func:`_refine_code` turns into the
+    gradient's on the host when the gradient is the cause.
+    """
+    walkers_ok = jnp.asarray(True)
     ok = [
         jnp.isfinite(data_energy),
         _all_finite(state.energy),
-        _all_finite(state.grad),
+        walkers_ok if certified else _all_finite(state.grad),
         _all_finite((state.log_weights, state.log_Z_anchor, state.observers)),
-        _all_finite(state.position),
+        walkers_ok if certified else _all_finite(state.position),
         _all_finite(params) & _all_finite(state.param_grad),
     ]
     codes = jnp.arange(1, len(ok) + 1)
     bad = ~jnp.stack(ok)
     return jnp.where(jnp.any(bad), codes[jnp.argmax(bad)], 0)
+
+
+_WEIGHTS_CODE = 1 + _CHECKS.index("walker log-weights")
+
+
+def _refine_code(code: int, state: WalkerState, certified: bool) -> int:
+    """The code that the full check gives for a failed step's ``state`` (host side, once).
+
+    A certified check reports a non-finite gradient as non-finite log-weights; the full check
+    would name the gradient (it comes first in ``_CHECKS``). Positions come after the
+    log-weights, and energies are checked either way, so only this case differs.
+    """
+    if certified and code == _WEIGHTS_CODE and not bool(jnp.all(jnp.isfinite(state.grad))):
+        return _CHECKS.index("gradient of the walkers' energy") + 1
+    return code
 
 
 def fit(
@@ -313,7 +336,7 @@ def fit(
             out = jax.device_get(out)
             err = int(new_carry[3])
             if err:
-                new_carry = _last_finite(chunk, carry, new_carry, step, data, key_run)
+                new_carry, failed_state = _last_finite(chunk, carry, new_carry, step, data, key_run)
             carry = new_carry
             chunks_out.append(out)
             done = min(chunk_steps, end_step - step)
@@ -368,7 +391,8 @@ def fit(
         traces,
     )
     if int(err):
-        raise TrainingError(int(err_step), _CHECKS[int(err) - 1], result)
+        code = _refine_code(int(err), failed_state, strategy.weights_certify_walkers)
+        raise TrainingError(int(err_step), _CHECKS[code - 1], result)
     return result
 
 
@@ -380,13 +404,16 @@ def _last_finite(chunk, carry, bad_carry, step, data, key_run):
     it again from ``carry`` (the chunk's start) with ``end_step = err_step`` gives the state
     after the last finite step, with the error code and step of ``bad_carry``. (Should a
     replay meet an earlier failure, the replay is repeated up to that one.)
+
+    Returns ``(carry, failed_state)``: the recovered carry and the strategy state after the
+    failing step.
     """
-    err, err_step = bad_carry[3], bad_carry[4]
+    err, err_step, failed = bad_carry[3], bad_carry[4], bad_carry[2]
     while True:
         good, _ = chunk(carry, jnp.asarray(step), data, key_run, err_step)
         if not int(good[3]):
-            return (*good[:3], err, err_step)
-        err, err_step = good[3], good[4]
+            return (*good[:3], err, err_step), failed
+        err, err_step, failed = good[3], good[4], good[2]
 
 
 # Compiled chunk functions, keyed by everything that shapes the traced program (strategy,
@@ -483,7 +510,7 @@ def _build_chunk(
                 st, resampled, acc = strategy.advance(
                     ka, st, energy_k, eqx.combine(new_params, static), step, correction
                 )
-                code = _first_bad(data_u, st, new_params)
+                code = _first_bad(data_u, st, new_params, strategy.weights_certify_walkers)
                 rec = (ess, log_z, log_z + data_u, resampled.astype(jnp.int32), loss, acc)
                 # A bad step's state is carried as it is (later steps are skipped) and the host
                 # replays the chunk up to that step to recover the last finite state: keeping

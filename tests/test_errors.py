@@ -1,5 +1,8 @@
 """Bad input raises ValueError naming the problem; divergence raises TrainingError."""
 
+import dataclasses
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +11,7 @@ import pytest
 
 import smc_ebm as se
 from smc_ebm.energies import Gaussian, GaussianMixture
+from smc_ebm.strategies._walkers import Walkers
 
 DIM = 3
 
@@ -239,6 +243,73 @@ def test_huge_step_size_raises_training_error(problem):
     ]:
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     assert res.log_Z == ok.log_Z
+
+
+@jax.custom_jvp
+def _flat_with_nan_slope(t):
+    """Zero everywhere, with a NaN derivative where ``t > 1.5``."""
+    return jnp.zeros_like(t)
+
+
+@_flat_with_nan_slope.defjvp
+def _flat_with_nan_slope_jvp(primals, tangents):
+    (t,), (dt,) = primals, tangents
+    return jnp.zeros_like(t), jnp.where(t > 1.5, jnp.nan, 0.0) * dt
+
+
+class _NanSlope(eqx.Module):
+    """A unit Gaussian energy whose gradient is NaN where ``x_0 > 1.5`` (its value stays finite)."""
+
+    mean: jax.Array
+
+    def __call__(self, x):
+        return 0.5 * jnp.sum((x - self.mean) ** 2) + _flat_with_nan_slope(x[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class _FullCheck(Walkers):
+    """Jarzynski walkers whose positions and gradients ``fit`` checks in full."""
+
+    @property
+    def weights_certify_walkers(self):
+        return False
+
+
+def test_which_strategies_certify_their_walkers():
+    assert se.Jarzynski(8, 0.1).weights_certify_walkers
+    assert not se.Jarzynski(8, 0.1, kernel="mala").weights_certify_walkers
+    assert not se.Jarzynski(8, 0.1, walker_batch=4).weights_certify_walkers
+    assert not se.Jarzynski(8, 0.1, n_observers=4, reseed_every=5).weights_certify_walkers
+    assert not se.PCD(8, 0.1).weights_certify_walkers
+    assert not se.Unweighted(8, 0.1).weights_certify_walkers
+    assert not se.CD().weights_certify_walkers
+
+
+def test_certified_check_names_and_keeps_what_the_full_check_does():
+    """A NaN gradient at a finite energy: Jarzynski's check of the (N,) weights alone stops at
+    the same step as the full check of positions and gradients, keeps the same state and names
+    the gradient, as PCD's full check does."""
+    data = 0.3 * np.asarray(jax.random.normal(jax.random.key(5), (200, 2)), np.float32)
+    energy = _NanSlope(jnp.zeros(2, jnp.float32))
+    kw = {"num_steps": 400, "chunk_size": 50, "optimizer": optax.sgd(0.01)}
+    jar = se.Jarzynski(32, 0.1, init="data", resampling=se.ESSResampling(0.5))
+    full = _FullCheck(**{f.name: getattr(jar, f.name) for f in dataclasses.fields(jar)})
+    assert jar.weights_certify_walkers and not full.weights_certify_walkers
+    errors = []
+    for strategy in (jar, full, se.PCD(32, 0.1, init="data")):
+        with pytest.raises(se.TrainingError) as info:
+            _fit(energy, data, strategy, **kw)
+        assert info.value.quantity == "gradient of the walkers' energy"
+        assert info.value.step >= 1
+        errors.append(info.value)
+    certified, checked = errors[0], errors[1]
+    assert certified.step == checked.step
+    for got, want in [
+        (certified.result.energy.mean, checked.result.energy.mean),
+        (certified.result.walkers, checked.result.walkers),
+        (certified.result.log_weights, checked.result.log_weights),
+    ]:
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 def test_non_finite_entry_is_found_by_the_fused_check():

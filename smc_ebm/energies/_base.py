@@ -43,9 +43,15 @@ class AbstractEnergy(eqx.Module):
 
 
 def has_log_partition(energy: AbstractEnergy) -> bool:
-    """Whether ``energy.log_partition()`` is implemented (checked without tracing)."""
+    """Whether ``energy.log_partition()`` is implemented (checked without tracing).
+
+    Any callable equinox module is an energy; one without the method has no known log Z.
+    """
+    log_partition = getattr(energy, "log_partition", None)
+    if log_partition is None:
+        return False
     try:
-        jax.eval_shape(energy.log_partition)
+        jax.eval_shape(log_partition)
     except NotImplementedError:
         return False
     return True

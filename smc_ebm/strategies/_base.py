@@ -95,6 +95,17 @@ class AbstractStrategy(abc.ABC):
 
     weighted: bool = False
 
+    @property
+    def weights_certify_walkers(self) -> bool:
+        """Whether finite log-weights imply finite positions and gradients of the walkers.
+
+        ``fit`` checks every quantity of the state after every step. When this is true it
+        checks the ``(N,)`` energies and log-weights but not the ``(N, d)`` positions and
+        gradients, which the strategy's weight increment has already read: a non-finite entry
+        in either makes that walker's increment non-finite. False by default.
+        """
+        return False
+
     @abc.abstractmethod
     def validate(self, dim: int, n_data: int) -> None:
         """Raise ``ValueError`` for inconsistent hyperparameters."""

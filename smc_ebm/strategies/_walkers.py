@@ -134,6 +134,27 @@ class Walkers(AbstractStrategy):
     def _minibatched(self) -> bool:
         return self.walker_batch is not None and self.walker_batch < self.n_walkers
 
+    @property
+    def weights_certify_walkers(self) -> bool:
+        r"""True for weighted ULA walkers that all move at every step (no reseeding).
+
+        The Jarzynski increment :math:`U_k(x) - U_{k+1}(x') + \tfrac12 s\cdot(\delta +
+        \tfrac h2 (g - g'))` reads every coordinate of :math:`x'` and :math:`g'`; given a
+        finite previous state, an inf or NaN in either makes the sum inf or NaN (an infinite
+        coordinate of :math:`x'` meets a nonzero :math:`s_j` or gives :math:`0\cdot\infty`;
+        one of :math:`g'` enters both factors with opposite signs). NaN and :math:`+\infty`
+        weights stop resampling (the ESS is NaN), and a walker with weight
+        :math:`e^{-\infty} = 0` is never an ancestor, so the resampled walkers are finite too.
+        MALA's AIS increment does not read :math:`g'`; frozen walkers of a mini-batched step
+        and reseeded walkers get no ULA increment, so none of these is certified.
+        """
+        return (
+            self.weighted
+            and self.kernel == "ula"
+            and not self._minibatched
+            and not self.reseed_every
+        )
+
     # ----------------------------------------------------------------------------------
     def validate(self, dim: int, n_data: int) -> None:
         check_init_array(self.init, self.n_walkers, dim)
