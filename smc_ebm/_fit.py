@@ -74,6 +74,10 @@ class FitResult:
         opt_state, state, strategy: what ``fit(..., resume=result)`` continues from.
         traces: with ``fit(..., trace_walkers=M)``: ``position (T, M, d)``,
             ``log_weights (T, M)``, ``step (T,)``, ``walker (M,)``; else ``None``.
+        chunk_seconds: ``(C,)`` wall-clock seconds of each compiled chunk of ``chunk_size``
+            steps, up to the host receiving its records (the first includes compilation, unless
+            the chunk was compiled by an earlier call); the time of the steps without
+            ``fit``'s setup and final evaluation.
     """
 
     energy: Any
@@ -89,6 +93,7 @@ class FitResult:
     state: WalkerState
     strategy: AbstractStrategy
     traces: dict[str, np.ndarray] | None = None
+    chunk_seconds: np.ndarray | None = None
 
     @property
     def flow(self) -> Any:
@@ -134,7 +139,7 @@ def _validate_data(data: Any, energy: Any) -> jnp.ndarray:
             f"data dimension {arr.shape[1]} does not match the energy's dimension {dim}."
         )
     arr = jnp.asarray(arr)
-    u = eqx.filter_jit(lambda e, x: jax.vmap(e)(x))(energy, arr[: min(64, arr.shape[0])])
+    u = _energies(energy, arr[: min(64, arr.shape[0])])
     if u.ndim != 1:
         raise ValueError(
             f"the energy must map one sample (dim,) to a scalar; got shape {u.shape[1:]}."
@@ -142,6 +147,18 @@ def _validate_data(data: Any, energy: Any) -> jnp.ndarray:
     if not bool(jnp.all(jnp.isfinite(u))):
         raise ValueError("the energy is not finite at the data.")
     return arr
+
+
+# Module-level jitted helpers: a fresh lambda per ``fit`` call would be traced and compiled at
+# every call (about 0.1 s each on a CPU).
+@eqx.filter_jit
+def _energies(energy: Any, x: Array) -> Array:
+    return jax.vmap(energy)(x)
+
+
+@eqx.filter_jit
+def _mean_energy(energy: Any, x: Array) -> Array:
+    return jnp.mean(jax.vmap(energy)(x))
 
 
 def _finite(x: Array) -> Array:
@@ -321,6 +338,7 @@ def fit(
     if trace_walkers:
         names = (*names, "_trace_position", "_trace_log_weights")
     chunks_out: list[tuple] = []
+    chunk_seconds: list[float] = []
     carry = (params, opt_state, state, jnp.asarray(0), jnp.asarray(0))
     end = jnp.asarray(end_step)
     bar = None
@@ -332,8 +350,10 @@ def fit(
     step = step0
     try:
         while step < end_step:
+            t_chunk = time.perf_counter()
             new_carry, out = chunk(carry, jnp.asarray(step), data, key_run, end)
-            out = jax.device_get(out)
+            out = jax.device_get(out)  # waits for the chunk: its records are its last outputs
+            chunk_seconds.append(time.perf_counter() - t_chunk)
             err = int(new_carry[3])
             if err:
                 new_carry, failed_state = _last_finite(chunk, carry, new_carry, step, data, key_run)
@@ -389,6 +409,7 @@ def fit(
         time.perf_counter() - start_time,
         interrupted,
         traces,
+        np.asarray(chunk_seconds),
     )
     if int(err):
         code = _refine_code(int(err), failed_state, strategy.weights_certify_walkers)
@@ -660,11 +681,22 @@ def _history(chunks_out, names, step0, record_every, end_step, err_step) -> dict
 
 
 def _result(
-    params, static, opt_state, state, strategy, data, history, steps, wall, interrupted, traces=None
+    params,
+    static,
+    opt_state,
+    state,
+    strategy,
+    data,
+    history,
+    steps,
+    wall,
+    interrupted,
+    traces=None,
+    chunk_seconds=None,
 ):
     energy = eqx.combine(params, static)
     ess, log_z = strategy.ess_and_log_Z(state)
-    data_u = float(eqx.filter_jit(lambda e, x: jnp.mean(jax.vmap(e)(x)))(energy, data))
+    data_u = float(_mean_energy(energy, data))
     x, a = strategy.walkers(state)
     log_z = float(log_z)
     return FitResult(
@@ -681,4 +713,5 @@ def _result(
         state=state,
         strategy=strategy,
         traces=traces,
+        chunk_seconds=chunk_seconds,
     )

@@ -11,7 +11,7 @@ import pytest
 
 import smc_ebm as se
 from smc_ebm.energies import Gaussian, GaussianMixture
-from smc_ebm.strategies._walkers import Walkers
+from smc_ebm.strategies import Walkers
 
 DIM = 3
 

@@ -169,6 +169,14 @@ def test_record_every(small):
     np.testing.assert_array_equal(e.history["resampled"], windows)
 
 
+def test_chunk_seconds_time_each_chunk(small):
+    """50 steps in chunks of 10: five timed chunks, together at most the whole call."""
+    res = small["a"]
+    assert res.chunk_seconds.shape == (5,)
+    assert np.all(res.chunk_seconds > 0)
+    assert res.chunk_seconds.sum() <= res.wall_time
+
+
 def test_same_key_gives_identical_results(small):
     a, b = small["a"], small["same"]
     np.testing.assert_array_equal(np.asarray(a.walkers), np.asarray(b.walkers))
@@ -410,3 +418,25 @@ def test_second_fit_call_reuses_the_compiled_chunk():
     assert fit_module.TRACE_COUNT["chunk"] == before  # neither call traced the chunk
     np.testing.assert_array_equal(np.asarray(first.walkers), np.asarray(again.walkers))
     assert not np.allclose(np.asarray(first.walkers), np.asarray(other.walkers))
+
+
+def test_second_fit_call_compiles_nothing():
+    """Beyond the chunk, ``fit``'s own helpers (data check, final evaluation, observers) are
+    compiled once: a repeated call (a benchmark, a resumed run) starts at once."""
+    data, energy = _small_problem()
+    strategy = se.Jarzynski(N_SMALL, 0.2, n_observers=16)
+    optimizer = se.optim.by_field(logits=optax.sgd(0.125), means=optax.sgd(0.025))
+    kw = {"strategy": strategy, "optimizer": optimizer, "num_steps": 10, "progress": False}
+    se.fit(energy, data.samples, key=jax.random.key(2), **kw)
+    compiled = []
+
+    def listener(event, duration, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        se.fit(energy, data.samples, key=jax.random.key(3), **kw)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiled == []

@@ -212,7 +212,7 @@ class Walkers(AbstractStrategy):
         )
         if self.n_observers:
             xo, ao, _ = self._initial_positions(k_obs, energy, data, self.n_observers)
-            uo, go = eqx.filter_jit(lambda e, z: evaluate(e, z)[:2])(energy, xo)
+            uo, go = _evaluate_jit(energy, xo)
             state = state._replace(
                 observers=ObserverState(xo, uo, go, ao, log_Z0 - log_mean_exp(ao))
             )
@@ -434,6 +434,12 @@ def _evaluate_state(energy, x, a, anchor, weighted) -> WalkerState:
         return WalkerState(x, u, g, a, anchor, pgrad_fn(p), jnp.sum(p * u), None, p)
     u, g, pgrad = evaluate_uniform(energy, x)
     return WalkerState(x, u, g, a, anchor, pgrad, jnp.mean(u))
+
+
+@eqx.filter_jit
+def _evaluate_jit(energy, x):
+    """``(U(x), grad_x U(x))`` of walkers, compiled once per energy structure."""
+    return evaluate(energy, x)[:2]
 
 
 def _maybe_resample(do, key, x, u, g, a, anchor, method, *extra):
