@@ -5,47 +5,53 @@ energy, x-gradient and dU/dtheta of the moved walkers come from one forward pass
 the weight update, the next move and the next gradient. This script measures it on the
 paper's 50-d two-mode teacher with 10^4 walkers (flags change the sizes).
 
-Method. Timing one ``fit`` call mixes setup (data validation, walker initialisation, the
-final evaluation) and steps. Each measurement therefore times two calls of the same
-strategy with ``chunk_size`` equal to the number of steps (one compiled chunk per call),
-one of ``S`` steps and one of ``2 S`` steps:
+Method. ``fit`` reports the wall time of each compiled chunk of steps
+(``FitResult.chunk_seconds``), which leaves out its per-call setup (data validation, walker
+initialisation, the final evaluation). Each strategy is first run for ``--warmup`` steps
+(compilation, and the fast early phase of training, when Jarzynski resamples most); then
+``--reps`` calls of ``S`` steps each (one chunk per call) continue the run with
+``fit(resume=...)``, round-robin over the strategies in an order reversed at every other
+repetition. ``fit`` keeps its compiled chunk between calls with the same strategy and
+optimizer objects, so nothing is compiled after the warm-up (a test checks it).
 
-    time per step = (t(2 S) - t(S)) / S,
-
-which cancels every per-call cost. ``fit`` keeps its compiled chunk between calls with the
-same strategy and optimizer objects, so after one warm-up pair per strategy nothing is
-compiled; ``fit`` returns host floats, so both calls are synchronised. ``--reps`` pairs
-are then measured, round-robin over the strategies (so that drifts of the machine hit all
-of them alike). The reported time is
-``(min t(2 S) - min t(S)) / S`` over those calls (other processes only ever add time, so the
-minimum is the least disturbed measurement); the spread of the per-pair differences is
-printed beside it as a measure of the machine's noise. Note that the difference measures
-steps ``S+1..2 S`` of a training run: Jarzynski resamples more often early in training.
-``S`` is raised (from ``--steps``) until ``S`` steps of the fastest strategy take
-``--min-seconds``, so that per-call jitter is small against the difference.
+The machine's load changes on a scale of seconds, so each repetition is short (``S`` steps of
+the fastest strategy take about ``--min-seconds``) and there are many. The script prints, per
+strategy, the minimum and the quartiles of the time per step over the repetitions, and per
+pair of strategies: the ratio of the minima (other processes only ever add time, so the
+minimum is the least disturbed measurement) and the median and quartiles of the ratios of
+the calls made back to back in one repetition (robust to slow drifts).
 
 Example::
 
-    python benchmarks/overhead.py                       # d = 50, N = 10^4, S = 500, 7 reps
-    python benchmarks/overhead.py --steps 200 --reps 5 --strategies Jarzynski PCD
-    python benchmarks/overhead.py --reps 5 --strategies Jarzynski Jarzynski-nocorr \
+    python benchmarks/overhead.py                       # d = 50, N = 10^4, 25 reps
+    python benchmarks/overhead.py --reps 41 --strategies Jarzynski PCD
+    python benchmarks/overhead.py --strategies Jarzynski Jarzynski-nocorr \
         Jarzynski-plain PCD                             # where Jarzynski's extra time goes
+    python benchmarks/overhead.py --strategies Jarzynski Jarzynski-fullcheck PCD
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
-import time
 
 import jax
 import optax
 
 import smc_ebm as se
 
-STRATEGIES = ("Jarzynski", "PCD", "Unweighted", "CD", "Jarzynski-nocorr", "Jarzynski-plain")
+STRATEGIES = (
+    "Jarzynski",
+    "PCD",
+    "Unweighted",
+    "CD",
+    "Jarzynski-nocorr",
+    "Jarzynski-plain",
+    "Jarzynski-fullcheck",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,15 +74,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-data", type=int, default=10_000)
     p.add_argument("--n-walkers", type=int, default=10_000)
     p.add_argument("--batch-size", type=int, default=None, help="data minibatch (None: all)")
-    p.add_argument("--steps", type=int, default=500, help="S: the pair times S and 2 S steps")
+    p.add_argument("--steps", type=int, default=100, help="S, at least (see --min-seconds)")
     p.add_argument(
         "--min-seconds",
         type=float,
-        default=2.0,
+        default=1.0,
         help="raise S until S steps of the fastest strategy take this long",
     )
     p.add_argument("--max-steps", type=int, default=100_000, help="upper bound on S")
-    p.add_argument("--reps", type=int, default=7, help="measured pairs per strategy")
+    p.add_argument("--warmup", type=int, default=1000, help="steps run before measuring")
+    p.add_argument("--reps", type=int, default=25, help="measured calls per strategy")
     p.add_argument("--record-every", type=int, default=10)
     p.add_argument("--step-size", type=float, default=0.1)
     p.add_argument(
@@ -93,6 +100,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@dataclasses.dataclass(frozen=True)
+class _FullCheck(se.strategies.Walkers):
+    """Jarzynski walkers whose positions and gradients ``fit`` checks in full every step."""
+
+    @property
+    def weights_certify_walkers(self) -> bool:
+        return False
+
+
 class _GenericMLP(se.energies.MLP):
     """The MLP energy without its shared-backward evaluation (the generic path)."""
 
@@ -104,18 +120,24 @@ def make_strategy(name: str, args: argparse.Namespace):
     h = args.step_size
     if name.startswith("Jarzynski"):
         # "-nocorr": without the feedback correction; "-plain": without it and without
-        # resampling (the weights only).
+        # resampling (the weights only); "-fullcheck": the default with fit's finiteness check
+        # reading positions and gradients too (as for PCD), instead of relying on the weights.
         resampling = (
             se.NoResampling()
             if name == "Jarzynski-plain"
             else se.ESSResampling(args.ess_threshold, "systematic")
         )
-        return se.Jarzynski(
+        strategy = se.Jarzynski(
             args.n_walkers,
             h,
             resampling=resampling,
-            feedback_correction=name == "Jarzynski" and not args.no_feedback_correction,
+            feedback_correction=name in ("Jarzynski", "Jarzynski-fullcheck")
+            and not args.no_feedback_correction,
         )
+        if name == "Jarzynski-fullcheck":
+            fields = dataclasses.fields(strategy)
+            return _FullCheck(**{f.name: getattr(strategy, f.name) for f in fields})
+        return strategy
     if name == "PCD":
         return se.PCD(args.n_walkers, h)
     if name == "Unweighted":
@@ -140,96 +162,87 @@ def main(argv: list[str] | None = None) -> None:
         optimizer = optax.sgd(1e-3)
     strategies = {name: make_strategy(name, args) for name in args.strategies}
 
-    def timed(strategy, steps: int) -> float:
-        t0 = time.perf_counter()
-        res = se.fit(
+    def run(strategy, steps: int, resume=None, seed: int = 2, chunk: int | None = None):
+        return se.fit(
             energy,
             data.samples,
             strategy=strategy,
             optimizer=optimizer,
             num_steps=steps,
-            key=jax.random.key(2),
+            key=jax.random.key(seed),
             batch_size=args.batch_size,
             record_every=args.record_every,
             progress=False,
-            chunk_size=steps,
+            chunk_size=chunk or steps,
+            resume=resume,
         )
-        jax.block_until_ready((res.walkers, res.log_weights))
-        return time.perf_counter() - t0
 
-    def pair(strategy, steps: int) -> tuple[float, float]:
-        t_short = timed(strategy, steps)
-        t_long = timed(strategy, 2 * steps)
-        return (t_long - t_short) / steps, t_short
+    def per_step(res, steps: int) -> float:
+        (seconds,) = res.chunk_seconds  # one chunk per call
+        return seconds / steps
 
-    # Choose S: at least --steps, and long enough that S steps take --min-seconds, so that
-    # the per-call jitter (tens of ms) is small against the difference being measured.
+    # Choose S: at least --steps, and long enough that S steps of the fastest strategy take
+    # --min-seconds (a chunk's own dispatch is then negligible); then warm up with S-step
+    # chunks, which compiles the chunk that the measurement reuses.
     S = -(-args.steps // args.record_every) * args.record_every
     while True:
-        for strategy in strategies.values():  # warm-up: compiles (and caches) S and 2 S
-            pair(strategy, S)
-        fastest = min(pair(strategy, S)[0] for strategy in strategies.values())
+        for st in strategies.values():  # compiles the S-step chunk (cached for later calls)
+            run(st, S)
+        fastest = min(per_step(run(st, S), S) for st in strategies.values())
         if S * fastest >= args.min_seconds or S >= args.max_steps:
             break
-        grow = 2.0 * args.min_seconds / max(S * fastest, 1e-3 * args.min_seconds)
-        S = min(args.max_steps, int(S * min(grow, 64.0)))
+        S = min(args.max_steps, int(S * min(1.2 * args.min_seconds / (S * fastest), 64.0)))
         S = -(-S // args.record_every) * args.record_every
-        print(f"  S too short for a clean difference; retrying with S = {S}", flush=True)
+    warm = max(S, -(-args.warmup // S) * S)
+    states = {name: run(st, warm, chunk=S) for name, st in strategies.items()}
 
     print(
         f"\n{args.energy} energy ({se.kernels.n_params(energy)} parameters), d = {args.dim}, "
         f"{args.n_data} data (batch {args.batch_size or 'all'}), "
         f"{args.n_walkers} walkers, record every {args.record_every}; Jarzynski: ESS threshold "
         f"{args.ess_threshold:.4g}, feedback correction "
-        f"{'off' if args.no_feedback_correction else 'on'}; S = {S}, "
-        f"{args.reps} measured pairs per strategy"
+        f"{'off' if args.no_feedback_correction else 'on'}; {warm} warm-up steps, then "
+        f"{args.reps} calls of S = {S} steps per strategy"
     )
-    t_short: dict[str, list[float]] = {name: [] for name in strategies}
-    t_long: dict[str, list[float]] = {name: [] for name in strategies}
+    times: dict[str, list[float]] = {name: [] for name in strategies}
+    order = list(strategies.items())
     for rep in range(args.reps):
-        for name, strategy in strategies.items():
-            t_short[name].append(timed(strategy, S))
-            t_long[name].append(timed(strategy, 2 * S))
-            dt = (t_long[name][-1] - t_short[name][-1]) / S
-            print(f"  pair {rep + 1}/{args.reps} {name}: {1e3 * dt:.3f} ms/step", flush=True)
+        # The order is reversed every other repetition, so that no strategy always runs first
+        # or right after the same one.
+        for name, strategy in order if rep % 2 == 0 else order[::-1]:
+            states[name] = run(strategy, S, resume=states[name], seed=3 + rep)
+            times[name].append(per_step(states[name], S))
+        line = ", ".join(f"{n} {1e3 * t[-1]:.3f}" for n, t in times.items())
+        print(f"  rep {rep + 1}/{args.reps} ms/step: {line}", flush=True)
 
-    # Best-of-reps: the least disturbed time of each length, then their difference. Load
-    # from other processes only ever adds time, so the minimum is the robust statistic.
-    best = {n: (min(t_long[n]) - min(t_short[n])) / S for n in strategies}
-    pairs = {
-        n: [(b - a) / S for a, b in zip(t_short[n], t_long[n], strict=True)] for n in strategies
-    }
+    def quartiles(xs):
+        q1, q2, q3 = statistics.quantiles(xs, n=4) if len(xs) > 1 else (xs[0],) * 3
+        return q1, q2, q3
+
     print(
-        "\nms/step = (min t(2S) - min t(S)) / S, the minima over the measured fit() calls of"
-        "\neach length (steps S+1..2S of training); compilation and per-call setup cancel."
-        "\n'pairs' = median [min, max] of the per-pair differences (spread = machine noise)."
-        "\n'per call' = min t(S) - S * ms/step: fixed cost of one fit() call (setup)."
+        f"\nms/step over the {args.reps} calls of {S} steps (compiled chunk only; steps "
+        f"{warm + 1}..{warm + S * args.reps} of training):"
     )
     w = max(len("strategy"), *map(len, strategies))
-    header = (
-        f"{'strategy':<{w}} | {'ms/step':>8} | {'pairs: median [min, max]':>26} | "
-        f"{'per call s':>10}"
-    )
+    header = f"{'strategy':<{w}} | {'min':>7} | {'median [q1, q3]':>24}"
     print(header)
     print("-" * len(header))
-    for name in strategies:
-        pr = pairs[name]
-        spread = f"{1e3 * statistics.median(pr):.3f} [{1e3 * min(pr):.3f}, {1e3 * max(pr):.3f}]"
+    for name, t in times.items():
+        q1, q2, q3 = quartiles(t)
+        spread = f"{1e3 * q2:.3f} [{1e3 * q1:.3f}, {1e3 * q3:.3f}]"
+        print(f"{name:<{w}} | {1e3 * min(t):>7.3f} | {spread:>24}")
+    if "PCD" in times:
         print(
-            f"{name:<{w}} | {1e3 * best[name]:>8.3f} | {spread:>26} | "
-            f"{min(t_short[name]) - S * best[name]:>10.2f}"
+            "\nX/PCD: ratio of the minima; median [q1, q3] of the ratios of the calls made back"
+            "\nto back in one repetition."
         )
-    if "PCD" in best:
-        print(
-            "\nX/PCD: the ratio of the ms/step above, and the median [min, max] of the ratios"
-            "\nof the pairs measured back to back in one repetition (robust to slow drifts)."
-        )
-        for name in strategies:
+        for name, t in times.items():
             if name != "PCD":
-                paired = [a / b for a, b in zip(pairs[name], pairs["PCD"], strict=True)]
+                paired = [a / b for a, b in zip(t, times["PCD"], strict=True)]
+                q1, q2, q3 = quartiles(paired)
                 print(
-                    f"{name}/PCD = {best[name] / best['PCD']:.3f}   paired: "
-                    f"{statistics.median(paired):.3f} [{min(paired):.3f}, {max(paired):.3f}]"
+                    f"{name}/PCD = {min(t) / min(times['PCD']):.3f}   paired: "
+                    f"{q2:.3f} [{q1:.3f}, {q3:.3f}]"
                 )
 
 
