@@ -365,8 +365,11 @@ def fit(
             step += done
             if bar is not None:
                 bar.update(done)
+                last = -(-done // record_every) - 1  # the last record of an active step
                 bar.set_postfix(
-                    ess=f"{out[0][-1]:.3f}", log_Z=f"{out[1][-1]:.3f}", H=f"{out[2][-1]:.3f}"
+                    ess=f"{out[0][last]:.3f}",
+                    log_Z=f"{out[1][last]:.3f}",
+                    H=f"{out[2][last]:.3f}",
                 )
     except KeyboardInterrupt:
         interrupted = True

@@ -177,6 +177,15 @@ def test_chunk_seconds_time_each_chunk(small):
     assert res.chunk_seconds.sum() <= res.wall_time
 
 
+def test_progress_bar_shows_the_last_active_step(capsys):
+    """A last, partial chunk (7 steps in chunks of 5) skips its remaining steps; the bar shows
+    the ESS and log Z of the last step done, not the NaN records of the skipped ones."""
+    _small_fit(num_steps=7, chunk_size=5, progress=True)
+    last_update = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "7/7" in last_update and "ess=" in last_update and "log_Z=" in last_update
+    assert "nan" not in last_update
+
+
 def test_same_key_gives_identical_results(small):
     a, b = small["a"], small["same"]
     np.testing.assert_array_equal(np.asarray(a.walkers), np.asarray(b.walkers))
