@@ -415,7 +415,8 @@ def fit(
         np.asarray(chunk_seconds),
     )
     if int(err):
-        code = _refine_code(int(err), failed_state, strategy.weights_certify_walkers)
+        certified = bool(getattr(strategy, "weights_certify_walkers", False))
+        code = _refine_code(int(err), failed_state, certified)
         raise TrainingError(int(err_step), _CHECKS[code - 1], result)
     return result
 
@@ -503,6 +504,7 @@ def _build_chunk(
     ``chunk(carry, first_step, data, key_run, end_step)`` is one ``lax.scan``; steps at or
     after ``end_step`` (and after a non-finite quantity) are skipped.
     """
+    certified = bool(getattr(strategy, "weights_certify_walkers", False))
 
     @jax.jit
     def chunk(carry, first_step, data, key_run, end_step):
@@ -534,7 +536,7 @@ def _build_chunk(
                 st, resampled, acc = strategy.advance(
                     ka, st, energy_k, eqx.combine(new_params, static), step, correction
                 )
-                code = _first_bad(data_u, st, new_params, strategy.weights_certify_walkers)
+                code = _first_bad(data_u, st, new_params, certified)
                 rec = (ess, log_z, log_z + data_u, resampled.astype(jnp.int32), loss, acc)
                 # A bad step's state is carried as it is (later steps are skipped) and the host
                 # replays the chunk up to that step to recover the last finite state: keeping
