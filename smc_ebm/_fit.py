@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray
 
-from smc_ebm.energies._base import has_log_partition
+from smc_ebm.energies._base import energy_batch, has_log_partition, mean_energy
 from smc_ebm.kernels._evaluate import split_energy
 from smc_ebm.strategies._base import AbstractStrategy, WalkerState
 
@@ -149,16 +149,10 @@ def _validate_data(data: Any, energy: Any) -> jnp.ndarray:
     return arr
 
 
-# Module-level jitted helpers: a fresh lambda per ``fit`` call would be traced and compiled at
+# Jitted once at module level: a fresh lambda per ``fit`` call would be traced and compiled at
 # every call (about 0.1 s each on a CPU).
-@eqx.filter_jit
-def _energies(energy: Any, x: Array) -> Array:
-    return jax.vmap(energy)(x)
-
-
-@eqx.filter_jit
-def _mean_energy(energy: Any, x: Array) -> Array:
-    return jnp.mean(jax.vmap(energy)(x))
+_energies = eqx.filter_jit(energy_batch)
+_mean_energy = eqx.filter_jit(mean_energy)
 
 
 def _finite(x: Array) -> Array:
@@ -201,6 +195,11 @@ def _first_bad(data_energy, state: WalkerState, params, certified: bool = False)
 _WEIGHTS_CODE = 1 + _CHECKS.index("walker log-weights")
 
 
+def _certified(strategy: Any) -> bool:
+    """The strategy's ``weights_certify_walkers`` (False for one without the property)."""
+    return bool(getattr(strategy, "weights_certify_walkers", False))
+
+
 def _refine_code(code: int, state: WalkerState, certified: bool) -> int:
     """The code that the full check gives for a failed step's ``state`` (host side, once).
 
@@ -208,7 +207,7 @@ def _refine_code(code: int, state: WalkerState, certified: bool) -> int:
     would name the gradient (it comes first in ``_CHECKS``). Positions come after the
     log-weights, and energies are checked either way, so only this case differs.
     """
-    if certified and code == _WEIGHTS_CODE and not bool(jnp.all(jnp.isfinite(state.grad))):
+    if certified and code == _WEIGHTS_CODE and not bool(_all_finite(state.grad)):
         return _CHECKS.index("gradient of the walkers' energy") + 1
     return code
 
@@ -415,8 +414,7 @@ def fit(
         np.asarray(chunk_seconds),
     )
     if int(err):
-        certified = bool(getattr(strategy, "weights_certify_walkers", False))
-        code = _refine_code(int(err), failed_state, certified)
+        code = _refine_code(int(err), failed_state, _certified(strategy))
         raise TrainingError(int(err_step), _CHECKS[code - 1], result)
     return result
 
@@ -504,7 +502,7 @@ def _build_chunk(
     ``chunk(carry, first_step, data, key_run, end_step)`` is one ``lax.scan``; steps at or
     after ``end_step`` (and after a non-finite quantity) are skipped.
     """
-    certified = bool(getattr(strategy, "weights_certify_walkers", False))
+    certified = _certified(strategy)
 
     @jax.jit
     def chunk(carry, first_step, data, key_run, end_step):
