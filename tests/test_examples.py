@@ -45,17 +45,21 @@ def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
             "0.5",
             "--warmup",
             "5",
+            "--strategies",
+            "Jarzynski",
+            "PCD",
+            "Unweighted",
             "--out-dir",
             str(tmp_path / "out"),
             "--no-progress",
         ]
     )
     numbers = json.loads((tmp_path / "out" / "numbers.json").read_text())
-    for name in ("Jarzynski", "PCD"):
+    for name in ("Jarzynski", "PCD", "Unweighted"):
         for key in ("proportions", "averaged_proportions"):
             p = np.asarray(out[name][key])
             assert p.shape == (1, 3) and np.all(p >= 0), (name, key, p)
             np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
         assert numbers[name]["proportions"] == out[name]["proportions"]
-    for figure in ("walkers_by_weight.png", "walkers_pcd.png", "ess.png"):
+    for figure in ("walkers_by_weight.png", "walkers_pcd.png", "walkers_unweighted.png", "ess.png"):
         assert (tmp_path / "out" / figure).stat().st_size > 0

@@ -114,6 +114,33 @@ def test_annealed_initialisation_is_weighted_exact():
     assert abs(float(log_z) - d / 2 * np.log(np.pi)) < Z * slz, (float(log_z), slz)
 
 
+def test_unweighted_annealed_start_is_resampled_to_equal_weights():
+    """Unweighted walkers count equally, so an annealed start ends with one resampling.
+
+    The energy of the test above, annealed in only 10 steps: the annealed walkers alone are
+    far from N(0, I/2) (their plain mean of x^2 is 0.62-0.66, 8-11 standard errors
+    from 0.5), and only their weights correct it. The unweighted start is drawn from that
+    weighted population (the same annealing: same key), so its plain mean of x^2 is the
+    weighted estimate up to the resampling noise: SE^2 <= SE_weighted^2 + Var(x^2) / n.
+    """
+    d, n = 2, 4000
+    energy = MLP(d, 8, 1, key=jax.random.key(0), zero_init=True, confinement=2.0)
+    data = 0.3 + 0.8 * jax.random.normal(jax.random.key(1), (500, d))
+    key = jax.random.key(2)
+    weighted = se.Jarzynski(n, 0.05, n_anneal=10).init_state(key, energy, data, None)
+    unweighted = se.Unweighted(n, 0.05, n_anneal=10).init_state(key, energy, data, None)
+    np.testing.assert_array_equal(np.asarray(unweighted.log_weights), 0.0)
+    xw = np.asarray(weighted.position, np.float64)
+    xu = np.asarray(unweighted.position, np.float64)
+    assert np.all(np.isin(xu[:, 0], xw[:, 0]))  # copies of the annealed walkers
+    m2, s2 = weighted_mean_and_se(xw**2, np.asarray(weighted.log_weights))
+    se_total = np.sqrt(s2**2 + (xu**2).var(0) / n)
+    assert np.all(np.abs((xu**2).mean(0) - 0.5) < Z * se_total), ((xu**2).mean(0), se_total)
+    # Without the resampling the start would be biased: the annealed walkers' plain mean
+    # fails the same bound.
+    assert np.all(np.abs((xw**2).mean(0) - 0.5) > Z * se_total)
+
+
 # --------------------------------------------------------------------------- protocol
 DIM = 3
 

@@ -203,6 +203,10 @@ class Walkers(AbstractStrategy):
         k_walk, k_obs = jax.random.split(key)
         x, a, log_z_est = self._initial_positions(k_walk, energy, data, self.n_walkers)
         if not self.weighted:
+            if log_z_est is not None:
+                # Annealed walkers carry weights since their last resampling; walkers that
+                # will be counted equally start from an equally weighted population.
+                x = _resample_once(jax.random.fold_in(k_walk, 1), x, a)
             a = jnp.zeros_like(a)
         if log_Z0 is None:
             log_Z0 = log_z_est if log_z_est is not None else jnp.asarray(0.0, data.dtype)
@@ -436,6 +440,12 @@ def _evaluate_state(energy, x, a, anchor, weighted) -> WalkerState:
     return WalkerState(x, u, g, a, anchor, pgrad, jnp.mean(u))
 
 
+@jax.jit
+def _resample_once(key, x, a):
+    """Walkers drawn (systematic) from the population ``(x, softmax(a))``: ``(n, d)``."""
+    return x[resample_indices(key, a, "systematic")]
+
+
 @eqx.filter_jit
 def _evaluate_jit(energy, x):
     """``(U(x), grad_x U(x))`` of walkers, compiled once per energy structure."""
@@ -605,7 +615,13 @@ def Unweighted(
     n_anneal: int = 200,
     anneal_base: Any = None,
 ) -> Walkers:
-    """Persistent walkers started at the model, without weights (the Jarzynski moves alone)."""
+    """Persistent walkers started at the model, without weights (the Jarzynski moves alone).
+
+    When the energy cannot sample itself, the start is annealed from ``anneal_base`` (default:
+    the data's moment-matched Gaussian) in ``n_anneal`` weighted steps, as for
+    :func:`Jarzynski`, and the annealed population is then resampled once (systematic) so
+    that the walkers, counted equally from there on, start as draws of the model.
+    """
     return Walkers(
         n_walkers=n_walkers,
         step_size=step_size,
