@@ -18,7 +18,9 @@ the final walkers; the proportions are weighted by the Jarzynski weights (Jarzyn
 ``--average-last`` of the run (the learning rate has decayed there, so the model moves little).
 
 Prints, as mean ± sd over seeds, each digit's proportion and relative error against the
-target, and saves into ``--out-dir``: the walkers of the first Jarzynski seed ordered by weight
+target; per seed of PCD and Unweighted, the fraction of walkers whose digit at the end differs
+from their digit at the start and at mid-run (how far the walkers travel between digits); and
+saves into ``--out-dir``: the walkers of the first Jarzynski seed ordered by weight
 (``walkers_by_weight.png``), the first seed's walkers of the others (``walkers_pcd.png``,
 ``walkers_unweighted.png``), the ESS curves (``ess.png``) and a JSON of every number.
 
@@ -180,6 +182,23 @@ def averaged_proportions(clf, traces: dict, name: str, args: argparse.Namespace)
     return np.mean(per_record, axis=0)
 
 
+def digit_changes(clf, traces: dict) -> dict:
+    """How much walkers travel between digits, for walkers that keep their slot (no resampling).
+
+    From the predicted digit of each walker at every record: the fraction of walkers whose
+    digit at the last record differs from the first record's, from the middle record's, and
+    the fraction that changed digit between some two consecutive records.
+    """
+    pos = np.asarray(traces["position"])
+    n_rec, n, d = pos.shape
+    lab = clf.predict(pos.reshape(-1, d)).reshape(n_rec, n)
+    return {
+        "first_vs_last": float(np.mean(lab[-1] != lab[0])),
+        "middle_vs_last": float(np.mean(lab[-1] != lab[n_rec // 2])),
+        "ever": float(np.mean(np.any(lab[1:] != lab[:-1], axis=0))),
+    }
+
+
 def save_grid(path: Path, images: np.ndarray, side: int, title: str, cols: int = 16) -> None:
     import matplotlib
 
@@ -232,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "target": target.tolist()}
     out["classifier_accuracy"] = clf.test_accuracy
     for name in args.strategies:
-        props, walls, histories, ess_final, avg = [], [], [], [], []
+        props, walls, histories, ess_final, avg, moves = [], [], [], [], [], []
         for seed in range(args.seeds):
             r = run(name, seed, args, data, side)
             res = r["result"]
@@ -244,6 +263,12 @@ def main(argv: list[str] | None = None) -> dict:
             histories.append(res.history)
             ess_final.append(se.metrics.effective_sample_size(res.log_weights))
             extra = f", averaged {np.round(avg[-1], 3)}" if avg else ""
+            if res.traces is not None and name != "Jarzynski":  # resampling reuses slots
+                moves.append(digit_changes(clf, res.traces))
+                extra += (
+                    f", walkers in another digit than at the start {moves[-1]['first_vs_last']:.0%}"
+                    f" (than at mid-run {moves[-1]['middle_vs_last']:.0%})"
+                )
             print(
                 f"  {name} seed {seed}: proportions {np.round(props[-1], 3)}{extra}, "
                 f"ESS {ess_final[-1]:.0f}/{args.n_walkers}, {r['wall']:.0f} s",
@@ -272,6 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
             "relative_error_of_mean": (np.abs(props.mean(0) - target) / target).tolist(),
             "wall_s": walls,
             "final_ess": ess_final,
+            "digit_changes": moves,
         }
         if name == "Jarzynski":
             save_ess(args.out_dir / "ess.png", histories, int(args.resample_from * args.steps))

@@ -61,5 +61,11 @@ def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
             assert p.shape == (1, 3) and np.all(p >= 0), (name, key, p)
             np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
         assert numbers[name]["proportions"] == out[name]["proportions"]
+    for name in ("PCD", "Unweighted"):  # walkers that keep their slots: how far they travel
+        (moves,) = numbers[name]["digit_changes"]
+        assert set(moves) == {"first_vs_last", "middle_vs_last", "ever"}
+        assert all(0.0 <= v <= 1.0 for v in moves.values())
+        assert moves["ever"] >= moves["first_vs_last"]
+    assert numbers["Jarzynski"]["digit_changes"] == []
     for figure in ("walkers_by_weight.png", "walkers_pcd.png", "walkers_unweighted.png", "ess.png"):
         assert (tmp_path / "out" / figure).stat().st_size > 0
