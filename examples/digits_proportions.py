@@ -63,7 +63,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=2000, help="optimizer steps per run")
     p.add_argument("--n-walkers", type=int, default=1024)
     p.add_argument("--walker-batch", type=int, default=256, help="walkers moved per step")
-    p.add_argument("--step-size", type=float, default=0.01, help="ULA step h")
+    p.add_argument("--step-size", type=float, default=0.01, help="Langevin step h")
+    p.add_argument(
+        "--kernel",
+        choices=("ula", "mala"),
+        default="ula",
+        help="move of every strategy's walkers; with MALA, Jarzynski's increment is the AIS one",
+    )
     p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
     p.add_argument("--lr-final", type=float, default=0.1, help="final lr as a fraction")
     p.add_argument(
@@ -111,16 +117,19 @@ def load(args: argparse.Namespace, key) -> tuple[se.datasets.Dataset, se.metrics
 
 
 def make_strategy(name: str, args: argparse.Namespace, dim: int):
-    h, n, nb = args.step_size, args.n_walkers, args.walker_batch
+    h, n, nb, kernel = args.step_size, args.n_walkers, args.walker_batch, args.kernel
     base = se.energies.Gaussian.standard(dim)  # the confinement term's Gaussian
     if name == "PCD":
-        return se.PCD(n, h, walker_batch=nb)
+        return se.PCD(n, h, kernel=kernel, walker_batch=nb)
     if name == "Unweighted":
-        return se.Unweighted(n, h, walker_batch=nb, n_anneal=args.n_anneal, anneal_base=base)
+        return se.Unweighted(
+            n, h, kernel=kernel, walker_batch=nb, n_anneal=args.n_anneal, anneal_base=base
+        )
     start = int(args.resample_from * args.steps)
     return se.Jarzynski(
         n,
         h,
+        kernel=kernel,
         walker_batch=nb,
         walker_grad="batch",  # the moved batch, self-normalised: ~1.8x cheaper on a CPU
         resampling=se.ESSResampling(se.off_until(start, args.ess_threshold)),
@@ -263,6 +272,8 @@ def main(argv: list[str] | None = None) -> dict:
             histories.append(res.history)
             ess_final.append(se.metrics.effective_sample_size(res.log_weights))
             extra = f", averaged {np.round(avg[-1], 3)}" if avg else ""
+            if args.kernel == "mala":
+                extra += f", MALA acceptance {np.nanmean(res.history['acceptance']):.3f}"
             if res.traces is not None and name != "Jarzynski":  # resampling reuses slots
                 moves.append(digit_changes(clf, res.traces))
                 extra += (
