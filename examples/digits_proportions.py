@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labels", type=int, nargs="+", default=[2, 3, 6])
     p.add_argument("--weights", type=float, nargs="+", default=list(TARGETS))
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed+seeds-1"
+    )
     p.add_argument("--steps", type=int, default=2000, help="optimizer steps per run")
     p.add_argument("--n-walkers", type=int, default=1024)
     p.add_argument("--walker-batch", type=int, default=256, help="walkers moved per step")
@@ -261,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     out["classifier_accuracy"] = clf.test_accuracy
     for name in args.strategies:
         props, walls, histories, ess_final, avg, moves = [], [], [], [], [], []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             r = run(name, seed, args, data, side)
             res = r["result"]
             log_w = res.log_weights if name == "Jarzynski" else None
@@ -285,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"ESS {ess_final[-1]:.0f}/{args.n_walkers}, {r['wall']:.0f} s",
                 flush=True,
             )
-            if seed == 0:
+            if seed == args.first_seed:
                 x = np.asarray(res.walkers)
                 if name == "Jarzynski":
                     order = np.argsort(-np.asarray(res.log_weights))
