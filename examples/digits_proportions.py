@@ -9,7 +9,8 @@ rate, data minibatches of ``--batch-size``, ``--n-walkers`` persistent ULA walke
 ``--walker-batch`` move per step (Algorithm 2 of the paper). Jarzynski's walkers start from the
 model, annealed from a standard Gaussian (the confinement term of the energy) in
 ``--n-anneal`` weighted steps; resampling is off until ``--resample-from`` of the run, then
-systematic when the ESS falls below ``--ess-threshold`` (the paper's rule of thumb). PCD's
+systematic when the ESS falls below ``--ess-threshold`` (the paper's rule of thumb);
+``--kernel mala`` moves them with MALA instead of ULA (AIS increments). PCD's
 walkers start at the data. ``--strategies Jarzynski PCD Unweighted`` adds walkers that start
 from the model as Jarzynski's do (the same annealing, then resampled once) and move without
 weights. A logistic regression trained on the digits (its held-out accuracy is printed) labels
@@ -71,7 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--kernel",
         choices=("ula", "mala"),
         default="ula",
-        help="move of every strategy's walkers; with MALA, Jarzynski's increment is the AIS one",
+        help="Jarzynski's move (with MALA its increment is the AIS one: no discretisation term)",
+    )
+    p.add_argument(
+        "--baseline-kernel",
+        choices=("ula", "mala"),
+        default="ula",
+        help="the move of PCD's and Unweighted's walkers",
     )
     p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
     p.add_argument("--lr-final", type=float, default=0.1, help="final lr as a fraction")
@@ -120,19 +127,24 @@ def load(args: argparse.Namespace, key) -> tuple[se.datasets.Dataset, se.metrics
 
 
 def make_strategy(name: str, args: argparse.Namespace, dim: int):
-    h, n, nb, kernel = args.step_size, args.n_walkers, args.walker_batch, args.kernel
+    h, n, nb = args.step_size, args.n_walkers, args.walker_batch
     base = se.energies.Gaussian.standard(dim)  # the confinement term's Gaussian
     if name == "PCD":
-        return se.PCD(n, h, kernel=kernel, walker_batch=nb)
+        return se.PCD(n, h, kernel=args.baseline_kernel, walker_batch=nb)
     if name == "Unweighted":
         return se.Unweighted(
-            n, h, kernel=kernel, walker_batch=nb, n_anneal=args.n_anneal, anneal_base=base
+            n,
+            h,
+            kernel=args.baseline_kernel,
+            walker_batch=nb,
+            n_anneal=args.n_anneal,
+            anneal_base=base,
         )
     start = int(args.resample_from * args.steps)
     return se.Jarzynski(
         n,
         h,
-        kernel=kernel,
+        kernel=args.kernel,
         walker_batch=nb,
         walker_grad="batch",  # the moved batch, self-normalised: ~1.8x cheaper on a CPU
         resampling=se.ESSResampling(se.off_until(start, args.ess_threshold)),
@@ -275,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
             histories.append(res.history)
             ess_final.append(se.metrics.effective_sample_size(res.log_weights))
             extra = f", averaged {np.round(avg[-1], 3)}" if avg else ""
-            if args.kernel == "mala":
+            if (args.kernel if name == "Jarzynski" else args.baseline_kernel) == "mala":
                 extra += f", MALA acceptance {np.nanmean(res.history['acceptance']):.3f}"
             if res.traces is not None and name != "Jarzynski":  # resampling reuses slots
                 moves.append(digit_changes(clf, res.traces))

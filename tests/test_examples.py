@@ -49,6 +49,8 @@ def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
             "Jarzynski",
             "PCD",
             "Unweighted",
+            "--baseline-kernel",
+            "mala",
             "--out-dir",
             str(tmp_path / "out"),
             "--no-progress",
