@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
             histories.append(res.history)
             ess_final.append(se.metrics.effective_sample_size(res.log_weights))
             extra = f", averaged {np.round(avg[-1], 3)}" if avg else ""
-            if (args.kernel if name == "Jarzynski" else args.baseline_kernel) == "mala":
+            if res.strategy.kernel == "mala":
                 extra += f", MALA acceptance {np.nanmean(res.history['acceptance']):.3f}"
             if res.traces is not None and name != "Jarzynski":  # resampling reuses slots
                 moves.append(digit_changes(clf, res.traces))
