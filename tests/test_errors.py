@@ -172,6 +172,40 @@ def test_bad_walker_grad_init_and_anneal():
         se.Jarzynski(10, 0.1, n_anneal=0)
 
 
+def _narrow_problem():
+    """Data whose second coordinate barely varies (sd 0.01, like a digit's border pixel) and
+    an energy that cannot sample itself (so the walkers are annealed from a base)."""
+    energy = se.energies.MLP(2, 8, 1, key=jax.random.key(0), zero_init=True, confinement=1.0)
+    data = jax.random.normal(jax.random.key(1), (200, 2)) * jnp.array([1.0, 0.01])
+    return energy, data
+
+
+def test_default_anneal_base_is_stable_for_narrow_data():
+    """The data's fitted Gaussian has scale 0.01 on one coordinate, where a Langevin step of
+    h = 0.1 diverges (it needs h < 2 s^2); the default base floors its scales at sqrt(h)."""
+    energy, data = _narrow_problem()
+    state = se.Jarzynski(256, 0.1, n_anneal=20).init_state(jax.random.key(2), energy, data, None)
+    assert np.all(np.isfinite(np.asarray(state.position)))
+    assert np.all(np.isfinite(np.asarray(state.log_weights)))
+
+
+def test_annealing_that_diverges_names_the_problem():
+    energy, data = _narrow_problem()
+    strategy = se.Jarzynski(256, 0.1, n_anneal=20, anneal_base=Gaussian.fit_to(data))
+    with pytest.raises(ValueError, match=r"annealing the initial walkers .* diverged: 256 of 256"):
+        strategy.init_state(jax.random.key(2), energy, data, None)
+    with pytest.raises(ValueError, match=r"pass a smaller step_size, a wider anneal_base"):
+        se.fit(
+            energy,
+            data,
+            strategy=strategy,
+            optimizer=optax.sgd(0.1),
+            num_steps=2,
+            key=jax.random.key(3),
+            progress=False,
+        )
+
+
 @pytest.mark.parametrize("shape", [(32, DIM + 1), (31, DIM), (32,)])
 def test_init_array_of_wrong_shape(problem, shape):
     data, energy = problem

@@ -38,9 +38,9 @@ class Gaussian(AbstractEnergy):
         return cls(jnp.zeros(dim), jnp.ones(dim))
 
     @classmethod
-    def fit_to(cls, data: Float[Array, "n d"]) -> Gaussian:
-        """Moment-matched diagonal Gaussian of ``data`` (scales floored at 1e-3)."""
-        return cls(jnp.mean(data, 0), jnp.maximum(jnp.std(data, 0), 1e-3))
+    def fit_to(cls, data: Float[Array, "n d"], min_scale: float = 1e-3) -> Gaussian:
+        """Moment-matched diagonal Gaussian of ``data`` ``(n, d)``, scales floored at min_scale."""
+        return cls(jnp.mean(data, 0), jnp.maximum(jnp.std(data, 0), min_scale))
 
     @property
     def dim(self) -> int:

@@ -171,8 +171,16 @@ class Walkers(AbstractStrategy):
         return self._anneal(key, energy, data, n)
 
     def _anneal(self, key, energy, data, n):
-        """Anneal from a Gaussian base to the model with the same weighted moves."""
-        base = self.anneal_base if self.anneal_base is not None else Gaussian.fit_to(data)
+        """Anneal from a Gaussian base to the model with the same weighted moves.
+
+        The default base is the data's moment-matched diagonal Gaussian, its scales floored at
+        ``sqrt(step_size)``: a Langevin step on a Gaussian of scale ``s`` is stable only for
+        ``h < 2 s^2``, and a coordinate that barely varies in the data (the border pixels of
+        digit images) would otherwise make the first moves diverge.
+        """
+        base = self.anneal_base
+        if base is None:
+            base = Gaussian.fit_to(data, min_scale=math.sqrt(float(self.step_size)))
         k0, key = jax.random.split(key)
         x = base.sample(k0, n).astype(data.dtype)
         run = jax.jit(
@@ -188,6 +196,15 @@ class Walkers(AbstractStrategy):
             )[:3]
         )
         x, a, log_ratio = run(key, x)
+        bad = ~(np.isfinite(np.asarray(a)) & np.all(np.isfinite(np.asarray(x)), axis=-1))
+        if bad.any():
+            raise ValueError(
+                f"annealing the initial walkers from the base to the model diverged: {bad.sum()} "
+                f"of {n} walkers have a non-finite position or weight after {self.n_anneal} "
+                f"steps of step_size={self.step_size}. Langevin steps need h < 2 s^2 on the "
+                f"narrowest scale s of the base and of the model; pass a smaller step_size, a "
+                f"wider anneal_base, or init='data'."
+            )
         return x, a, base.log_partition() + log_ratio
 
     def init_state(
@@ -505,7 +522,8 @@ def Jarzynski(
             ``n_anneal`` weighted steps), ``"data"``, or an ``(N, d)`` array.
         n_anneal: annealing steps for ``init="model"`` when no exact sampler exists.
         anneal_base: the annealing base (an energy with ``sample`` and ``log_partition``;
-            default: a diagonal Gaussian fitted to the data).
+            default: the data's moment-matched diagonal Gaussian, scales floored at
+            ``sqrt(step_size)`` so that its Langevin moves are stable).
         n_observers: extra weighted walkers that follow the same parameter path but never
             enter the gradient; when ``> 0`` they, not the driving walkers, give ``log_Z``
             and the cross-entropy. The driving walkers' own estimate drifts downwards
