@@ -346,31 +346,44 @@ class Walkers(AbstractStrategy):
         )
 
     def _advance_batch(self, key, state, energy_old, energy_new, correction=None):
-        """Algorithm 2: move ``walker_batch`` walkers; the others get the frozen increment."""
+        """Algorithm 2: move ``walker_batch`` walkers; the others get the frozen increment.
+
+        With ``walker_grad="all"`` every walker is evaluated (energy and x-gradient) at the
+        new parameters for the gradient anyway, so the state's energies and gradients are
+        current for all walkers at the next step: the moved batch takes them from the state,
+        and that one evaluation also gives the batch's new energies and gradients. With
+        ``"batch"`` the frozen walkers' stored gradients are stale (from their last move), so
+        the batch is evaluated at the old parameters before its move and at the new ones
+        after it, and all walkers get a forward pass for the frozen increment.
+        """
         kb, km = jax.random.split(key)
         n, nb = self.n_walkers, self.walker_batch
         idx = jax.random.choice(kb, n, (nb,), replace=False)
         x, a = state.position, state.log_weights
         xb = x[idx]
-        ub, gb, _ = evaluate(energy_old, xb)
+        every = self.walker_grad == "all"
+        if every:
+            ub, gb = state.energy[idx], state.grad[idx]
+        else:
+            ub, gb, _ = evaluate(energy_old, xb)
         xb_new, ub_old_new, acc = _move(km, xb, ub, gb, energy_old, self.step_size, self.kernel)
-        ub_new, gb_new, pgrad_b = evaluate(energy_new, xb_new)
         x_new = x.at[idx].set(xb_new)
-        g_new = state.grad.at[idx].set(gb_new)
+        if every:
+            u_new, g_new, pgrad_all = evaluate(energy_new, x_new)
+            ub_new, gb_new = u_new[idx], g_new[idx]
+        else:
+            ub_new, gb_new, pgrad_b = evaluate(energy_new, xb_new)
+            g_new = state.grad.at[idx].set(gb_new)
+            u_new = energies(energy_new, x_new)
         if self.weighted:
             inc_b = _increment(
                 self.kernel, self.step_size, xb, ub, gb, xb_new, ub_old_new, ub_new, gb_new
             )
-        if self.walker_grad == "all":
-            u_new, _, pgrad_all = evaluate(energy_new, x_new)
-        else:
-            u_new = energies(energy_new, x_new)
-        if self.weighted:
             a = (a + ais_increment(state.energy, u_new)).at[idx].set(a[idx] + inc_b)
             if correction is not None:
                 a = a + correction
         gw = None
-        if self.walker_grad == "all":
+        if every:
             p = jax.nn.softmax(a) if self.weighted else jnp.full_like(a, 1.0 / n)
             pgrad, model_energy = pgrad_all(p), jnp.sum(p * u_new)
             if self.weighted:
