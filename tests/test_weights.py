@@ -437,3 +437,20 @@ def test_identity_has_no_bias_over_many_populations(name):
         ]:
             se_ = est.std(0, ddof=1) / np.sqrt(reps)
             _assert_within(est.mean(0), se_, truth, f"{what} at step {k + 1} ({name})")
+
+
+@pytest.mark.parametrize("channels", [(3, 4, 5), (2,)])
+def test_evaluate_batch_of_conv_energies_matches_autodiff(key, channels):
+    """The conv energy's shared-backward path (adjoints of the pre-activations kept from the
+    G pass) gives per-sample autodiff's U, G and weighted parameter gradient."""
+    k1, k2 = jax.random.split(key)
+    energy = se.energies.ConvEnergy(6, key=k1, channels=channels, confinement=0.5)
+    _assert_evaluate_batch_matches_autodiff(energy, jax.random.normal(k2, (12, 36)))
+
+
+def test_evaluate_batch_of_conv_energies_falls_back_for_subclasses(key):
+    class Shifted(se.energies.ConvEnergy):
+        def __call__(self, x):
+            return super().__call__(x) + 1.0
+
+    assert Shifted(4, key=key, channels=(2,)).evaluate_batch(jnp.zeros((3, 16))) is None

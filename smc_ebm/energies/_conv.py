@@ -100,6 +100,73 @@ class ConvEnergy(AbstractEnergy):
             out = out + 0.5 * self.confinement * jnp.sum(x**2)
         return out
 
+    def evaluate_batch(
+        self, x: Float[Array, "n d"]
+    ) -> tuple[Float[Array, " n"], Float[Array, "n d"], Callable[[Array], Any]] | None:
+        r"""Energies, x-gradients and a weighted parameter gradient, sharing one backward pass.
+
+        The contract of :func:`smc_ebm.kernels.evaluate`: returns ``(U, G, param_grad)`` with
+        ``param_grad(w) = \sum_i w_i \partial_\theta U(x_i)``, where ``w`` may depend on
+        ``U`` and ``G``. Zero "probes" are added to the pre-activations :math:`z_l` of the
+        convolutions (``(n, C_l, H_l, W_l)``); the backward pass of ``G`` (cotangent 1 per
+        image) then also returns their adjoints :math:`\delta_l = \partial U/\partial z_l`.
+        Each layer is affine in its parameters given its input :math:`h_{l-1}`, and each
+        image's backward pass is linear in its own cotangent, so
+
+        .. math::
+            \sum_i w_i \frac{\partial U(x_i)}{\partial \theta_l}
+            = \Big(\frac{\partial z_l}{\partial \theta_l}\Big)^{\!\top}
+              (w \odot \delta_l),
+
+        one transposed convolution per layer on the kept inputs (the head's adjoint is 1,
+        so its cotangent is ``w``), without the second backward pass through the network
+        that the generic path of :func:`~smc_ebm.kernels.evaluate` runs. Returns ``None``
+        (the generic path) for a subclass that changes ``__call__``.
+        """
+        if type(self).__call__ is not ConvEnergy.__call__ or x.ndim != 2:
+            return None
+        n = x.shape[0]
+
+        def forward(x, probes):
+            h, inputs = x.reshape(n, 1, self.side, self.side), []
+            for conv, probe in zip(self.convs, probes, strict=True):
+                inputs.append(h)
+                h = self.activation(jax.vmap(conv)(h) + probe)
+            inputs.append(h.reshape(n, -1))
+            return jax.vmap(self.head)(inputs[-1]), inputs
+
+        def pre_activations(x):
+            h, zs = x.reshape(n, 1, self.side, self.side), []
+            for conv in self.convs:
+                zs.append(jax.vmap(conv)(h))
+                h = self.activation(zs[-1])
+            return zs
+
+        probes = [jnp.zeros(z.shape, z.dtype) for z in jax.eval_shape(pre_activations, x)]
+        out, vjp, inputs = jax.vjp(forward, x, probes, has_aux=True)
+        g, deltas = vjp(jnp.ones_like(out))
+        g = g.reshape(n, -1)
+        if self.confinement:
+            out = out + 0.5 * self.confinement * jnp.sum(x**2, axis=-1)
+            g = g + self.confinement * x
+        params = eqx.partition(self, eqx.is_inexact_array)[0]
+
+        def layer_grad(layer, h, cotangent):
+            layer_params, layer_static = eqx.partition(layer, eqx.is_inexact_array)
+            apply = jax.vmap(lambda p, hi: eqx.combine(p, layer_static)(hi), (None, 0))
+            return jax.vjp(lambda p: apply(p, h), layer_params)[1](cotangent)[0]
+
+        def param_grad(w: Float[Array, " n"]) -> Any:
+            w = w.astype(x.dtype)
+            convs = [
+                layer_grad(conv, h, w[:, None, None, None] * d)
+                for conv, h, d in zip(self.convs, inputs[:-1], deltas, strict=True)
+            ]
+            head = layer_grad(self.head, inputs[-1], w)
+            return eqx.tree_at(lambda p: (p.convs, p.head), params, (convs, head))
+
+        return out, g, param_grad
+
 
 def energy_l2_grad(
     energy: eqx.Module,
