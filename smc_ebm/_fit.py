@@ -311,7 +311,8 @@ def fit(
     chunk_records = max(1, chunk_size // record_every)
     chunk_steps = chunk_records * record_every
     end_step = step0 + num_steps
-    if use_correction and not _update_is_linear(optimizer, opt_state, params):
+    local = getattr(strategy, "feedback_correction", None) == "local"
+    if use_correction and not local and not _update_is_linear(optimizer, opt_state, params):
         if strategy.feedback_correction is True:
             warnings.warn(
                 "feedback_correction is skipped: it needs an optimizer whose update is linear in "
@@ -503,6 +504,8 @@ def _build_chunk(
     after ``end_step`` (and after a non-finite quantity) are skipped.
     """
     certified = _certified(strategy)
+    # Walkers that enter the gradient at a step (fewer than all with a moved batch).
+    n_grad_walkers = getattr(strategy, "n_gradient_walkers", None)
 
     @jax.jit
     def chunk(carry, first_step, data, key_run, end_step):
@@ -525,7 +528,7 @@ def _build_chunk(
                 if use_correction:
                     kc, ka = jax.random.split(ka)
                     updates, new_opt, correction = _feedback_correction(
-                        kc, optimizer, grad, opt_state, params, static, st
+                        kc, optimizer, grad, opt_state, params, static, st, n_grad_walkers
                     )
                 else:
                     updates, new_opt = optimizer.update(grad, opt_state, params)
@@ -608,7 +611,7 @@ def _update_is_linear(optimizer, opt_state, params) -> bool:
 _CORRECTION_PROBES = 1024
 
 
-def _feedback_correction(key, optimizer, grad, opt_state, params, static, state):
+def _feedback_correction(key, optimizer, grad, opt_state, params, static, state, n_active=None):
     r"""Optimizer update and the first-order correction of the walkers' self-influence.
 
     Walker ``i`` entered the gradient with weight ``q_i`` (``state.grad_weights``); the weights
@@ -620,9 +623,11 @@ def _feedback_correction(key, optimizer, grad, opt_state, params, static, state)
     not see. It is removed with ``S = -diag(J)`` (exact for element-wise optimizers) and a
     Rademacher probe ``v``, ``d_i = \delta_i \cdot S^{1/2} v``:
     ``E[d_i (d_i - m \cdot S^{1/2} v)] = \delta_i^T S (\delta_i - m)``, with ``m`` the
-    state's ``param_grad`` (the estimate that entered the update). With more than
-    ``_CORRECTION_PROBES`` walkers, only every ``stride``-th walker (random offset) is probed
-    and its term scaled by ``stride``: the same expectation, at ``1 / stride`` of the cost.
+    state's ``param_grad`` (the estimate that entered the update). Only walkers with
+    ``q_i > 0`` have a self-term: when at most ``n_active < N`` of them entered the gradient
+    (a moved batch), those are found first. With more than ``_CORRECTION_PROBES`` of them,
+    only every ``stride``-th one (random offset) is probed and its term scaled by ``stride``:
+    the same expectation, at ``1 / stride`` of the cost.
 
     Returns ``(updates, new_opt_state, correction (N,))``.
     """
@@ -642,14 +647,19 @@ def _feedback_correction(key, optimizer, grad, opt_state, params, static, state)
     ]
     probe = jax.tree.unflatten(treedef, probe)
     n = state.position.shape[0]
+    m = n if n_active is None else min(int(n_active), n)
+    # The walkers that entered the gradient (``m`` at most; index n pads when fewer did).
+    pool = jnp.arange(n) if m == n else jnp.nonzero(state.grad_weights > 0, size=m, fill_value=n)[0]
     # The JVP costs a forward pass with tangents; it is taken on every ``stride``-th walker
-    # from a random offset (each walker is probed with probability 1 / stride) and scaled by
-    # ``stride``, an unbiased estimate of the same correction at a fraction of the cost.
-    stride = max(1, n // _CORRECTION_PROBES)
+    # of the pool from a random offset (each is probed with probability 1 / stride) and
+    # scaled by ``stride``, an unbiased estimate of the same correction at a fraction of the
+    # cost.
+    stride = max(1, m // _CORRECTION_PROBES)
     offset = jax.random.randint(jax.random.fold_in(key, 1), (), 0, stride)
-    probed = offset + stride * jnp.arange(-(-n // stride))
-    valid = probed < n
-    idx = jnp.minimum(probed, n - 1)
+    probed = offset + stride * jnp.arange(-(-m // stride))
+    idx = pool[jnp.minimum(probed, m - 1)]
+    valid = (probed < m) & (idx < n)
+    idx = jnp.minimum(idx, n - 1)
     x = state.position[idx]
     q = jnp.where(valid, state.grad_weights[idx], 0.0)
 

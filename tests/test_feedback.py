@@ -103,6 +103,35 @@ def test_reseeding_replaces_the_drivers_by_draws_from_the_observers():
     np.testing.assert_allclose(res.log_Z, log_z_obs, rtol=1e-5)
 
 
+def test_local_feedback_correction_applies_to_adam():
+    """``feedback_correction="local"`` takes the Jacobian diagonal of Adam's update at the
+    current state (first order in each walker's contribution) instead of skipping it: the
+    weights change, and stay finite where the Jacobian is not (a zero-initialised last layer
+    gives exactly zero hidden-layer gradients at the first step)."""
+    import numpyro.distributions as nd
+
+    data = se.datasets.two_mode_teacher(jax.random.key(0), n=300, dim=2, a=-2.0, b=2.0)
+    net = se.energies.MLP(2, 8, 2, key=jax.random.key(1), zero_init=True)
+    energy = se.energies.Tilted(net, nd.Normal(jnp.zeros(2), 1.0).to_event(1))
+    out = {}
+    with jax.numpy_dtype_promotion("standard"):
+        for fc in ("auto", "local"):
+            out[fc] = se.fit(
+                energy,
+                data.samples,
+                strategy=se.Jarzynski(128, 0.05, feedback_correction=fc),
+                optimizer=optax.adam(1e-2),
+                num_steps=20,
+                key=jax.random.key(2),
+                progress=False,
+            )
+    a_auto, a_local = (np.asarray(out[fc].log_weights) for fc in ("auto", "local"))
+    assert np.all(np.isfinite(a_local)) and np.isfinite(out["local"].log_Z)
+    assert np.max(np.abs(a_local - a_auto)) > 1e-6
+    with pytest.raises(ValueError, match="feedback_correction must be True, False, 'auto' or"):
+        se.Jarzynski(128, 0.05, feedback_correction="always")
+
+
 def test_reseeding_needs_observers():
     with pytest.raises(ValueError, match="observers"):
         se.Jarzynski(128, 0.1, reseed_every=10)
@@ -111,10 +140,13 @@ def test_reseeding_needs_observers():
 
 
 @pytest.mark.parametrize("probes", [64, 8])  # 64 walkers: all probed, or every 8th
-def test_subsampled_feedback_correction_is_unbiased(monkeypatch, probes):
+@pytest.mark.parametrize("active", [None, 16])
+def test_subsampled_feedback_correction_is_unbiased(monkeypatch, probes, active):
     """With more walkers than probes, every stride-th walker is probed and its term scaled by the
     stride; averaged over keys it equals q_i delta_i^T S (delta_i - m), computed here exactly
-    from per-walker parameter gradients."""
+    from per-walker parameter gradients. With ``active = 16`` only a moved batch of 16 walkers
+    entered the gradient (q = 0 elsewhere): the probes go to those 16 (every 2nd of them with
+    8 probes), and the others get no correction."""
     from smc_ebm import _fit
     from smc_ebm.kernels._evaluate import split_energy
 
@@ -124,6 +156,9 @@ def test_subsampled_feedback_correction_is_unbiased(monkeypatch, probes):
     strategy = se.Jarzynski(64, 0.1)
     state = strategy.init_state(jax.random.key(2), energy, data.samples, None)
     q = jax.random.dirichlet(jax.random.key(3), jnp.ones(64))
+    if active is not None:
+        batch = jax.random.choice(jax.random.key(5), 64, (active,), replace=False)
+        q = jnp.zeros(64).at[batch].set(jax.nn.softmax(jnp.log(q[batch])))
     # The weights with which the walkers entered the gradient, and that gradient estimate.
     from smc_ebm.kernels._evaluate import evaluate
 
@@ -135,7 +170,9 @@ def test_subsampled_feedback_correction_is_unbiased(monkeypatch, probes):
 
     @jax.jit
     def estimate(key):
-        return _fit._feedback_correction(key, optimizer, grad, opt_state, params, static, state)[2]
+        return _fit._feedback_correction(
+            key, optimizer, grad, opt_state, params, static, state, active
+        )[2]
 
     keys = jax.random.split(jax.random.key(4), 20000)
     est = np.asarray(jax.lax.map(estimate, keys, batch_size=1000), np.float64)
@@ -152,6 +189,9 @@ def test_subsampled_feedback_correction_is_unbiased(monkeypatch, probes):
     m = np.asarray(q) @ flat
     exact = np.asarray(q) * np.einsum("ij,j,ij->i", flat, s, flat - m)
     se_mc = est.std(axis=0) / np.sqrt(len(keys))
-    # Every walker is probed (none is skipped for good), and the mean is within 5 MC sd.
-    assert np.all(np.abs(est).max(axis=0) > 0)
+    # Every walker in the gradient is probed (none is skipped for good), the others never,
+    # and the mean is within 5 MC sd.
+    in_grad = np.asarray(q) > 0
+    assert np.all(np.abs(est).max(axis=0)[in_grad] > 0)
+    assert np.all(est[:, ~in_grad] == 0)
     np.testing.assert_array_less(np.abs(est.mean(axis=0) - exact), 5 * se_mc + 1e-9)

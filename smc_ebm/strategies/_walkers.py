@@ -127,12 +127,24 @@ class Walkers(AbstractStrategy):
             raise ValueError(f"n_anneal must be >= 1; got {self.n_anneal}.")
         if self.reseed_every < 0:
             raise ValueError(f"reseed_every must be >= 0; got {self.reseed_every}.")
+        if self.feedback_correction not in (True, False, "auto", "local"):
+            raise ValueError(
+                "feedback_correction must be True, False, 'auto' or 'local'; got "
+                f"{self.feedback_correction!r}."
+            )
         if self.reseed_every and not self.n_observers:
             raise ValueError("reseed_every needs observers to reseed from (n_observers >= 2).")
 
     @property
     def _minibatched(self) -> bool:
         return self.walker_batch is not None and self.walker_batch < self.n_walkers
+
+    @property
+    def n_gradient_walkers(self) -> int:
+        """Walkers in the model term of a step's gradient: the moved batch or all of them."""
+        if self._minibatched and self.walker_grad == "batch":
+            return int(self.walker_batch)
+        return int(self.n_walkers)
 
     @property
     def weights_certify_walkers(self) -> bool:
@@ -555,6 +567,11 @@ def Jarzynski(
             update that is linear in the gradient: ``"auto"`` (default) applies it when
             ``fit`` finds the optimizer linear and skips it otherwise (Adam), ``True``
             does the same but warns when it skips, ``False`` never applies it.
+            ``"local"`` applies it with any optimizer, with the Jacobian diagonal of the
+            update at the current gradient and optimizer state: for Adam, whose second
+            moments average the gradient over many steps, one walker's contribution moves
+            the update smoothly, and this is its first-order self-term (not in the first
+            steps, where Adam's update is close to the sign of the gradient).
         observer_kernel: the observers' move, ``"mala"`` by default: an invariant kernel
             leaves only the AIS increments of the parameter changes in their weights, not
             the ULA correction, so their log Z has a much smaller variance.
