@@ -177,6 +177,24 @@ def main(argv: list[str] | None = None) -> None:
             resume=resume,
         )
 
+    header = (
+        f"{args.energy} energy ({se.kernels.n_params(energy)} parameters), d = {args.dim}, "
+        f"{args.n_data} data (batch {args.batch_size or 'all'}), "
+        f"{args.n_walkers} walkers, record every {args.record_every}; Jarzynski: ESS threshold "
+        f"{args.ess_threshold:.4g}, feedback correction "
+        f"{'off' if args.no_feedback_correction else 'on'}"
+    )
+    compare(strategies, run, args, header)
+
+
+def compare(strategies: dict, run, args: argparse.Namespace, header: str) -> dict:
+    """Time ``strategies`` side by side, print the table and return ``{name: [s/step]}``.
+
+    ``run(strategy, steps, resume=None, seed=2, chunk=None)`` calls ``fit``; ``args`` has
+    ``steps``, ``record_every``, ``min_seconds``, ``max_steps``, ``warmup`` and ``reps`` (the
+    method is in the module docstring). Ratios are printed against ``"PCD"`` when it is timed.
+    """
+
     def per_step(res, steps: int) -> float:
         (seconds,) = res.chunk_seconds  # one chunk per call
         return seconds / steps
@@ -196,14 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     warm = max(S, -(-args.warmup // S) * S)
     states = {name: run(st, warm, chunk=S) for name, st in strategies.items()}
 
-    print(
-        f"\n{args.energy} energy ({se.kernels.n_params(energy)} parameters), d = {args.dim}, "
-        f"{args.n_data} data (batch {args.batch_size or 'all'}), "
-        f"{args.n_walkers} walkers, record every {args.record_every}; Jarzynski: ESS threshold "
-        f"{args.ess_threshold:.4g}, feedback correction "
-        f"{'off' if args.no_feedback_correction else 'on'}; {warm} warm-up steps, then "
-        f"{args.reps} calls of S = {S} steps per strategy"
-    )
+    print(f"\n{header}; {warm} warm-up steps, then {args.reps} calls of S = {S} steps each")
     times: dict[str, list[float]] = {name: [] for name in strategies}
     order = list(strategies.items())
     for rep in range(args.reps):
@@ -244,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"{name}/PCD = {min(t) / min(times['PCD']):.3f}   paired: "
                     f"{q2:.3f} [{q1:.3f}, {q3:.3f}]"
                 )
+    return times
 
 
 if __name__ == "__main__":
