@@ -10,6 +10,9 @@ rate, data minibatches of ``--batch-size``, ``--n-walkers`` persistent ULA walke
 model, annealed from a standard Gaussian (the confinement term of the energy) in
 ``--n-anneal`` weighted steps; resampling is off until ``--resample-from`` of the run, then
 systematic when the ESS falls below ``--ess-threshold`` (the paper's rule of thumb);
+each walker's first-order influence on its own weight through Adam's update is removed
+(``feedback_correction="local"``; ``--feedback-correction off`` keeps it); the model term of
+the gradient comes from the moved batch (``--walker-grad all``: from all walkers);
 ``--kernel mala`` moves them with MALA instead of ULA (AIS increments). PCD's
 walkers start at the data. ``--strategies Jarzynski PCD Unweighted`` adds walkers that start
 from the model as Jarzynski's do (the same annealing, then resampled once) and move without
@@ -67,6 +70,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=2000, help="optimizer steps per run")
     p.add_argument("--n-walkers", type=int, default=1024)
     p.add_argument("--walker-batch", type=int, default=256, help="walkers moved per step")
+    p.add_argument(
+        "--walker-grad",
+        choices=("batch", "all"),
+        default="batch",
+        help="Jarzynski's model term of the gradient: from the moved batch (self-normalised "
+        "weights) or from all walkers (one more backward pass over all of them per step)",
+    )
     p.add_argument("--step-size", type=float, default=0.01, help="Langevin step h")
     p.add_argument(
         "--kernel",
@@ -79,6 +89,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("ula", "mala"),
         default="ula",
         help="the move of PCD's and Unweighted's walkers",
+    )
+    p.add_argument(
+        "--feedback-correction",
+        choices=("off", "local"),
+        default="local",
+        help="Jarzynski: remove the walkers' first-order self-influence through Adam's update "
+        "(feedback_correction='local'), or not",
     )
     p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
     p.add_argument("--lr-final", type=float, default=0.1, help="final lr as a fraction")
@@ -146,13 +163,11 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
         h,
         kernel=args.kernel,
         walker_batch=nb,
-        walker_grad="batch",  # the moved batch, self-normalised: ~1.8x cheaper on a CPU
+        walker_grad=args.walker_grad,
         resampling=se.ESSResampling(se.off_until(start, args.ess_threshold)),
         n_anneal=args.n_anneal,
         anneal_base=base,
-        # The correction's JVP through Adam is NaN at the first step (1/sqrt of a zero
-        # second moment), and it is only first-order for optimizers with memory.
-        feedback_correction=False,
+        feedback_correction="local" if args.feedback_correction == "local" else False,
     )
 
 
