@@ -6,15 +6,17 @@ timed side by side with the method of ``benchmarks/overhead.py`` (short compiled
 round-robin, minima and paired medians). The strategies:
 
 - ``J-batch``: Jarzynski, model term of the gradient from the moved batch (self-normalised
-  weights; the example's default);
-- ``J-all``: Jarzynski, model term from all walkers (``walker_grad="all"``);
+  weights), with the walkers' self-influence through Adam removed (``feedback_correction=
+  "local"``): the example's default;
+- ``J-batch-nocorr``: the same without the correction;
+- ``J-all``: Jarzynski, model term from all walkers (``walker_grad="all"``), no correction;
 - ``J-all-generic``: the same with the conv energy's ``evaluate_batch`` switched off, so the
   weighted parameter gradient takes the generic second backward pass;
 - ``PCD``: the same walkers without weights (model term from the moved batch).
 
 Example::
 
-    python benchmarks/digits_step.py                 # all four, 15 reps each
+    python benchmarks/digits_step.py                 # all five, 15 reps each
     python benchmarks/digits_step.py --strategies J-all PCD --reps 9
 """
 
@@ -28,7 +30,7 @@ from overhead import compare
 
 import smc_ebm as se
 
-STRATEGIES = ("J-batch", "J-all", "J-all-generic", "PCD")
+STRATEGIES = ("J-batch", "J-batch-nocorr", "J-all", "J-all-generic", "PCD")
 
 
 class _GenericConv(se.energies.ConvEnergy):
@@ -67,9 +69,9 @@ def make_strategy(name: str, args: argparse.Namespace):
         n,
         h,
         walker_batch=nb,
-        walker_grad="batch" if name == "J-batch" else "all",
+        walker_grad="batch" if name.startswith("J-batch") else "all",
         resampling=se.ESSResampling(0.5),
-        feedback_correction=False,  # Adam (as in the example)
+        feedback_correction="local" if name == "J-batch" else False,
     )
 
 

@@ -28,7 +28,7 @@ saves into ``--out-dir``: the walkers of the first Jarzynski seed ordered by wei
 (``walkers_by_weight.png``), the first seed's walkers of the others (``walkers_pcd.png``,
 ``walkers_unweighted.png``), the ESS curves (``ess.png``) and a JSON of every number.
 
-Default (13 minutes on the 2-core CPU with nothing else running, 6 runs of 2000 steps)::
+Default (14 minutes on the 2-core CPU with nothing else running, 6 runs of 2000 steps)::
 
     python examples/digits_proportions.py
 
