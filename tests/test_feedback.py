@@ -128,8 +128,11 @@ def test_local_feedback_correction_applies_to_adam():
     a_auto, a_local = (np.asarray(out[fc].log_weights) for fc in ("auto", "local"))
     assert np.all(np.isfinite(a_local)) and np.isfinite(out["local"].log_Z)
     assert np.max(np.abs(a_local - a_auto)) > 1e-6
-    with pytest.raises(ValueError, match="feedback_correction must be True, False, 'auto' or"):
+    match = "feedback_correction must be True, False, 'auto' or 'local'"
+    with pytest.raises(ValueError, match=match):
         se.Jarzynski(128, 0.05, feedback_correction="always")
+    with pytest.raises(ValueError, match=match):
+        se.FlowJarzynski(128, feedback_correction="always")
 
 
 def test_reseeding_needs_observers():

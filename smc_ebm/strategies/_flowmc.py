@@ -135,11 +135,16 @@ class FlowStrategy(AbstractStrategy):
     resampling: ESSResampling | IntervalResampling | NoResampling = dataclasses.field(
         default_factory=ESSResampling
     )
-    feedback_correction: bool = False
+    feedback_correction: bool | str = False
 
     def __post_init__(self) -> None:
         if int(self.n_walkers) < 2:
             raise ValueError(f"n_walkers must be >= 2; got {self.n_walkers}.")
+        if self.feedback_correction not in (True, False, "auto", "local"):
+            raise ValueError(
+                "feedback_correction must be True, False, 'auto' or 'local'; got "
+                f"{self.feedback_correction!r}."
+            )
         if not float(self.step_size) > 0 or not math.isfinite(float(self.step_size)):
             raise ValueError(f"step_size must be a positive finite number; got {self.step_size}.")
         if self.n_proposals < 2:
@@ -514,7 +519,7 @@ def FlowJarzynski(
     *,
     step_size: float = 0.05,
     resampling: ESSResampling | IntervalResampling | NoResampling | None = None,
-    feedback_correction: bool = True,
+    feedback_correction: bool | str = True,
     **kwargs: Any,
 ) -> FlowStrategy:
     r"""Jarzynski/AIS-weighted walkers moved by flow i-SIR and MALA (DESIGN 1.2, 1.3).
