@@ -83,26 +83,13 @@ def main(argv: list[str] | None = None) -> dict:
         cls: cls(8, key=jax.random.key(1), channels=args.channels)
         for cls in (se.energies.ConvEnergy, _GenericConv)
     }
-    strategies = {name: make_strategy(name, args) for name in args.strategies}
-    optimizer = optax.adam(args.lr)
-
-    def run(strategy, steps: int, resume=None, seed: int = 2, chunk: int | None = None):
-        generic = next(n for n, s in strategies.items() if s is strategy) == "J-all-generic"
-        energy = energies[_GenericConv if generic else se.energies.ConvEnergy]
-        with jax.numpy_dtype_promotion("standard"):  # optax.adam under strict promotion
-            return se.fit(
-                energy,
-                data.samples,
-                strategy=strategy,
-                optimizer=optimizer,
-                num_steps=steps,
-                key=jax.random.key(seed),
-                batch_size=args.batch_size,
-                record_every=args.record_every,
-                progress=False,
-                chunk_size=chunk or steps,
-                resume=resume,
-            )
+    runs = {
+        name: (
+            energies[_GenericConv if name == "J-all-generic" else se.energies.ConvEnergy],
+            make_strategy(name, args),
+        )
+        for name in args.strategies
+    }
 
     header = (
         f"conv energy, channels {args.channels} "
@@ -110,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"(batch {args.batch_size}), {args.n_walkers} walkers of which {args.walker_batch} "
         f"move per step, Adam {args.lr:g}"
     )
-    return compare(strategies, run, args, header)
+    return compare(runs, data.samples, optax.adam(args.lr), args, header)
 
 
 if __name__ == "__main__":

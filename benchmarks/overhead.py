@@ -160,23 +160,6 @@ def main(argv: list[str] | None = None) -> None:
         cls = se.energies.MLP if args.energy == "mlp" else _GenericMLP
         energy = cls(args.dim, args.width, args.depth, key=jax.random.key(1), confinement=1.0)
         optimizer = optax.sgd(1e-3)
-    strategies = {name: make_strategy(name, args) for name in args.strategies}
-
-    def run(strategy, steps: int, resume=None, seed: int = 2, chunk: int | None = None):
-        return se.fit(
-            energy,
-            data.samples,
-            strategy=strategy,
-            optimizer=optimizer,
-            num_steps=steps,
-            key=jax.random.key(seed),
-            batch_size=args.batch_size,
-            record_every=args.record_every,
-            progress=False,
-            chunk_size=chunk or steps,
-            resume=resume,
-        )
-
     header = (
         f"{args.energy} energy ({se.kernels.n_params(energy)} parameters), d = {args.dim}, "
         f"{args.n_data} data (batch {args.batch_size or 'all'}), "
@@ -184,16 +167,36 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.ess_threshold:.4g}, feedback correction "
         f"{'off' if args.no_feedback_correction else 'on'}"
     )
-    compare(strategies, run, args, header)
+    runs = {name: (energy, make_strategy(name, args)) for name in args.strategies}
+    compare(runs, data.samples, optimizer, args, header)
 
 
-def compare(strategies: dict, run, args: argparse.Namespace, header: str) -> dict:
-    """Time ``strategies`` side by side, print the table and return ``{name: [s/step]}``.
+def compare(runs: dict, data, optimizer, args: argparse.Namespace, header: str) -> dict:
+    """Time ``runs`` side by side, print the table and return ``{name: [s/step]}``.
 
-    ``run(strategy, steps, resume=None, seed=2, chunk=None)`` calls ``fit``; ``args`` has
-    ``steps``, ``record_every``, ``min_seconds``, ``max_steps``, ``warmup`` and ``reps`` (the
-    method is in the module docstring). Ratios are printed against ``"PCD"`` when it is timed.
+    ``runs`` maps a name to ``(energy, strategy)``; each is trained on ``data`` with
+    ``optimizer`` by ``fit`` and continued with ``resume``. ``args`` has ``steps``,
+    ``record_every``, ``min_seconds``, ``max_steps``, ``warmup``, ``reps`` and ``batch_size``
+    (the method is in the module docstring). Ratios are printed against ``"PCD"`` when it is
+    timed.
     """
+
+    def run(name: str, steps: int, resume=None, seed: int = 2, chunk: int | None = None):
+        energy, strategy = runs[name]
+        with jax.numpy_dtype_promotion("standard"):  # optax.adam under strict promotion
+            return se.fit(
+                energy,
+                data,
+                strategy=strategy,
+                optimizer=optimizer,
+                num_steps=steps,
+                key=jax.random.key(seed),
+                batch_size=args.batch_size,
+                record_every=args.record_every,
+                progress=False,
+                chunk_size=chunk or steps,
+                resume=resume,
+            )
 
     def per_step(res, steps: int) -> float:
         (seconds,) = res.chunk_seconds  # one chunk per call
@@ -204,24 +207,24 @@ def compare(strategies: dict, run, args: argparse.Namespace, header: str) -> dic
     # chunks, which compiles the chunk that the measurement reuses.
     S = -(-args.steps // args.record_every) * args.record_every
     while True:
-        for st in strategies.values():  # compiles the S-step chunk (cached for later calls)
-            run(st, S)
-        fastest = min(per_step(run(st, S), S) for st in strategies.values())
+        for name in runs:  # compiles the S-step chunk (cached for later calls)
+            run(name, S)
+        fastest = min(per_step(run(name, S), S) for name in runs)
         if S * fastest >= args.min_seconds or S >= args.max_steps:
             break
         S = min(args.max_steps, int(S * min(1.2 * args.min_seconds / (S * fastest), 64.0)))
         S = -(-S // args.record_every) * args.record_every
     warm = max(S, -(-args.warmup // S) * S)
-    states = {name: run(st, warm, chunk=S) for name, st in strategies.items()}
+    states = {name: run(name, warm, chunk=S) for name in runs}
 
     print(f"\n{header}; {warm} warm-up steps, then {args.reps} calls of S = {S} steps each")
-    times: dict[str, list[float]] = {name: [] for name in strategies}
-    order = list(strategies.items())
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
     for rep in range(args.reps):
         # The order is reversed every other repetition, so that no strategy always runs first
         # or right after the same one.
-        for name, strategy in order if rep % 2 == 0 else order[::-1]:
-            states[name] = run(strategy, S, resume=states[name], seed=3 + rep)
+        for name in order if rep % 2 == 0 else order[::-1]:
+            states[name] = run(name, S, resume=states[name], seed=3 + rep)
             times[name].append(per_step(states[name], S))
         line = ", ".join(f"{n} {1e3 * t[-1]:.3f}" for n, t in times.items())
         print(f"  rep {rep + 1}/{args.reps} ms/step: {line}", flush=True)
@@ -234,10 +237,10 @@ def compare(strategies: dict, run, args: argparse.Namespace, header: str) -> dic
         f"\nms/step over the {args.reps} calls of {S} steps (compiled chunk only; steps "
         f"{warm + 1}..{warm + S * args.reps} of training):"
     )
-    w = max(len("strategy"), *map(len, strategies))
-    header = f"{'strategy':<{w}} | {'min':>7} | {'median [q1, q3]':>24}"
-    print(header)
-    print("-" * len(header))
+    w = max(len("strategy"), *map(len, runs))
+    columns = f"{'strategy':<{w}} | {'min':>7} | {'median [q1, q3]':>24}"
+    print(columns)
+    print("-" * len(columns))
     for name, t in times.items():
         q1, q2, q3 = quartiles(t)
         spread = f"{1e3 * q2:.3f} [{1e3 * q1:.3f}, {1e3 * q3:.3f}]"
