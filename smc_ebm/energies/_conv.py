@@ -128,21 +128,17 @@ class ConvEnergy(AbstractEnergy):
         n = x.shape[0]
 
         def forward(x, probes):
-            h, inputs = x.reshape(n, 1, self.side, self.side), []
+            """``(U without confinement, [input of each conv..., last activations])``."""
+            h, hs = x.reshape(n, 1, self.side, self.side), []
             for conv, probe in zip(self.convs, probes, strict=True):
-                inputs.append(h)
+                hs.append(h)
                 h = self.activation(jax.vmap(conv)(h) + probe)
-            inputs.append(h.reshape(n, -1))
-            return jax.vmap(self.head)(inputs[-1]), inputs
+            hs.append(h)
+            return jax.vmap(self.head)(h.reshape(n, -1)), hs
 
-        def pre_activations(x):
-            h, zs = x.reshape(n, 1, self.side, self.side), []
-            for conv in self.convs:
-                zs.append(jax.vmap(conv)(h))
-                h = self.activation(zs[-1])
-            return zs
-
-        probes = [jnp.zeros(z.shape, z.dtype) for z in jax.eval_shape(pre_activations, x)]
+        # Each conv's output has the shape of the activations after it.
+        shapes = jax.eval_shape(forward, x, [0.0] * len(self.convs))[1][1:]
+        probes = [jnp.zeros(s.shape, s.dtype) for s in shapes]
         out, vjp, inputs = jax.vjp(forward, x, probes, has_aux=True)
         g, deltas = vjp(jnp.ones_like(out))
         g = g.reshape(n, -1)
@@ -162,7 +158,7 @@ class ConvEnergy(AbstractEnergy):
                 layer_grad(conv, h, w[:, None, None, None] * d)
                 for conv, h, d in zip(self.convs, inputs[:-1], deltas, strict=True)
             ]
-            head = layer_grad(self.head, inputs[-1], w)
+            head = layer_grad(self.head, inputs[-1].reshape(n, -1), w)
             return eqx.tree_at(lambda p: (p.convs, p.head), params, (convs, head))
 
         return out, g, param_grad
