@@ -176,6 +176,17 @@ def check_init_array(init: Any, n_walkers: int, dim: int) -> None:
             )
 
 
+FEEDBACK_CORRECTIONS = (True, False, "auto", "local")
+
+
+def check_feedback_correction(value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of :data:`FEEDBACK_CORRECTIONS`."""
+    if value not in FEEDBACK_CORRECTIONS:
+        raise ValueError(
+            f"feedback_correction must be True, False, 'auto' or 'local'; got {value!r}."
+        )
+
+
 def exact_start(
     key: PRNGKeyArray, energy: Any, data: Float[Array, "n d"], init: Any, n: int
 ) -> Float[Array, "N d"] | None:

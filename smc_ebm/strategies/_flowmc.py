@@ -48,7 +48,12 @@ from smc_ebm.smc._resampling import (
     resample_indices,
 )
 from smc_ebm.smc._weights import ais_increment
-from smc_ebm.strategies._base import AbstractStrategy, check_init_array, exact_start
+from smc_ebm.strategies._base import (
+    AbstractStrategy,
+    check_feedback_correction,
+    check_init_array,
+    exact_start,
+)
 
 
 class FlowState(NamedTuple):
@@ -140,11 +145,7 @@ class FlowStrategy(AbstractStrategy):
     def __post_init__(self) -> None:
         if int(self.n_walkers) < 2:
             raise ValueError(f"n_walkers must be >= 2; got {self.n_walkers}.")
-        if self.feedback_correction not in (True, False, "auto", "local"):
-            raise ValueError(
-                "feedback_correction must be True, False, 'auto' or 'local'; got "
-                f"{self.feedback_correction!r}."
-            )
+        check_feedback_correction(self.feedback_correction)
         if not float(self.step_size) > 0 or not math.isfinite(float(self.step_size)):
             raise ValueError(f"step_size must be a positive finite number; got {self.step_size}.")
         if self.n_proposals < 2:

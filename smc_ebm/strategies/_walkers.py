@@ -30,6 +30,7 @@ from smc_ebm.strategies._base import (
     AbstractStrategy,
     ObserverState,
     WalkerState,
+    check_feedback_correction,
     check_init_array,
     exact_start,
 )
@@ -127,11 +128,7 @@ class Walkers(AbstractStrategy):
             raise ValueError(f"n_anneal must be >= 1; got {self.n_anneal}.")
         if self.reseed_every < 0:
             raise ValueError(f"reseed_every must be >= 0; got {self.reseed_every}.")
-        if self.feedback_correction not in (True, False, "auto", "local"):
-            raise ValueError(
-                "feedback_correction must be True, False, 'auto' or 'local'; got "
-                f"{self.feedback_correction!r}."
-            )
+        check_feedback_correction(self.feedback_correction)
         if self.reseed_every and not self.n_observers:
             raise ValueError("reseed_every needs observers to reseed from (n_observers >= 2).")
 
