@@ -97,6 +97,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Jarzynski: remove the walkers' first-order self-influence through Adam's update "
         "(feedback_correction='local'), or not",
     )
+    p.add_argument(
+        "--correction-from",
+        type=float,
+        default=0.0,
+        help="Jarzynski: apply the feedback correction from this fraction of the run on",
+    )
     p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
     p.add_argument("--lr-final", type=float, default=0.1, help="final lr as a fraction")
     p.add_argument(
@@ -105,7 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="steps of linear learning-rate warm-up from 0 before the cosine decay",
     )
-    p.add_argument("--batch-size", type=int, default=128, help="data minibatch")
+    p.add_argument(
+        "--batch-size", type=int, default=128, help="data minibatch (0: all the data every step)"
+    )
     p.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32])
     p.add_argument("--confinement", type=float, default=1.0)
     p.add_argument("--l2-penalty", type=float, default=0.0, help="energy penalty lambda")
@@ -168,6 +176,7 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
         n_anneal=args.n_anneal,
         anneal_base=base,
         feedback_correction="local" if args.feedback_correction == "local" else False,
+        feedback_correction_from=int(args.correction_from * args.steps),
     )
 
 
@@ -195,7 +204,7 @@ def run(name: str, seed: int, args, data, side: int) -> dict:
             optimizer=optax.adam(schedule),
             num_steps=args.steps,
             key=k_fit,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size or None,
             record_every=10,
             progress=not args.no_progress,
             trace_walkers=args.n_walkers if args.average_last > 0 else 0,

@@ -506,6 +506,8 @@ def _build_chunk(
     certified = _certified(strategy)
     # Walkers that enter the gradient at a step (fewer than all with a moved batch).
     n_grad_walkers = getattr(strategy, "n_gradient_walkers", None)
+    # The first step at which the feedback correction applies (0: from the start).
+    correction_from = int(getattr(strategy, "feedback_correction_from", 0))
 
     @jax.jit
     def chunk(carry, first_step, data, key_run, end_step):
@@ -527,9 +529,22 @@ def _build_chunk(
                 st, grad, loss, data_u = strategy.gradient(kg, state, energy_k, batch)
                 if use_correction:
                     kc, ka = jax.random.split(ka)
-                    updates, new_opt, correction = _feedback_correction(
-                        kc, optimizer, grad, opt_state, params, static, st, n_grad_walkers
-                    )
+
+                    def corrected(_):
+                        return _feedback_correction(
+                            kc, optimizer, grad, opt_state, params, static, st, n_grad_walkers
+                        )
+
+                    def uncorrected(_):
+                        upd, opt = optimizer.update(grad, opt_state, params)
+                        return upd, opt, jnp.zeros(st.position.shape[0], st.position.dtype)
+
+                    if correction_from > 0:
+                        updates, new_opt, correction = jax.lax.cond(
+                            step >= correction_from, corrected, uncorrected, None
+                        )
+                    else:
+                        updates, new_opt, correction = corrected(None)
                 else:
                     updates, new_opt = optimizer.update(grad, opt_state, params)
                     correction = None

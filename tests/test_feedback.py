@@ -135,6 +135,43 @@ def test_local_feedback_correction_applies_to_adam():
         se.FlowJarzynski(128, feedback_correction="always")
 
 
+def test_feedback_correction_from_starts_the_correction_at_that_step():
+    """``feedback_correction_from=k0``: the first ``k0`` steps run without the correction
+    (bit-identical to a correction that never starts), the later ones with it."""
+    data = se.datasets.two_mode_teacher(jax.random.key(0), n=300, dim=2, a=-2.0, b=2.0)
+    energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, 2, scale=1.0)
+
+    def run(k0, steps):
+        strategy = se.Jarzynski(
+            64,
+            0.1,
+            walker_batch=16,
+            walker_grad="batch",
+            feedback_correction="local",
+            feedback_correction_from=k0,
+        )
+        with jax.numpy_dtype_promotion("standard"):  # optax's Adam needs it
+            res = se.fit(
+                energy,
+                data.samples,
+                strategy=strategy,
+                optimizer=optax.adam(1e-2),
+                num_steps=steps,
+                key=jax.random.key(2),
+                progress=False,
+            )
+        return np.asarray(res.log_weights)
+
+    never, late, always = run(10**6, 5), run(5, 5), run(0, 5)
+    np.testing.assert_array_equal(late, never)
+    assert np.max(np.abs(always - never)) > 1e-6
+    assert np.max(np.abs(run(5, 10) - run(10**6, 10))) > 1e-6
+    with pytest.raises(ValueError, match="feedback_correction_from must be >= 0"):
+        se.Jarzynski(64, 0.1, feedback_correction_from=-1)
+    with pytest.raises(ValueError, match="feedback_correction_from"):
+        se.Jarzynski(64, 0.1, kernel="flow", feedback_correction_from=3)
+
+
 def test_reseeding_needs_observers():
     with pytest.raises(ValueError, match="observers"):
         se.Jarzynski(128, 0.1, reseed_every=10)

@@ -99,6 +99,7 @@ class Walkers(AbstractStrategy):
     n_observers: int = 0
     observer_kernel: str = "mala"
     feedback_correction: bool | str = False
+    feedback_correction_from: int = 0
     reseed_every: int = 0
 
     def __post_init__(self) -> None:
@@ -129,6 +130,10 @@ class Walkers(AbstractStrategy):
         if self.reseed_every < 0:
             raise ValueError(f"reseed_every must be >= 0; got {self.reseed_every}.")
         check_feedback_correction(self.feedback_correction)
+        if int(self.feedback_correction_from) < 0:
+            raise ValueError(
+                f"feedback_correction_from must be >= 0; got {self.feedback_correction_from}."
+            )
         if self.reseed_every and not self.n_observers:
             raise ValueError("reseed_every needs observers to reseed from (n_observers >= 2).")
 
@@ -515,6 +520,7 @@ def Jarzynski(
     n_observers: int = 0,
     observer_kernel: str = "mala",
     feedback_correction: bool | str = "auto",
+    feedback_correction_from: int = 0,
     reseed_every: int = 0,
     **flow_options: Any,
 ) -> Walkers | FlowStrategy:
@@ -569,6 +575,10 @@ def Jarzynski(
             moments average the gradient over many steps, one walker's contribution moves
             the update smoothly, and this is its first-order self-term (not in the first
             steps, where Adam's update is close to the sign of the gradient).
+        feedback_correction_from: the first step at which the feedback correction applies
+            (default 0: every step). With ``"local"`` and Adam, e.g. the step at which
+            resampling starts: before it, Adam's second moments still follow the gradient's
+            fast early changes and the linearisation is poor (see ``docs/digits.md``).
         observer_kernel: the observers' move, ``"mala"`` by default: an invariant kernel
             leaves only the AIS increments of the parameter changes in their weights, not
             the ULA correction, so their log Z has a much smaller variance.
@@ -594,6 +604,7 @@ def Jarzynski(
             "anneal_base": anneal_base is not None,
             "n_observers": n_observers != 0,
             "reseed_every": reseed_every != 0,
+            "feedback_correction_from": feedback_correction_from != 0,
         }
         bad = [name for name, given in unsupported.items() if given]
         if bad:
@@ -625,6 +636,7 @@ def Jarzynski(
         n_observers=n_observers,
         observer_kernel=observer_kernel,
         feedback_correction=feedback_correction,
+        feedback_correction_from=feedback_correction_from,
         reseed_every=reseed_every,
     )
 
