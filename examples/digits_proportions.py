@@ -103,6 +103,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="Jarzynski: apply the feedback correction from this fraction of the run on",
     )
+    p.add_argument(
+        "--feedback-estimator",
+        choices=("probe", "exact"),
+        default="probe",
+        help="Jarzynski: the correction from one random probe (JVP) or from each walker's own "
+        "parameter gradient",
+    )
     p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
     p.add_argument("--lr-final", type=float, default=0.1, help="final lr as a fraction")
     p.add_argument(
@@ -177,6 +184,7 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
         anneal_base=base,
         feedback_correction="local" if args.feedback_correction == "local" else False,
         feedback_correction_from=int(args.correction_from * args.steps),
+        feedback_estimator=args.feedback_estimator,
     )
 
 

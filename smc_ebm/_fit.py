@@ -508,6 +508,7 @@ def _build_chunk(
     n_grad_walkers = getattr(strategy, "n_gradient_walkers", None)
     # The first step at which the feedback correction applies (0: from the start).
     correction_from = int(getattr(strategy, "feedback_correction_from", 0))
+    correction_exact = getattr(strategy, "feedback_estimator", "probe") == "exact"
 
     @jax.jit
     def chunk(carry, first_step, data, key_run, end_step):
@@ -532,7 +533,15 @@ def _build_chunk(
 
                     def corrected(_):
                         return _feedback_correction(
-                            kc, optimizer, grad, opt_state, params, static, st, n_grad_walkers
+                            kc,
+                            optimizer,
+                            grad,
+                            opt_state,
+                            params,
+                            static,
+                            st,
+                            n_grad_walkers,
+                            exact=correction_exact,
                         )
 
                     def uncorrected(_):
@@ -626,7 +635,9 @@ def _update_is_linear(optimizer, opt_state, params) -> bool:
 _CORRECTION_PROBES = 1024
 
 
-def _feedback_correction(key, optimizer, grad, opt_state, params, static, state, n_active=None):
+def _feedback_correction(
+    key, optimizer, grad, opt_state, params, static, state, n_active=None, exact=False
+):
     r"""Optimizer update and the first-order correction of the walkers' self-influence.
 
     Walker ``i`` entered the gradient with weight ``q_i`` (``state.grad_weights``); the weights
@@ -643,6 +654,10 @@ def _feedback_correction(key, optimizer, grad, opt_state, params, static, state,
     (a moved batch), those are found first. With more than ``_CORRECTION_PROBES`` of them,
     only every ``stride``-th one (random offset) is probed and its term scaled by ``stride``:
     the same expectation, at ``1 / stride`` of the cost.
+
+    ``exact=True`` replaces the probe by each probed walker's own parameter gradient
+    (``vmap`` of ``grad``: memory ``n_probed x n_params``), which gives
+    ``q_i \delta_i^T S (\delta_i - m)`` itself: no probe noise enters the weights.
 
     Returns ``(updates, new_opt_state, correction (N,))``.
     """
@@ -661,6 +676,9 @@ def _feedback_correction(key, optimizer, grad, opt_state, params, static, state,
         for k, d in zip(keys, leaves, strict=True)
     ]
     probe = jax.tree.unflatten(treedef, probe)
+    scale = jax.tree.unflatten(
+        treedef, [jnp.maximum(-jnp.where(jnp.isfinite(d), d, 0.0), 0.0) for d in leaves]
+    )
     n = state.position.shape[0]
     m = n if n_active is None else min(int(n_active), n)
     # The walkers that entered the gradient (``m`` at most; index n pads when fewer did).
@@ -677,6 +695,23 @@ def _feedback_correction(key, optimizer, grad, opt_state, params, static, state,
     idx = jnp.minimum(idx, n - 1)
     x = state.position[idx]
     q = jnp.where(valid, state.grad_weights[idx], 0.0)
+
+    if exact:
+        # S (delta_i - m) . delta_i from each walker's own gradient: the self-term itself.
+        def self_term(xi):
+            g = jax.grad(lambda p: eqx.combine(p, static)(xi))(params)
+            return sum(
+                jnp.sum(s_ * gi * (gi - mi))
+                for s_, gi, mi in zip(
+                    jax.tree.leaves(scale),
+                    jax.tree.leaves(g),
+                    jax.tree.leaves(state.param_grad),
+                    strict=True,
+                )
+            )
+
+        corr = stride * q * jax.vmap(self_term)(x)
+        return updates, new_opt, jnp.zeros(n, corr.dtype).at[idx].add(jnp.where(valid, corr, 0.0))
 
     def energies_at(p):
         return jax.vmap(eqx.combine(p, static))(x)

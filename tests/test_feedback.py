@@ -235,3 +235,19 @@ def test_subsampled_feedback_correction_is_unbiased(monkeypatch, probes, active)
     assert np.all(np.abs(est).max(axis=0)[in_grad] > 0)
     assert np.all(est[:, ~in_grad] == 0)
     np.testing.assert_array_less(np.abs(est.mean(axis=0) - exact), 5 * se_mc + 1e-9)
+
+    # ``exact=True`` computes the same self-terms from per-walker gradients: equal to
+    # ``exact`` for every probed walker (all of them when the stride is 1), otherwise
+    # unbiased over the random offset.
+    def estimate_exact(key):
+        return _fit._feedback_correction(
+            key, optimizer, grad, opt_state, params, static, state, active, exact=True
+        )[2]
+
+    ex = np.asarray(jax.lax.map(jax.jit(estimate_exact), keys[:2000]), np.float64)
+    if (active or 64) <= probes:
+        np.testing.assert_allclose(ex, np.broadcast_to(exact, ex.shape), rtol=1e-4, atol=1e-7)
+    else:
+        assert np.all(ex[:, ~in_grad] == 0)
+        se_ex = ex.std(axis=0) / np.sqrt(len(ex))
+        np.testing.assert_array_less(np.abs(ex.mean(axis=0) - exact), 5 * se_ex + 1e-9)

@@ -100,6 +100,7 @@ class Walkers(AbstractStrategy):
     observer_kernel: str = "mala"
     feedback_correction: bool | str = False
     feedback_correction_from: int = 0
+    feedback_estimator: str = "probe"
     reseed_every: int = 0
 
     def __post_init__(self) -> None:
@@ -133,6 +134,10 @@ class Walkers(AbstractStrategy):
         if int(self.feedback_correction_from) < 0:
             raise ValueError(
                 f"feedback_correction_from must be >= 0; got {self.feedback_correction_from}."
+            )
+        if self.feedback_estimator not in ("probe", "exact"):
+            raise ValueError(
+                f"feedback_estimator must be 'probe' or 'exact'; got {self.feedback_estimator!r}."
             )
         if self.reseed_every and not self.n_observers:
             raise ValueError("reseed_every needs observers to reseed from (n_observers >= 2).")
@@ -521,6 +526,7 @@ def Jarzynski(
     observer_kernel: str = "mala",
     feedback_correction: bool | str = "auto",
     feedback_correction_from: int = 0,
+    feedback_estimator: str = "probe",
     reseed_every: int = 0,
     **flow_options: Any,
 ) -> Walkers | FlowStrategy:
@@ -579,6 +585,11 @@ def Jarzynski(
             (default 0: every step). With ``"local"`` and Adam, e.g. the step at which
             resampling starts: before it, Adam's second moments still follow the gradient's
             fast early changes and the linearisation is poor (see ``docs/digits.md``).
+        feedback_estimator: how the self-term ``q_i dU_i/dtheta^T S (dU_i/dtheta - m)`` is
+            estimated: ``"probe"`` (default) with one Rademacher probe through one JVP of the
+            walkers' energies (unbiased, cheap, but its noise enters the log-weights), or
+            ``"exact"`` from each gradient walker's own parameter gradient (a ``vmap`` of
+            ``grad``: memory ``walkers x parameters``, for small energies).
         observer_kernel: the observers' move, ``"mala"`` by default: an invariant kernel
             leaves only the AIS increments of the parameter changes in their weights, not
             the ULA correction, so their log Z has a much smaller variance.
@@ -605,6 +616,7 @@ def Jarzynski(
             "n_observers": n_observers != 0,
             "reseed_every": reseed_every != 0,
             "feedback_correction_from": feedback_correction_from != 0,
+            "feedback_estimator": feedback_estimator != "probe",
         }
         bad = [name for name, given in unsupported.items() if given]
         if bad:
@@ -637,6 +649,7 @@ def Jarzynski(
         observer_kernel=observer_kernel,
         feedback_correction=feedback_correction,
         feedback_correction_from=feedback_correction_from,
+        feedback_estimator=feedback_estimator,
         reseed_every=reseed_every,
     )
 
