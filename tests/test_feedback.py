@@ -170,6 +170,8 @@ def test_feedback_correction_from_starts_the_correction_at_that_step():
         se.Jarzynski(64, 0.1, feedback_correction_from=-1)
     with pytest.raises(ValueError, match="feedback_correction_from"):
         se.Jarzynski(64, 0.1, kernel="flow", feedback_correction_from=3)
+    with pytest.raises(ValueError, match="feedback_estimator must be 'probe' or 'exact'"):
+        se.Jarzynski(64, 0.1, feedback_estimator="hutchinson")
 
 
 def test_reseeding_needs_observers():
