@@ -288,6 +288,22 @@ def save_ess(path: Path, histories: list[dict], start: int) -> None:
     plt.close(fig)
 
 
+def summary(props, avg, walls, ess_final, moves, histories, target) -> dict:
+    """The JSON record of one strategy's seeds (ESS curves: every record, ESS / N)."""
+    props = np.asarray(props)
+    return {
+        "proportions": props.tolist(),
+        "averaged_proportions": np.asarray(avg).tolist(),
+        "relative_error": (np.abs(props - target) / target).tolist(),
+        "relative_error_of_mean": (np.abs(props.mean(0) - target) / target).tolist(),
+        "wall_s": walls,
+        "final_ess": ess_final,
+        "digit_changes": moves,
+        "ess_step": np.asarray(histories[0]["step"]).tolist(),
+        "ess_curves": [np.asarray(h["ess"]).round(5).tolist() for h in histories],
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     t0 = time.perf_counter()
@@ -346,17 +362,9 @@ def main(argv: list[str] | None = None) -> dict:
                 else:
                     path = args.out_dir / f"walkers_{name.lower()}.png"
                     save_grid(path, x[:64], side, f"{name} walkers")
-        props = np.asarray(props)
-        rel = np.abs(props - target) / target
-        out[name] = {
-            "proportions": props.tolist(),
-            "averaged_proportions": np.asarray(avg).tolist(),
-            "relative_error": rel.tolist(),
-            "relative_error_of_mean": (np.abs(props.mean(0) - target) / target).tolist(),
-            "wall_s": walls,
-            "final_ess": ess_final,
-            "digit_changes": moves,
-        }
+            # Written after every seed, so that an interrupted run keeps the seeds it finished.
+            out[name] = summary(props, avg, walls, ess_final, moves, histories, target)
+            (args.out_dir / "numbers.json").write_text(json.dumps(out, indent=1))
         if name == "Jarzynski":
             save_ess(args.out_dir / "ess.png", histories, int(args.resample_from * args.steps))
     print(f"\nproportions over {args.seeds} seeds (mean ± sd); relative error |p - p*| / p*")

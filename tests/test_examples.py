@@ -55,6 +55,10 @@ def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
             "all",
             "--feedback-correction",
             "local",
+            "--correction-from",
+            "0.5",
+            "--feedback-estimator",
+            "exact",
             "--out-dir",
             str(tmp_path / "out"),
             "--no-progress",
@@ -73,5 +77,7 @@ def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
         assert all(0.0 <= v <= 1.0 for v in moves.values())
         assert moves["ever"] >= moves["first_vs_last"]
     assert numbers["Jarzynski"]["digit_changes"] == []
+    (ess,) = numbers["Jarzynski"]["ess_curves"]  # one seed: ESS / N at every record
+    assert len(ess) == len(numbers["Jarzynski"]["ess_step"]) and all(0 < e <= 1 for e in ess)
     for figure in ("walkers_by_weight.png", "walkers_pcd.png", "walkers_unweighted.png", "ess.png"):
         assert (tmp_path / "out" / figure).stat().st_size > 0
