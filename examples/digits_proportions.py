@@ -128,6 +128,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resample-from", type=float, default=0.5, help="fraction of the run")
     p.add_argument("--ess-threshold", type=float, default=0.5)
     p.add_argument(
+        "--early-threshold",
+        type=float,
+        default=0.0,
+        help="ESS threshold before --resample-from (0: no resampling there)",
+    )
+    p.add_argument(
         "--average-last",
         type=float,
         default=0.25,
@@ -158,6 +164,11 @@ def load(args: argparse.Namespace, key) -> tuple[se.datasets.Dataset, se.metrics
     return data, clf
 
 
+def two_thresholds(start: int, early: float, late: float, step):
+    """ESS threshold ``early`` before step ``start``, ``late`` from it on."""
+    return jax.numpy.where(step < start, early, late)
+
+
 def make_strategy(name: str, args: argparse.Namespace, dim: int):
     h, n, nb = args.step_size, args.n_walkers, args.walker_batch
     base = se.energies.Gaussian.standard(dim)  # the confinement term's Gaussian
@@ -179,7 +190,11 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
         kernel=args.kernel,
         walker_batch=nb,
         walker_grad=args.walker_grad,
-        resampling=se.ESSResampling(se.off_until(start, args.ess_threshold)),
+        resampling=se.ESSResampling(
+            se.off_until(start, args.ess_threshold)
+            if args.early_threshold == 0
+            else functools.partial(two_thresholds, start, args.early_threshold, args.ess_threshold)
+        ),
         n_anneal=args.n_anneal,
         anneal_base=base,
         feedback_correction="local" if args.feedback_correction == "local" else False,

@@ -59,6 +59,8 @@ def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
             "0.5",
             "--feedback-estimator",
             "exact",
+            "--early-threshold",
+            "0.3",
             "--out-dir",
             str(tmp_path / "out"),
             "--no-progress",
