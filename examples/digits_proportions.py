@@ -11,8 +11,12 @@ model, annealed from a standard Gaussian (the confinement term of the energy) in
 ``--n-anneal`` weighted steps; resampling is off until ``--resample-from`` of the run, then
 systematic when the ESS falls below ``--ess-threshold`` (the paper's rule of thumb);
 each walker's first-order influence on its own weight through Adam's update is removed
-(``feedback_correction="local"``; ``--feedback-correction off`` keeps it); the model term of
-the gradient comes from the moved batch (``--walker-grad all``: from all walkers);
+(``feedback_correction="local"``; ``--feedback-correction off`` keeps it,
+``--correction-from`` starts it later in the run, ``--feedback-estimator exact`` computes it
+from per-walker gradients instead of a random probe; ``--early-threshold`` resamples below
+that ESS before ``--resample-from`` too; ``--batch-size 0`` uses all the data every step);
+the model term of the gradient comes from the moved batch (``--walker-grad all``: from all
+walkers);
 ``--kernel mala`` moves them with MALA instead of ULA (AIS increments). PCD's
 walkers start at the data. ``--strategies Jarzynski PCD Unweighted`` adds walkers that start
 from the model as Jarzynski's do (the same annealing, then resampled once) and move without
