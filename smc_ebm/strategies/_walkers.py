@@ -582,9 +582,10 @@ def Jarzynski(
             the update smoothly, and this is its first-order self-term (not in the first
             steps, where Adam's update is close to the sign of the gradient).
         feedback_correction_from: the first step at which the feedback correction applies
-            (default 0: every step). With ``"local"`` and Adam, e.g. the step at which
-            resampling starts: before it, Adam's second moments still follow the gradient's
-            fast early changes and the linearisation is poor (see ``docs/digits.md``).
+            (default 0: every step), e.g. where Adam's second moments have settled, since
+            before that its linearisation is poor. On the digits experiment, starting it
+            with resampling restored the early ESS but not the proportions (see
+            ``docs/digits.md``).
         feedback_estimator: how the self-term ``q_i dU_i/dtheta^T S (dU_i/dtheta - m)`` is
             estimated: ``"probe"`` (default) with one Rademacher probe through one JVP of the
             walkers' energies (unbiased, cheap, but its noise enters the log-weights), or
