@@ -666,19 +666,10 @@ def _feedback_correction(
         lambda g: optimizer.update(g, opt_state, params), (grad,), (ones,)
     )
     leaves, treedef = jax.tree.flatten(diag)
-    keys = jax.random.split(key, len(leaves))
-    # Adam-like updates g / sqrt(g^2) have a 0/0 derivative where a gradient coordinate is
-    # exactly zero (e.g. the hidden layers of a net whose last layer starts at zero); no walker
-    # influences such a coordinate to first order, so it gets no correction.
-    probe = [
-        jnp.sqrt(jnp.maximum(-jnp.where(jnp.isfinite(d), d, 0.0), 0.0))
-        * jax.random.rademacher(k, d.shape, d.dtype)
-        for k, d in zip(keys, leaves, strict=True)
-    ]
-    probe = jax.tree.unflatten(treedef, probe)
-    scale = jax.tree.unflatten(
-        treedef, [jnp.maximum(-jnp.where(jnp.isfinite(d), d, 0.0), 0.0) for d in leaves]
-    )
+    # S = -diag(J). Adam-like updates g / sqrt(g^2) have a 0/0 derivative where a gradient
+    # coordinate is exactly zero (e.g. the hidden layers of a net whose last layer starts at
+    # zero); no walker influences such a coordinate to first order, so it gets no correction.
+    scale = [jnp.maximum(-jnp.where(jnp.isfinite(d), d, 0.0), 0.0) for d in leaves]
     n = state.position.shape[0]
     m = n if n_active is None else min(int(n_active), n)
     # The walkers that entered the gradient (``m`` at most; index n pads when fewer did).
@@ -703,29 +694,31 @@ def _feedback_correction(
             return sum(
                 jnp.sum(s_ * gi * (gi - mi))
                 for s_, gi, mi in zip(
-                    jax.tree.leaves(scale),
-                    jax.tree.leaves(g),
-                    jax.tree.leaves(state.param_grad),
-                    strict=True,
+                    scale, jax.tree.leaves(g), jax.tree.leaves(state.param_grad), strict=True
                 )
             )
 
         corr = stride * q * jax.vmap(self_term)(x)
-        return updates, new_opt, jnp.zeros(n, corr.dtype).at[idx].add(jnp.where(valid, corr, 0.0))
+    else:
+        keys = jax.random.split(key, len(leaves))
+        probe = [
+            jnp.sqrt(s_) * jax.random.rademacher(k, s_.shape, s_.dtype)
+            for k, s_ in zip(keys, scale, strict=True)
+        ]
 
-    def energies_at(p):
-        return jax.vmap(eqx.combine(p, static))(x)
+        def energies_at(p):
+            return jax.vmap(eqx.combine(p, static))(x)
 
-    _, d = jax.jvp(energies_at, (params,), (probe,))
-    # Self-normalised weights: walker i moves m = sum_j q_j delta_j by q_i (delta_i - m), so
-    # its self-term is q_i delta_i^T S (delta_i - m) = E_v[q_i d_i (d_i - m . S^1/2 v)]. The
-    # walkers' gradient estimate m is the state's ``param_grad`` (what entered the update,
-    # also after a resampling has made copies), so m . S^1/2 v needs no per-walker pass.
-    m = sum(
-        jnp.sum(a * b)
-        for a, b in zip(jax.tree.leaves(state.param_grad), jax.tree.leaves(probe), strict=True)
-    )
-    corr = stride * q * d * (d - m)
+        _, d = jax.jvp(energies_at, (params,), (jax.tree.unflatten(treedef, probe),))
+        # Self-normalised weights: walker i moves m = sum_j q_j delta_j by q_i (delta_i - m),
+        # so its self-term is q_i delta_i^T S (delta_i - m) = E_v[q_i d_i (d_i - m . S^1/2 v)].
+        # The walkers' gradient estimate m is the state's ``param_grad`` (what entered the
+        # update, also after a resampling has made copies), so m . S^1/2 v needs no per-walker
+        # pass.
+        m = sum(
+            jnp.sum(a * b) for a, b in zip(jax.tree.leaves(state.param_grad), probe, strict=True)
+        )
+        corr = stride * q * d * (d - m)
     return updates, new_opt, jnp.zeros(n, corr.dtype).at[idx].add(jnp.where(valid, corr, 0.0))
 
 
