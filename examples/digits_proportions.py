@@ -168,11 +168,6 @@ def load(args: argparse.Namespace, key) -> tuple[se.datasets.Dataset, se.metrics
     return data, clf
 
 
-def two_thresholds(start: int, early: float, late: float, step):
-    """ESS threshold ``early`` before step ``start``, ``late`` from it on."""
-    return jax.numpy.where(step < start, early, late)
-
-
 def make_strategy(name: str, args: argparse.Namespace, dim: int):
     h, n, nb = args.step_size, args.n_walkers, args.walker_batch
     base = se.energies.Gaussian.standard(dim)  # the confinement term's Gaussian
@@ -195,9 +190,7 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
         walker_batch=nb,
         walker_grad=args.walker_grad,
         resampling=se.ESSResampling(
-            se.off_until(start, args.ess_threshold)
-            if args.early_threshold == 0
-            else functools.partial(two_thresholds, start, args.early_threshold, args.ess_threshold)
+            se.off_until(start, args.ess_threshold, before=args.early_threshold)
         ),
         n_anneal=args.n_anneal,
         anneal_base=base,

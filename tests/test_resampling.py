@@ -120,6 +120,14 @@ def test_off_until_schedule():
         _decisions(s, steps, [0.01] * 6), [False, False, False, True, True, True]
     )
     np.testing.assert_array_equal(_decisions(s, steps, [0.6] * 6), [False] * 6)
+    # A lower threshold before step0 instead of none.
+    s = ESSResampling(threshold=off_until(100, 0.5, before=0.02))
+    np.testing.assert_array_equal(
+        _decisions(s, steps, [0.01] * 6), [True, True, True, True, True, True]
+    )
+    np.testing.assert_array_equal(
+        _decisions(s, steps, [0.1] * 6), [False, False, False, True, True, True]
+    )
     # Any traced function of the step works as a threshold.
     s = ESSResampling(threshold=lambda k: jnp.where(k % 2 == 0, 0.5, 0.0))
     np.testing.assert_array_equal(_decisions(s, [0, 1, 2, 3], [0.3] * 4), [True, False] * 2)

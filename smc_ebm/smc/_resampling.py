@@ -139,6 +139,10 @@ class NoResampling:
         return jnp.asarray(False)
 
 
-def off_until(step0: int, threshold: float) -> Callable[[Array], Array]:
-    """Threshold schedule: 0 (no resampling) before ``step0``, ``threshold`` after."""
-    return lambda k: jnp.where(k < step0, 0.0, threshold)
+def off_until(step0: int, threshold: float, before: float = 0.0) -> Callable[[Array], Array]:
+    """Threshold schedule: ``threshold`` from ``step0`` on, ``before`` until then.
+
+    ``before=0`` (default) switches resampling off until ``step0`` (the rule of thumb of
+    Carbone et al., 2023); a small ``before`` resamples only when the ESS collapses there.
+    """
+    return lambda k: jnp.where(k < step0, before, threshold)
