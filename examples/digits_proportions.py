@@ -24,6 +24,10 @@ weights. A logistic regression trained on the digits (its held-out accuracy is p
 the final walkers; the proportions are weighted by the Jarzynski weights (Jarzynski) or uniform
 (PCD, Unweighted). The same estimate is also averaged over the records of the last
 ``--average-last`` of the run (the learning rate has decayed there, so the model moves little).
+``--model-chains K`` also measures the trained model itself, independently of the walkers'
+weights: ``se.diagnose`` runs one MALA chain per walker for ``K`` steps on the frozen final
+energy, started at the final walkers resampled by weight, and the unweighted proportions of the
+chains' second half are reported (with their R-hat and acceptance).
 
 Prints, as mean ± sd over seeds, each digit's proportion and relative error against the
 target; per seed of PCD and Unweighted, the fraction of walkers whose digit at the end differs
@@ -145,6 +149,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "of the run (0: the final walkers only)",
     )
     p.add_argument(
+        "--model-chains",
+        type=int,
+        default=0,
+        help="also measure the trained model itself: this many MALA steps on the frozen final "
+        "energy from the final walkers (resampled by weight), one chain per walker (0: off)",
+    )
+    p.add_argument(
         "--strategies", nargs="+", choices=("Jarzynski", "PCD", "Unweighted"), default=None
     )
     p.add_argument("--out-dir", type=Path, default=Path("outputs/digits_proportions"))
@@ -250,6 +261,36 @@ def averaged_proportions(clf, traces: dict, name: str, args: argparse.Namespace)
     return np.mean(per_record, axis=0)
 
 
+def model_proportions(clf, result, seed: int, args: argparse.Namespace) -> dict:
+    """The proportions of the trained model, from MALA chains on its frozen final energy.
+
+    ``se.diagnose`` starts ``n_walkers`` chains at the final walkers resampled by weight and
+    runs ``args.model_chains`` MALA steps at the training step size (MALA leaves
+    :math:`e^{-U}` invariant: no discretisation bias), recorded 20 times. The proportions of
+    each record are unweighted; the estimate is their mean over the second half of the
+    records, and the curve over all records shows whether the chains have stopped drifting.
+    This measures what the model generates, independently of the walkers' weights.
+    """
+    thin = max(1, args.model_chains // 20)
+    diag = se.diagnose(
+        result,
+        jax.random.key(5000 + seed),
+        n_chains=args.n_walkers,
+        n_steps=thin * max(4, args.model_chains // thin),
+        kernel="mala",
+        step_size=args.step_size,
+        thin=thin,
+    )
+    x = np.asarray(diag.idata["posterior"]["x"])  # (chain, draw, d)
+    curve = np.stack([clf.proportions(x[:, j]) for j in range(x.shape[1])])
+    return {
+        "proportions": curve[curve.shape[0] // 2 :].mean(axis=0),
+        "curve": curve,
+        "max_rhat": diag.max_rhat,
+        "acceptance": diag.acceptance,
+    }
+
+
 def digit_changes(clf, traces: dict) -> dict:
     """How much walkers travel between digits, for walkers that keep their slot (no resampling).
 
@@ -300,10 +341,14 @@ def save_ess(path: Path, histories: list[dict], start: int) -> None:
     plt.close(fig)
 
 
-def summary(props, avg, walls, ess_final, moves, histories, target) -> dict:
+def summary(props, avg, walls, ess_final, moves, histories, target, model) -> dict:
     """The JSON record of one strategy's seeds (ESS curves: every record, ESS / N)."""
     props = np.asarray(props)
     return {
+        "model_proportions": [m["proportions"].tolist() for m in model],
+        "model_curves": [m["curve"].round(4).tolist() for m in model],
+        "model_max_rhat": [m["max_rhat"] for m in model],
+        "model_acceptance": [m["acceptance"] for m in model],
         "proportions": props.tolist(),
         "averaged_proportions": np.asarray(avg).tolist(),
         "relative_error": (np.abs(props - target) / target).tolist(),
@@ -335,7 +380,7 @@ def main(argv: list[str] | None = None) -> dict:
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "target": target.tolist()}
     out["classifier_accuracy"] = clf.test_accuracy
     for name in args.strategies:
-        props, walls, histories, ess_final, avg, moves = [], [], [], [], [], []
+        props, walls, histories, ess_final, avg, moves, model = [], [], [], [], [], [], []
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             r = run(name, seed, args, data, side)
             res = r["result"]
@@ -347,6 +392,13 @@ def main(argv: list[str] | None = None) -> dict:
             histories.append(res.history)
             ess_final.append(se.metrics.effective_sample_size(res.log_weights))
             extra = f", averaged {np.round(avg[-1], 3)}" if avg else ""
+            if args.model_chains > 0:
+                model.append(model_proportions(clf, res, seed, args))
+                extra += (
+                    f", model (MALA chains) {np.round(model[-1]['proportions'], 3)}"
+                    f" (max R-hat {model[-1]['max_rhat']:.2f},"
+                    f" acceptance {model[-1]['acceptance']:.2f})"
+                )
             if res.strategy.kernel == "mala":
                 extra += f", MALA acceptance {np.nanmean(res.history['acceptance']):.3f}"
             if res.traces is not None and name != "Jarzynski":  # resampling reuses slots
@@ -375,7 +427,7 @@ def main(argv: list[str] | None = None) -> dict:
                     path = args.out_dir / f"walkers_{name.lower()}.png"
                     save_grid(path, x[:64], side, f"{name} walkers")
             # Written after every seed, so that an interrupted run keeps the seeds it finished.
-            out[name] = summary(props, avg, walls, ess_final, moves, histories, target)
+            out[name] = summary(props, avg, walls, ess_final, moves, histories, target, model)
             (args.out_dir / "numbers.json").write_text(json.dumps(out, indent=1))
         if name == "Jarzynski":
             save_ess(args.out_dir / "ess.png", histories, int(args.resample_from * args.steps))
@@ -391,6 +443,11 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{name}, mean of the last {args.average_last:.0%}",
                 np.asarray(out[name]["averaged_proportions"]),
             )
+            for name in args.strategies
+        ]
+    if args.model_chains > 0:
+        rows += [
+            (f"{name}, the model (MALA chains)", np.asarray(out[name]["model_proportions"]))
             for name in args.strategies
         ]
     for name, props in rows:

@@ -61,6 +61,8 @@ def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
             "exact",
             "--early-threshold",
             "0.3",
+            "--model-chains",
+            "8",
             "--out-dir",
             str(tmp_path / "out"),
             "--no-progress",
@@ -79,6 +81,14 @@ def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
         assert all(0.0 <= v <= 1.0 for v in moves.values())
         assert moves["ever"] >= moves["first_vs_last"]
     assert numbers["Jarzynski"]["digit_changes"] == []
+    for name in ("Jarzynski", "PCD", "Unweighted"):  # the trained model's own proportions
+        (model,) = numbers[name]["model_proportions"]
+        np.testing.assert_allclose(sum(model), 1.0, atol=1e-6)
+        (curve,) = numbers[name]["model_curves"]  # 8 MALA steps recorded every step
+        assert np.asarray(curve).shape == (8, 3)
+        (rhat,) = numbers[name]["model_max_rhat"]
+        (acc,) = numbers[name]["model_acceptance"]
+        assert np.isfinite(rhat) and 0.0 <= acc <= 1.0
     (ess,) = numbers["Jarzynski"]["ess_curves"]  # one seed: ESS / N at every record
     assert len(ess) == len(numbers["Jarzynski"]["ess_step"]) and all(0 < e <= 1 for e in ess)
     for figure in ("walkers_by_weight.png", "walkers_pcd.png", "walkers_unweighted.png", "ess.png"):
