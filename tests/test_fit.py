@@ -402,6 +402,33 @@ def test_paper_scale_pcd_collapses_a_mode(paper):
     assert abs(w - 0.25) > 0.2, w
 
 
+def test_annealed_start_compiles_once_per_energy_structure():
+    """Two energies of one structure (e.g. two seeds): the initial annealing is traced once."""
+    from smc_ebm.strategies import _walkers
+
+    data = se.datasets.two_mode_teacher(jax.random.key(0), n=200, dim=SMALL_DIM)
+    strategy = se.Jarzynski(32, 0.05, n_anneal=5)
+
+    def run(seed):
+        energy = se.energies.MLP(SMALL_DIM, 8, 1, key=jax.random.key(seed), confinement=1.0)
+        return se.fit(
+            energy,
+            data.samples,
+            strategy=strategy,
+            optimizer=optax.sgd(1e-3),
+            num_steps=2,
+            key=jax.random.key(seed),
+            progress=False,
+        )
+
+    first = run(1)
+    before = _walkers.TRACE_COUNT["anneal"]
+    second, again = run(2), run(1)
+    assert _walkers.TRACE_COUNT["anneal"] == before  # neither call traced the annealing
+    np.testing.assert_array_equal(np.asarray(first.walkers), np.asarray(again.walkers))
+    assert not np.allclose(np.asarray(first.walkers), np.asarray(second.walkers))
+
+
 def test_second_fit_call_reuses_the_compiled_chunk():
     """Same strategy, optimizer, energy structure and metrics: no new trace, new data allowed."""
     data, energy = _small_problem()

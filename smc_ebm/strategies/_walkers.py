@@ -202,19 +202,9 @@ class Walkers(AbstractStrategy):
             base = Gaussian.fit_to(data, min_scale=math.sqrt(float(self.step_size)))
         k0, key = jax.random.split(key)
         x = base.sample(k0, n).astype(data.dtype)
-        run = jax.jit(
-            lambda key, x: anneal(
-                key,
-                base,
-                energy,
-                x,
-                n_steps=self.n_anneal,
-                step_size=self.step_size,
-                kernel=self.kernel,
-                resampling=ESSResampling(0.5, "systematic"),
-            )[:3]
+        x, a, log_ratio = _anneal_jit(
+            key, base, energy, x, int(self.n_anneal), float(self.step_size), self.kernel
         )
-        x, a, log_ratio = run(key, x)
         bad = ~(np.isfinite(np.asarray(a)) & np.all(np.isfinite(np.asarray(x)), axis=-1))
         if bad.any():
             raise ValueError(
@@ -478,6 +468,31 @@ def anneal(
     steps = jnp.arange(n_steps)
     (x, u, g, a, anchor), (dos, accs) = jax.lax.scan(body, init, (keys, steps, ts[:-1], ts[1:]))
     return x, a, anchor + log_mean_exp(a), jnp.sum(dos), jnp.mean(accs)
+
+
+#: Traces of :func:`_anneal_jit` (a test checks that a second ``fit`` adds none).
+TRACE_COUNT = {"anneal": 0}
+
+
+@eqx.filter_jit
+def _anneal_jit(key, base, energy, x, n_steps: int, step_size: float, kernel: str):
+    """:func:`anneal` at the start of a run, compiled once per (structure, sizes, kernel).
+
+    ``base`` and ``energy`` are traced (their arrays are arguments), so a second ``fit`` with
+    an energy of the same structure, e.g. the next seed of an experiment, reuses the program.
+    Returns ``(x, log_weights, log_ratio)``.
+    """
+    TRACE_COUNT["anneal"] += 1
+    return anneal(
+        key,
+        base,
+        energy,
+        x,
+        n_steps=n_steps,
+        step_size=step_size,
+        kernel=kernel,
+        resampling=ESSResampling(0.5, "systematic"),
+    )[:3]
 
 
 def _evaluate_state(energy, x, a, anchor, weighted) -> WalkerState:
