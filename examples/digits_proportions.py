@@ -27,7 +27,8 @@ the final walkers; the proportions are weighted by the Jarzynski weights (Jarzyn
 ``--model-chains K`` also measures the trained model itself, independently of the walkers'
 weights: ``se.diagnose`` runs one MALA chain per walker for ``K`` steps on the frozen final
 energy, started at the final walkers resampled by weight, and the unweighted proportions of the
-chains' second half are reported (with their R-hat and acceptance).
+chains' second half are reported (with their R-hat and acceptance). ``--save-models`` keeps
+each run's trained energy and final walkers for later measurements.
 
 Prints, as mean ± sd over seeds, each digit's proportion and relative error against the
 target; per seed of PCD and Unweighted, the fraction of walkers whose digit at the end differs
@@ -54,6 +55,7 @@ import json
 import time
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import numpy as np
 import optax
@@ -154,6 +156,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="also measure the trained model itself: this many MALA steps on the frozen final "
         "energy from the final walkers (resampled by weight), one chain per walker (0: off)",
+    )
+    p.add_argument(
+        "--save-models",
+        action="store_true",
+        help="save each run's trained energy (energy_<strategy>_<seed>.eqx, equinox leaves) "
+        "and final walkers (walkers_<strategy>_<seed>.npz) into --out-dir",
     )
     p.add_argument(
         "--strategies", nargs="+", choices=("Jarzynski", "PCD", "Unweighted"), default=None
@@ -384,6 +392,14 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             r = run(name, seed, args, data, side)
             res = r["result"]
+            if args.save_models:
+                tag = f"{name.lower()}_{seed}"
+                eqx.tree_serialise_leaves(args.out_dir / f"energy_{tag}.eqx", res.energy)
+                np.savez(
+                    args.out_dir / f"walkers_{tag}.npz",
+                    position=np.asarray(res.walkers),
+                    log_weights=np.asarray(res.log_weights),
+                )
             log_w = res.log_weights if name == "Jarzynski" else None
             props.append(clf.proportions(res.walkers, log_w))
             if args.average_last > 0:

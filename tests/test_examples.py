@@ -63,6 +63,7 @@ def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
             "0.3",
             "--model-chains",
             "8",
+            "--save-models",
             "--out-dir",
             str(tmp_path / "out"),
             "--no-progress",
@@ -91,5 +92,9 @@ def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
         assert np.isfinite(rhat) and 0.0 <= acc <= 1.0
     (ess,) = numbers["Jarzynski"]["ess_curves"]  # one seed: ESS / N at every record
     assert len(ess) == len(numbers["Jarzynski"]["ess_step"]) and all(0 < e <= 1 for e in ess)
+    for tag in ("jarzynski_0", "pcd_0", "unweighted_0"):
+        assert (tmp_path / "out" / f"energy_{tag}.eqx").stat().st_size > 0
+        with np.load(tmp_path / "out" / f"walkers_{tag}.npz") as w:
+            assert w["position"].shape == (8, 28 * 28) and w["log_weights"].shape == (8,)
     for figure in ("walkers_by_weight.png", "walkers_pcd.png", "walkers_unweighted.png", "ess.png"):
         assert (tmp_path / "out" / figure).stat().st_size > 0
