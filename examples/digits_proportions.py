@@ -28,7 +28,9 @@ the final walkers; the proportions are weighted by the Jarzynski weights (Jarzyn
 weights: ``se.diagnose`` runs one MALA chain per walker for ``K`` steps on the frozen final
 energy, started at the final walkers resampled by weight, and the unweighted proportions of the
 chains' second half are reported (with their R-hat and acceptance). ``--save-models`` keeps
-each run's trained energy and final walkers for later measurements.
+each run's trained energy and final walkers for later measurements. ``--model-ais K`` measures
+the model's class masses without its walkers (``se.metrics.class_masses``: walkers annealed
+from a Gaussian on each class's data to the frozen energy in ``K`` MALA steps, weighted).
 
 Prints, as mean ± sd over seeds, each digit's proportion and relative error against the
 target; per seed of PCD and Unweighted, the fraction of walkers whose digit at the end differs
@@ -156,6 +158,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="also measure the trained model itself: this many MALA steps on the frozen final "
         "energy from the final walkers (resampled by weight), one chain per walker (0: off)",
+    )
+    p.add_argument(
+        "--model-ais",
+        type=int,
+        default=0,
+        help="also measure the trained model's own class masses: anneal --n-walkers walkers "
+        "from each class's data Gaussian to the model in this many MALA steps "
+        "(se.metrics.class_masses; 0: off)",
     )
     p.add_argument(
         "--save-models",
@@ -299,6 +309,39 @@ def model_proportions(clf, result, seed: int, args: argparse.Namespace) -> dict:
     }
 
 
+def model_masses(clf, energy, data, seed: int, args: argparse.Namespace) -> dict:
+    """The trained model's class proportions by annealed importance sampling per class.
+
+    ``se.metrics.class_masses``: ``--n-walkers`` walkers per class, in 8 independent runs
+    (fewer for fewer than 16 walkers),
+    annealed from the moment-matched Gaussian of that class's data to the frozen energy in
+    ``args.model_ais`` MALA steps. Also the data's mean energy per class, to compare with the
+    mean energy of the mass that the annealing finds.
+    """
+    res = se.metrics.class_masses(
+        energy,
+        jax.random.key(6000 + seed),
+        data.samples,
+        data.info["labels"],
+        clf,
+        n=args.n_walkers,
+        n_steps=args.model_ais,
+        step_size=args.step_size,
+        n_runs=max(2, min(8, args.n_walkers // 2)),
+    )
+    u = np.asarray(jax.vmap(energy)(data.samples))
+    y = np.asarray(data.info["labels"])
+    return {
+        "proportions": res.proportions,
+        "standard_errors": res.standard_errors,
+        "log_Z": res.log_Z.tolist(),
+        "arrival": res.arrival.tolist(),
+        "ess": res.ess.tolist(),
+        "mean_energy": res.mean_energy.tolist(),
+        "data_mean_energy": [float(u[y == c].mean()) for c in res.classes],
+    }
+
+
 def digit_changes(clf, traces: dict) -> dict:
     """How much walkers travel between digits, for walkers that keep their slot (no resampling).
 
@@ -349,10 +392,12 @@ def save_ess(path: Path, histories: list[dict], start: int) -> None:
     plt.close(fig)
 
 
-def summary(props, avg, walls, ess_final, moves, histories, target, model) -> dict:
+def summary(props, avg, walls, ess_final, moves, histories, target, model, masses) -> dict:
     """The JSON record of one strategy's seeds (ESS curves: every record, ESS / N)."""
     props = np.asarray(props)
     return {
+        "ais_proportions": [m["proportions"].tolist() for m in masses],
+        "ais": [{k: np.asarray(v).tolist() for k, v in m.items()} for m in masses],
         "model_proportions": [m["proportions"].tolist() for m in model],
         "model_curves": [m["curve"].round(4).tolist() for m in model],
         "model_max_rhat": [m["max_rhat"] for m in model],
@@ -388,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "target": target.tolist()}
     out["classifier_accuracy"] = clf.test_accuracy
     for name in args.strategies:
-        props, walls, histories, ess_final, avg, moves, model = [], [], [], [], [], [], []
+        props, walls, histories, ess_final, avg, moves, model, masses = ([] for _ in range(8))
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             r = run(name, seed, args, data, side)
             res = r["result"]
@@ -414,6 +459,12 @@ def main(argv: list[str] | None = None) -> dict:
                     f", model (MALA chains) {np.round(model[-1]['proportions'], 3)}"
                     f" (max R-hat {model[-1]['max_rhat']:.2f},"
                     f" acceptance {model[-1]['acceptance']:.2f})"
+                )
+            if args.model_ais > 0:
+                masses.append(model_masses(clf, res.energy, data, seed, args))
+                extra += (
+                    f", model (AIS per class) {np.round(masses[-1]['proportions'], 3)}"
+                    f" ± {np.round(masses[-1]['standard_errors'], 3)}"
                 )
             if res.strategy.kernel == "mala":
                 extra += f", MALA acceptance {np.nanmean(res.history['acceptance']):.3f}"
@@ -443,7 +494,9 @@ def main(argv: list[str] | None = None) -> dict:
                     path = args.out_dir / f"walkers_{name.lower()}.png"
                     save_grid(path, x[:64], side, f"{name} walkers")
             # Written after every seed, so that an interrupted run keeps the seeds it finished.
-            out[name] = summary(props, avg, walls, ess_final, moves, histories, target, model)
+            out[name] = summary(
+                props, avg, walls, ess_final, moves, histories, target, model, masses
+            )
             (args.out_dir / "numbers.json").write_text(json.dumps(out, indent=1))
         if name == "Jarzynski":
             save_ess(args.out_dir / "ess.png", histories, int(args.resample_from * args.steps))
@@ -459,6 +512,11 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{name}, mean of the last {args.average_last:.0%}",
                 np.asarray(out[name]["averaged_proportions"]),
             )
+            for name in args.strategies
+        ]
+    if args.model_ais > 0:
+        rows += [
+            (f"{name}, the model (AIS per class)", np.asarray(out[name]["ais_proportions"]))
             for name in args.strategies
         ]
     if args.model_chains > 0:

@@ -64,6 +64,8 @@ def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
             "--model-chains",
             "8",
             "--save-models",
+            "--model-ais",
+            "3",
             "--out-dir",
             str(tmp_path / "out"),
             "--no-progress",
@@ -90,6 +92,10 @@ def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
         (rhat,) = numbers[name]["model_max_rhat"]
         (acc,) = numbers[name]["model_acceptance"]
         assert np.isfinite(rhat) and 0.0 <= acc <= 1.0
+        (ais,) = numbers[name]["ais_proportions"]  # the model's masses, by annealing
+        np.testing.assert_allclose(sum(ais), 1.0, atol=1e-6)
+        (detail,) = numbers[name]["ais"]
+        assert len(detail["log_Z"]) == 3 and len(detail["data_mean_energy"]) == 3
     (ess,) = numbers["Jarzynski"]["ess_curves"]  # one seed: ESS / N at every record
     assert len(ess) == len(numbers["Jarzynski"]["ess_step"]) and all(0 < e <= 1 for e in ess)
     for tag in ("jarzynski_0", "pcd_0", "unweighted_0"):

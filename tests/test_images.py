@@ -203,6 +203,53 @@ def test_proportion_estimator_on_labelled_digits(key):
     assert clf.proportions(data.samples, a)[1] > 0.95
 
 
+class _NearestMean:
+    """A classifier by the nearest mode centre, for mixtures with known weights."""
+
+    def __init__(self, means):
+        self.means = np.asarray(means)
+        self.classes = tuple(range(len(self.means)))
+
+    def predict(self, x):
+        d = np.sum((np.asarray(x)[:, None, :] - self.means[None]) ** 2, axis=-1)
+        return np.argmin(d, axis=1)
+
+
+def test_class_masses_recover_the_weights_of_a_mixture():
+    """Three unit modes 8.5 or more apart, weights 0.5, 0.3, 0.2: per-class annealing gives them.
+
+    The nearest-centre regions hold each mode's mass up to Phi(-4.2) ~ 1e-5, so the only
+    error is Monte Carlo: within 4 of the reported standard errors. The runs from a mode's
+    base stay in it, so each base's log Z is that of its own mode, log Z + log w_c.
+    """
+    means = jnp.array([[-6.0, 0.0], [0.0, 6.0], [6.0, 0.0]])
+    w = np.array([0.5, 0.3, 0.2])
+    gmm = se.energies.GaussianMixture(means, jnp.log(jnp.asarray(w)))
+    k_y, k_x, k_run = jax.random.split(jax.random.key(3), 3)
+    y = np.asarray(jax.random.choice(k_y, 3, (300,), p=jnp.asarray(w)))
+    x = np.asarray(means)[y] + np.asarray(jax.random.normal(k_x, (300, 2)))
+    res = se.metrics.class_masses(
+        gmm, k_run, x, y, _NearestMean(means), n=512, n_steps=20, step_size=0.2, n_runs=8
+    )
+    assert np.all(res.standard_errors > 0) and np.all(res.standard_errors < 0.02)
+    np.testing.assert_array_less(np.abs(res.proportions - w), 4 * res.standard_errors)
+    np.testing.assert_allclose(res.proportions.sum(), 1.0, rtol=1e-12)
+    log_z = float(gmm.log_partition())
+    np.testing.assert_allclose(res.log_Z, log_z + np.log(w), atol=0.05)
+    np.testing.assert_allclose(res.log_masses, log_z + np.log(w), atol=0.05)
+    assert np.all(np.diag(res.arrival) > 0.999)
+    # In mode c, U = -log w_c + |x - mu_c|^2 / 2, whose mean is -log w_c + 1 and sd 1:
+    # within 4 standard errors with n * ESS walkers.
+    assert np.all(res.ess > 0.5)
+    np.testing.assert_allclose(res.mean_energy, 1.0 - np.log(w), atol=4 / np.sqrt(0.5 * 512))
+    with pytest.raises(ValueError, match="multiple of n_runs"):
+        se.metrics.class_masses(gmm, k_run, x, y, _NearestMean(means), n=100, n_runs=8)
+    with pytest.raises(ValueError, match="labels"):
+        se.metrics.class_masses(gmm, k_run, x, y[:10], _NearestMean(means))
+    with pytest.raises(ValueError, match="class 2"):
+        se.metrics.class_masses(gmm, k_run, x[y < 2], y[y < 2], _NearestMean(means))
+
+
 # ---------------------------------------------------------------------------------------
 # training end to end
 def test_short_fit_on_digits_runs(key):

@@ -4,6 +4,7 @@ Each metric is a function of the energy (or a factory returning one) that runs i
 the compiled training loop and returns a scalar.
 """
 
+from smc_ebm.metrics._class_mass import ClassMasses, class_masses
 from smc_ebm.metrics._images import (
     DigitClassifier,
     class_proportions,
@@ -23,7 +24,9 @@ from smc_ebm.metrics._sphere import kl_estimate, score_error
 from smc_ebm.metrics._teacher import exact_kl, mode_weight
 
 __all__ = [
+    "ClassMasses",
     "DigitClassifier",
+    "class_masses",
     "class_proportions",
     "digit_classifier",
     "effective_sample_size",
