@@ -115,8 +115,10 @@ def class_masses(
         ValueError: shapes disagree, a class has fewer than 2 data points, or ``n`` is not
             a multiple of ``n_runs >= 2`` with at least 2 walkers per run.
     """
+    from smc_ebm._fit import _energies
     from smc_ebm._sample import sample
     from smc_ebm.energies._gaussian import Gaussian
+    from smc_ebm.metrics._images import class_proportions
 
     x = np.asarray(data)
     y = np.asarray(labels).reshape(-1)
@@ -135,7 +137,6 @@ def class_masses(
     log_terms = np.empty((k, n_runs))  # log of run r's estimate of M_c
     log_z, arrival = np.empty(k), np.empty((k, k))
     ess, acc, mean_u = np.empty(k), np.empty(k), np.empty(k)
-    energies = jax.jit(jax.vmap(energy))
     for j, (c, kc) in enumerate(zip(classes, jax.random.split(key, k), strict=True)):
         xc = x[y == c]
         if xc.shape[0] < 2:
@@ -157,9 +158,9 @@ def class_masses(
         inside = (pred == c).reshape(n_runs, m)
         with np.errstate(divide="ignore"):
             log_terms[j] = np.log(np.sum(np.exp(lw - lw.max()) * inside, axis=1)) + lw.max()
+        arrival[j] = class_proportions(pred, classes, res.log_weights)
         w = res.weights
-        arrival[j] = [float(np.sum(w[pred == cc])) for cc in classes]
-        u = np.asarray(energies(jnp.asarray(res.samples)), np.float64)
+        u = np.asarray(_energies(energy, jnp.asarray(res.samples)), np.float64)
         wc = w * (pred == c)
         mean_u[j] = float(np.sum(wc * u) / np.sum(wc)) if np.sum(wc) > 0 else np.nan
         log_z[j], ess[j], acc[j] = res.log_Z, res.ess, res.acceptance
