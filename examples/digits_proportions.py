@@ -137,6 +137,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--confinement", type=float, default=1.0)
     p.add_argument("--l2-penalty", type=float, default=0.0, help="energy penalty lambda")
     p.add_argument("--n-anneal", type=int, default=100, help="annealing steps (Jarzynski)")
+    p.add_argument(
+        "--refresh-every",
+        type=int,
+        default=0,
+        help="Jarzynski: every this many steps, replace --n-refresh random walkers by walkers "
+        "annealed afresh from the base to the current model (0: never)",
+    )
+    p.add_argument("--n-refresh", type=int, default=None, help="default: n-walkers // 16")
+    p.add_argument("--refresh-steps", type=int, default=None, help="annealing steps of a refresh")
     p.add_argument("--resample-from", type=float, default=0.5, help="fraction of the run")
     p.add_argument("--ess-threshold", type=float, default=0.5)
     p.add_argument(
@@ -226,6 +235,9 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
         feedback_correction="local" if args.feedback_correction == "local" else False,
         feedback_correction_from=int(args.correction_from * args.steps),
         feedback_estimator=args.feedback_estimator,
+        refresh_every=args.refresh_every,
+        n_refresh=args.n_refresh,
+        refresh_steps=args.refresh_steps,
     )
 
 

@@ -201,3 +201,77 @@ def test_strategy_protocol(name):
     if name == "unweighted":
         # Started at the model (exact samples), not at the data (shifted by +2).
         assert abs(float(jnp.mean(state.position)) - float(jnp.mean(data))) > 1.0
+
+
+def test_refreshed_walkers_bring_the_mass_that_the_population_misses():
+    """Walkers that hold only one mode of a frozen mixture get the other one by refreshing.
+
+    Target: modes A (weight 1/4) and B (3/4) at -6 and +6 on the first axis, 12 standard
+    deviations apart, so no Langevin walker crosses. The N walkers start in A with
+    ``log_Z0 = log Z_A``: a valid weighted population of the target restricted to A. Each
+    refresh replaces m walkers chosen at random by walkers annealed from the base; after K
+    refreshes the kept fraction of the original lineage is (1 - m/N)^K in expectation, so
+    the estimate of the mass of B is r Z_B with r = 1 - (1 - m/N)^K, and the weighted
+    fraction of walkers in B is r w_B / (w_A + r w_B). Without refreshing it stays 0.
+    """
+    import optax
+
+    w_b = 0.75
+    means = jnp.array([[-6.0, 0.0], [6.0, 0.0]])
+    energy = GaussianMixture(means, jnp.log(jnp.array([1.0 - w_b, w_b])))
+    data = energy.sample(jax.random.key(0), 2000)
+    n, m, every, k = 512, 128, 5, 20
+    x_a = means[0] + jax.random.normal(jax.random.key(1), (n, 2))
+    log_z = float(energy.log_partition())
+    log_z_a = log_z + np.log(1.0 - w_b)
+    out = {}
+    for refresh in (0, every):
+        strategy = se.Jarzynski(
+            n,
+            0.1,
+            init=x_a,
+            resampling=se.NoResampling(),
+            refresh_every=refresh,
+            n_refresh=m,
+            refresh_steps=100,
+        )
+        out[refresh] = se.fit(
+            energy,
+            data,
+            strategy=strategy,
+            optimizer=optax.sgd(0.0),
+            num_steps=every * k,
+            key=jax.random.key(2),
+            log_Z0=log_z_a,
+            progress=False,
+        )
+    in_b = lambda res: np.asarray(res.walkers)[:, 0] > 0  # noqa: E731
+    assert not in_b(out[0]).any()
+    np.testing.assert_allclose(out[0].log_Z, log_z_a, atol=0.05)
+    res = out[every]
+    r = 1.0 - (1.0 - m / n) ** k
+    frac, se_frac = weighted_mean_and_se(in_b(res), res.log_weights)
+    expected = r * w_b / (1.0 - w_b + r * w_b)
+    assert abs(frac[0] - expected) < Z * se_frac[0], (frac, se_frac, expected)
+    lme, se_lz = log_mean_exp_and_se(res.log_weights)
+    assert abs(res.log_Z - (log_z + np.log(1.0 - w_b + r * w_b))) < Z * se_lz + 0.02, (
+        res.log_Z,
+        se_lz,
+    )
+    # The fresh walkers' cached energies are the model's at their positions.
+    u = jax.vmap(res.energy)(res.walkers)
+    np.testing.assert_allclose(np.asarray(res.state.energy), np.asarray(u), rtol=1e-5)
+
+
+def test_refresh_options_are_checked():
+    with pytest.raises(ValueError, match="refresh_every"):
+        se.Jarzynski(64, 0.1, refresh_every=-1)
+    with pytest.raises(ValueError, match="n_refresh"):
+        se.Jarzynski(64, 0.1, refresh_every=10, n_refresh=64)
+    with pytest.raises(ValueError, match="refresh_steps"):
+        se.Jarzynski(64, 0.1, refresh_every=10, refresh_steps=0)
+    with pytest.raises(ValueError, match="weighted"):
+        se.strategies.Walkers(64, 0.1, weighted=False, refresh_every=10)
+    with pytest.raises(ValueError, match="refresh_every"):
+        se.Jarzynski(64, 0.1, kernel="flow", refresh_every=10)
+    assert not se.Jarzynski(64, 0.1, refresh_every=10).weights_certify_walkers

@@ -33,6 +33,8 @@ class WalkerState(NamedTuple):
             parameter path but never enters the gradient (an unbiased log Z estimator).
         grad_weights: ``(N,)`` the weight with which each walker's position entered
             ``param_grad`` (for the feedback correction); ``None`` when not tracked.
+        refresh_base: the base energy that refreshed walkers are annealed from
+            (``Walkers.refresh_every``); ``None`` when walkers are not refreshed.
     """
 
     position: Float[Array, "N d"]
@@ -44,6 +46,7 @@ class WalkerState(NamedTuple):
     model_energy: Float[Array, ""]
     observers: Any = None
     grad_weights: Any = None
+    refresh_base: Any = None
 
 
 class ObserverState(NamedTuple):

@@ -102,6 +102,9 @@ class Walkers(AbstractStrategy):
     feedback_correction_from: int = 0
     feedback_estimator: str = "probe"
     reseed_every: int = 0
+    refresh_every: int = 0
+    n_refresh: int | None = None
+    refresh_steps: int | None = None
 
     def __post_init__(self) -> None:
         if int(self.n_walkers) < 2:
@@ -139,8 +142,25 @@ class Walkers(AbstractStrategy):
             raise ValueError(
                 f"feedback_estimator must be 'probe' or 'exact'; got {self.feedback_estimator!r}."
             )
+        if self.refresh_every < 0:
+            raise ValueError(f"refresh_every must be >= 0; got {self.refresh_every}.")
+        if self.refresh_every:
+            if not self.weighted:
+                raise ValueError("refresh_every needs weighted walkers (Jarzynski).")
+            if not 1 <= self._n_refresh < self.n_walkers:
+                raise ValueError(
+                    f"n_refresh must be in [1, n_walkers={self.n_walkers}); got {self.n_refresh}."
+                )
+            if self.refresh_steps is not None and int(self.refresh_steps) < 1:
+                raise ValueError(f"refresh_steps must be >= 1; got {self.refresh_steps}.")
         if self.reseed_every and not self.n_observers:
             raise ValueError("reseed_every needs observers to reseed from (n_observers >= 2).")
+
+    @property
+    def _n_refresh(self) -> int:
+        if self.n_refresh is None:
+            return max(1, self.n_walkers // 16)
+        return int(self.n_refresh)
 
     @property
     def _minibatched(self) -> bool:
@@ -165,13 +185,14 @@ class Walkers(AbstractStrategy):
         weights stop resampling (the ESS is NaN), and a walker with weight
         :math:`e^{-\infty} = 0` is never an ancestor, so the resampled walkers are finite too.
         MALA's AIS increment does not read :math:`g'`; frozen walkers of a mini-batched step
-        and reseeded walkers get no ULA increment, so none of these is certified.
+        and reseeded or refreshed walkers get no ULA increment, so none of these is certified.
         """
         return (
             self.weighted
             and self.kernel == "ula"
             and not self._minibatched
             and not self.reseed_every
+            and not self.refresh_every
         )
 
     # ----------------------------------------------------------------------------------
@@ -189,6 +210,12 @@ class Walkers(AbstractStrategy):
             return x, jnp.zeros(n, data.dtype), None
         return self._anneal(key, energy, data, n)
 
+    def _base(self, data: Array) -> Any:
+        """``anneal_base``, or the data's diagonal Gaussian with scales >= sqrt(step_size)."""
+        if self.anneal_base is not None:
+            return self.anneal_base
+        return Gaussian.fit_to(data, min_scale=math.sqrt(float(self.step_size)))
+
     def _anneal(self, key, energy, data, n):
         """Anneal from a Gaussian base to the model with the same weighted moves.
 
@@ -197,9 +224,7 @@ class Walkers(AbstractStrategy):
         ``h < 2 s^2``, and a coordinate that barely varies in the data (the border pixels of
         digit images) would otherwise make the first moves diverge.
         """
-        base = self.anneal_base
-        if base is None:
-            base = Gaussian.fit_to(data, min_scale=math.sqrt(float(self.step_size)))
+        base = self._base(data)
         k0, key = jax.random.split(key)
         x = base.sample(k0, n).astype(data.dtype)
         x, a, log_ratio = _anneal_jit(
@@ -246,6 +271,8 @@ class Walkers(AbstractStrategy):
             state = state._replace(
                 observers=ObserverState(xo, uo, go, ao, log_Z0 - log_mean_exp(ao))
             )
+        if self.refresh_every:
+            state = state._replace(refresh_base=self._base(data))
         return state
 
     # ----------------------------------------------------------------------------------
@@ -296,7 +323,15 @@ class Walkers(AbstractStrategy):
                 observers = self._advance_observers(k_obs, observers, energy_old, energy_new, step)
         else:
             do = jnp.asarray(False)
-        state = WalkerState(x, u, g, a, anchor, pgrad, model_energy, observers, gw)
+        state = WalkerState(
+            x, u, g, a, anchor, pgrad, model_energy, observers, gw, state.refresh_base
+        )
+        if self.refresh_every:
+            state = jax.lax.cond(
+                (step + 1) % self.refresh_every == 0,
+                lambda: self._refresh(jax.random.fold_in(k_res, 2), state, energy_new),
+                lambda: state,
+            )
         if self.reseed_every:
             state = jax.lax.cond(
                 (step + 1) % self.reseed_every == 0,
@@ -319,7 +354,54 @@ class Walkers(AbstractStrategy):
         anchor = obs.log_Z_anchor + log_mean_exp(obs.log_weights)
         new = _evaluate_state(energy, x, a, anchor, True)
         gw = None if state.grad_weights is None else new.grad_weights
-        return new._replace(observers=obs, grad_weights=gw)
+        return new._replace(observers=obs, grad_weights=gw, refresh_base=state.refresh_base)
+
+    def _refresh(self, key, state: WalkerState, energy: Any) -> WalkerState:
+        r"""Replace ``n_refresh`` random walkers by walkers annealed afresh from the base.
+
+        Persistent walkers only see the model where they are: a well that the parameters dig
+        away from them carries mass that no weight can show (the weights correct the walkers
+        where they are, not where they have never been). Walkers annealed from the base at
+        the current parameters reach such wells with the weight that the model gives them.
+
+        The pooled weights keep the estimator unbiased: after dropping ``M`` walkers chosen
+        uniformly at random (independently of their weights), the ``N - M`` kept ones give
+        :math:`\tfrac1{N-M}\sum_i e^{c + A_i}`, an unbiased estimate of :math:`Z` (``c`` the
+        anchor), and the ``M`` fresh ones, with log-weights
+        :math:`\log Z_\mathrm{base} + \log\hat r - \log\overline{e^{B}} + B_j` from the
+        annealing (:func:`anneal`; ``B`` its log-weights since its last resampling, ``\hat
+        r`` its estimate of :math:`Z / Z_\mathrm{base}`), give another. Every walker then
+        counts once in :math:`\tfrac1N \sum e^{\cdot}`, a convex combination of the two.
+        Nothing is resampled: a fresh walker that lands in a deep well takes the weight of
+        that well in the next gradient, and loses it through its increments as the energy
+        there rises.
+        """
+        k_drop, k_x, k_anneal = jax.random.split(key, 3)
+        n, m = self.n_walkers, self._n_refresh
+        base = state.refresh_base
+        dtype = state.position.dtype
+        steps = self.n_anneal if self.refresh_steps is None else self.refresh_steps
+        x0 = base.sample(k_x, m).astype(dtype)
+        xf, b, log_ratio, _, _ = anneal(
+            k_anneal,
+            base,
+            energy,
+            x0,
+            n_steps=int(steps),
+            step_size=self.step_size,
+            kernel=self.kernel,
+            resampling=ESSResampling(0.5, "systematic"),
+        )
+        # fresh log-weights relative to the population's anchor
+        b = b + (base.log_partition() + log_ratio - log_mean_exp(b) - state.log_Z_anchor)
+        drop = jax.random.permutation(k_drop, n)[:m]
+        x = state.position.at[drop].set(xf)
+        a = state.log_weights.at[drop].set(b.astype(state.log_weights.dtype))
+        new = _evaluate_state(energy, x, a, state.log_Z_anchor, True)
+        gw = None if state.grad_weights is None else new.grad_weights
+        return new._replace(
+            observers=state.observers, grad_weights=gw, refresh_base=state.refresh_base
+        )
 
     def _follow(self, key, x, u, g, a, energy_old, energy_new, kernel=None):
         """Move with the old energy, evaluate at the new one, add the weight increments.
@@ -543,6 +625,9 @@ def Jarzynski(
     feedback_correction_from: int = 0,
     feedback_estimator: str = "probe",
     reseed_every: int = 0,
+    refresh_every: int = 0,
+    n_refresh: int | None = None,
+    refresh_steps: int | None = None,
     **flow_options: Any,
 ) -> Walkers | FlowStrategy:
     r"""Jarzynski-weighted walkers (Carbone et al., 2023, Algorithms 1 and 2).
@@ -615,6 +700,16 @@ def Jarzynski(
             parameter path, a bias that the same-step feedback correction removes only in
             part; reseeding from the observers, which never drive, bounds how long it can
             accumulate (see ``docs/teacher_student.md``). ``0`` (default): never.
+        refresh_every: every this many steps, replace ``n_refresh`` walkers chosen at
+            random by walkers annealed afresh from ``anneal_base`` to the current model in
+            ``refresh_steps`` weighted steps (default ``n_anneal``), with weights that keep
+            the estimator unbiased (see ``docs/maths.md``). Persistent walkers cannot see a
+            well that the model digs where none of them is; fresh walkers can. Cost per
+            refresh: ``n_refresh * refresh_steps`` moves and one evaluation of all walkers.
+            ``0`` (default): never.
+        n_refresh: walkers replaced at each refresh, ``1 <= n_refresh < n_walkers``
+            (default ``n_walkers // 16``, at least 1).
+        refresh_steps: annealing steps of a refresh (default ``n_anneal``).
         **flow_options: with ``kernel="flow"`` only, keywords of :func:`~smc_ebm.FlowMC`.
 
     Example:
@@ -631,6 +726,7 @@ def Jarzynski(
             "anneal_base": anneal_base is not None,
             "n_observers": n_observers != 0,
             "reseed_every": reseed_every != 0,
+            "refresh_every": refresh_every != 0,
             "feedback_correction_from": feedback_correction_from != 0,
             "feedback_estimator": feedback_estimator != "probe",
         }
@@ -667,6 +763,9 @@ def Jarzynski(
         feedback_correction_from=feedback_correction_from,
         feedback_estimator=feedback_estimator,
         reseed_every=reseed_every,
+        refresh_every=refresh_every,
+        n_refresh=n_refresh,
+        refresh_steps=refresh_steps,
     )
 
 
