@@ -706,6 +706,9 @@ def Jarzynski(
             the estimator unbiased (see ``docs/maths.md``). Persistent walkers cannot see a
             well that the model digs where none of them is; fresh walkers can. Cost per
             refresh: ``n_refresh * refresh_steps`` moves and one evaluation of all walkers.
+            Fresh walkers can take much of the weight, so the ESS drops at every refresh: on
+            the digits experiment it moved the trained models towards the target proportions
+            but made the walkers' estimate of them worse (``docs/digits.md``).
             ``0`` (default): never.
         n_refresh: walkers replaced at each refresh, ``1 <= n_refresh < n_walkers``
             (default ``n_walkers // 16``, at least 1).
