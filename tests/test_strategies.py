@@ -253,7 +253,7 @@ def test_refreshed_walkers_bring_the_mass_that_the_population_misses():
     frac, se_frac = weighted_mean_and_se(in_b(res), res.log_weights)
     expected = r * w_b / (1.0 - w_b + r * w_b)
     assert abs(frac[0] - expected) < Z * se_frac[0], (frac, se_frac, expected)
-    lme, se_lz = log_mean_exp_and_se(res.log_weights)
+    _, se_lz = log_mean_exp_and_se(res.log_weights)
     assert abs(res.log_Z - (log_z + np.log(1.0 - w_b + r * w_b))) < Z * se_lz + 0.02, (
         res.log_Z,
         se_lz,

@@ -352,9 +352,7 @@ class Walkers(AbstractStrategy):
         x = obs.position[idx]
         a = jnp.zeros(self.n_walkers, state.log_weights.dtype)
         anchor = obs.log_Z_anchor + log_mean_exp(obs.log_weights)
-        new = _evaluate_state(energy, x, a, anchor, True)
-        gw = None if state.grad_weights is None else new.grad_weights
-        return new._replace(observers=obs, grad_weights=gw, refresh_base=state.refresh_base)
+        return _replace_walkers(state, energy, x, a, anchor)
 
     def _refresh(self, key, state: WalkerState, energy: Any) -> WalkerState:
         r"""Replace ``n_refresh`` random walkers by walkers annealed afresh from the base.
@@ -390,18 +388,13 @@ class Walkers(AbstractStrategy):
             n_steps=int(steps),
             step_size=self.step_size,
             kernel=self.kernel,
-            resampling=ESSResampling(0.5, "systematic"),
         )
         # fresh log-weights relative to the population's anchor
         b = b + (base.log_partition() + log_ratio - log_mean_exp(b) - state.log_Z_anchor)
         drop = jax.random.permutation(k_drop, n)[:m]
         x = state.position.at[drop].set(xf)
         a = state.log_weights.at[drop].set(b.astype(state.log_weights.dtype))
-        new = _evaluate_state(energy, x, a, state.log_Z_anchor, True)
-        gw = None if state.grad_weights is None else new.grad_weights
-        return new._replace(
-            observers=state.observers, grad_weights=gw, refresh_base=state.refresh_base
-        )
+        return _replace_walkers(state, energy, x, a, state.log_Z_anchor)
 
     def _follow(self, key, x, u, g, a, energy_old, energy_new, kernel=None):
         """Move with the old energy, evaluate at the new one, add the weight increments.
@@ -575,6 +568,16 @@ def _anneal_jit(key, base, energy, x, n_steps: int, step_size: float, kernel: st
         kernel=kernel,
         resampling=ESSResampling(0.5, "systematic"),
     )[:3]
+
+
+def _replace_walkers(state: WalkerState, energy, x, a, anchor) -> WalkerState:
+    """``state`` with new weighted walkers ``(x, a, anchor)``, evaluated at ``energy``.
+
+    The observers and the refresh base carry over; ``grad_weights`` is tracked if it was.
+    """
+    new = _evaluate_state(energy, x, a, anchor, True)
+    gw = None if state.grad_weights is None else new.grad_weights
+    return new._replace(observers=state.observers, grad_weights=gw, refresh_base=state.refresh_base)
 
 
 def _evaluate_state(energy, x, a, anchor, weighted) -> WalkerState:
