@@ -21,6 +21,7 @@ import smc_ebm as se
 from smc_ebm.energies import GaussianMixture, Tilted
 from smc_ebm.kernels import ula_log_alpha
 from smc_ebm.smc import ais_increment, jarzynski_increment
+from smc_ebm.smc._weights import row_sum
 
 N = 2000
 Z = 4.0  # standard errors allowed
@@ -101,6 +102,21 @@ def test_jarzynski_increment_is_the_log_ratio_of_backward_and_forward_kernels(ke
     # With the kernel of an unchanged target, detailed balance fails for ULA: the increment
     # is NOT zero (it is what corrects the ULA bias).
     assert np.max(np.abs(inc)) > 0.1
+
+
+@pytest.mark.parametrize("shape", [(1000, 50), (7, 3), (4, 6, 5), (9,)])
+def test_row_sum_is_the_sum_over_the_last_axis(key, shape):
+    """``row_sum`` (a product with ones on CPU, a reduction elsewhere) sums the last axis.
+
+    Float32 sums of ``d`` terms differ from the float64 sum by at most about
+    ``d * eps * sum |z|`` whatever their order; the bound below is that with ``eps = 2^-24``.
+    """
+    z = jax.random.normal(key, shape)
+    ref = np.sum(np.asarray(z, np.float64), axis=-1)
+    bound = shape[-1] * 2.0**-24 * np.sum(np.abs(np.asarray(z, np.float64)), axis=-1)
+    for out in (row_sum(z), jax.jit(row_sum)(z)):
+        assert out.shape == shape[:-1] and out.dtype == z.dtype
+        assert np.all(np.abs(np.asarray(out, np.float64) - ref) <= bound)
 
 
 def _evaluate_and_autodiff(energy, x):
