@@ -275,3 +275,20 @@ def test_refresh_options_are_checked():
     with pytest.raises(ValueError, match="refresh_every"):
         se.Jarzynski(64, 0.1, kernel="flow", refresh_every=10)
     assert not se.Jarzynski(64, 0.1, refresh_every=10).weights_certify_walkers
+
+
+@pytest.mark.parametrize("dtype_g", [jnp.float32, jnp.float16])
+def test_walkers_are_gathered_exactly(key, dtype_g):
+    """Positions and gradients gathered together (one ``[x | g]`` gather) equal ``x[idx]``,
+    ``g[idx]`` bit for bit; arrays of different dtypes are gathered one by one."""
+    from smc_ebm.strategies._walkers import _gather_rows
+
+    k1, k2, k3 = jax.random.split(key, 3)
+    x = jax.random.normal(k1, (50, 3, 2))
+    g = jax.random.normal(k2, (50, 3, 2)).astype(dtype_g)
+    idx = jnp.sort(jax.random.randint(k3, (50,), 0, 50))
+    for gather in (_gather_rows, jax.jit(_gather_rows)):
+        xi, gi = gather(idx, x, g)
+        assert xi.dtype == x.dtype and gi.dtype == g.dtype
+        np.testing.assert_array_equal(xi, x[idx])
+        np.testing.assert_array_equal(gi, g[idx])
