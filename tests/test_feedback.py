@@ -253,3 +253,47 @@ def test_subsampled_feedback_correction_is_unbiased(monkeypatch, probes, active)
         assert np.all(ex[:, ~in_grad] == 0)
         se_ex = ex.std(axis=0) / np.sqrt(len(ex))
         np.testing.assert_array_less(np.abs(ex.mean(axis=0) - exact), 5 * se_ex + 1e-9)
+
+
+class _OwnParamGrad(se.energies.GaussianMixture):
+    """A mixture whose own ``evaluate_batch`` gives a ``param_grad`` JAX cannot transpose."""
+
+    def evaluate_batch(self, x):
+        u, g, param_grad = super().evaluate_batch(x)
+        return u, g, lambda w: param_grad(jnp.abs(w))
+
+
+class _GenericMixture(se.energies.GaussianMixture):
+    def evaluate_batch(self, x):
+        return None
+
+
+@pytest.mark.parametrize("name", ["closed form", "per walker", "network", "not transposable"])
+def test_directional_parameter_derivatives_match_forward_mode(key, name):
+    """The correction's ``d_i = dU(x_i)/dtheta . v``, from the transpose of the weighted
+    parameter gradient, equals forward-mode differentiation of the energies (or is it)."""
+    from smc_ebm._fit import _param_directional_derivatives
+    from smc_ebm.kernels._evaluate import split_energy
+
+    k1, k2, k3 = jax.random.split(key, 3)
+    if name == "network":
+        energy = se.energies.MLP(3, 16, 2, key=k1, confinement=1.0)
+    else:
+        cls = {
+            "closed form": se.energies.GaussianMixture,
+            "per walker": _GenericMixture,
+            "not transposable": _OwnParamGrad,
+        }[name]
+        base = se.energies.GaussianMixture.init(k1, 3, 3, scale=2.0)
+        energy = cls(base.means, jnp.array([0.3, -0.2, 0.5]), sigma=1.3)
+    params, static = split_energy(energy)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(k2, len(leaves))
+    v = jax.tree.unflatten(
+        treedef, [jax.random.normal(k, p.shape) for k, p in zip(keys, leaves, strict=True)]
+    )
+    x = 2.0 * jax.random.normal(k3, (40, 3))
+    d = _param_directional_derivatives(params, static, x, v)
+    _, ref = jax.jvp(lambda p: jax.vmap(eqx.combine(p, static))(x), (params,), (v,))
+    assert d.shape == (40,)
+    np.testing.assert_allclose(d, ref, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(ref))))
