@@ -17,7 +17,12 @@ import optax
 from jaxtyping import Array, PRNGKeyArray
 
 from smc_ebm.energies._base import energy_batch, has_log_partition, mean_energy
-from smc_ebm.kernels._evaluate import evaluate, split_energy
+from smc_ebm.kernels._evaluate import (
+    PER_WALKER_PARAMS_PER_DIM,
+    evaluate,
+    n_params,
+    split_energy,
+)
 from smc_ebm.smc._weights import row_sum
 from smc_ebm.strategies._base import AbstractStrategy, WalkerState
 
@@ -728,19 +733,27 @@ def _feedback_correction(
 def _param_directional_derivatives(params, static, x, v) -> Array:
     r"""``d_i = \partial_\theta U(x_i) \cdot v`` for the rows ``x_i`` of ``x`` (``(m, d) -> (m,)``).
 
-    ``kernels.evaluate`` gives ``param_grad(w) = sum_i w_i \partial_\theta U(x_i)``, linear in
-    ``w``; its transpose applied to ``v`` is ``d``. That costs what the energy's own weighted
-    parameter gradient costs: for a closed form (a mixture's responsibilities) one product,
-    where forward-mode differentiation of the energy took about 5% of a Jarzynski step on the
-    50-d benchmark. A ``param_grad`` that JAX cannot transpose (an energy's own
-    ``evaluate_batch``) falls back to forward mode, ``jvp`` of the energies in ``v``.
+    For a small energy (at most ``PER_WALKER_PARAMS_PER_DIM * d`` trainable numbers, e.g. a
+    mixture) ``kernels.evaluate`` gives ``param_grad(w) = sum_i w_i \partial_\theta U(x_i)``
+    in closed form or from per-walker gradients; it is linear in ``w`` and its transpose
+    applied to ``v`` is ``d``: for the mixture one product, where forward-mode
+    differentiation of the energy took about 5% of a Jarzynski step on the 50-d benchmark
+    (XLA's CPU backend runs its reduction over the coordinates slowly). For a network the
+    transpose needs a backward pass and forward mode is cheaper (about 10% on a 2 x 128
+    MLP), so larger energies, and a ``param_grad`` that JAX cannot transpose, take forward
+    mode: ``jvp`` of the energies in ``v``.
     """
-    energy = eqx.combine(params, static)
-    param_grad = evaluate(energy, x)[2]
+
+    def forward():
+        return jax.jvp(lambda p: jax.vmap(eqx.combine(p, static))(x), (params,), (v,))[1]
+
+    if n_params(params) > PER_WALKER_PARAMS_PER_DIM * x.shape[-1]:
+        return forward()
+    param_grad = evaluate(eqx.combine(params, static), x)[2]
     try:
         (d,) = jax.linear_transpose(param_grad, jnp.zeros(x.shape[0], x.dtype))(v)
-    except Exception:  # noqa: BLE001  (not transposable: forward mode)
-        _, d = jax.jvp(lambda p: jax.vmap(eqx.combine(p, static))(x), (params,), (v,))
+    except Exception:  # noqa: BLE001  (not transposable)
+        return forward()
     return d
 
 
