@@ -685,10 +685,10 @@ def _feedback_correction(
     m = n if n_active is None else min(int(n_active), n)
     # The walkers that entered the gradient (``m`` at most; index n pads when fewer did).
     pool = jnp.arange(n) if m == n else jnp.nonzero(state.grad_weights > 0, size=m, fill_value=n)[0]
-    # The JVP costs a forward pass with tangents; it is taken on every ``stride``-th walker
-    # of the pool from a random offset (each is probed with probability 1 / stride) and
-    # scaled by ``stride``, an unbiased estimate of the same correction at a fraction of the
-    # cost.
+    # The directional derivative costs about a pass over the probed walkers; it is taken on
+    # every ``stride``-th walker of the pool from a random offset (each is probed with
+    # probability 1 / stride) and scaled by ``stride``, an unbiased estimate of the same
+    # correction at a fraction of the cost.
     stride = max(1, m // _CORRECTION_PROBES)
     offset = jax.random.randint(jax.random.fold_in(key, 1), (), 0, stride)
     probed = offset + stride * jnp.arange(-(-m // stride))

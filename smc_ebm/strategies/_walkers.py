@@ -690,7 +690,8 @@ def Jarzynski(
             ``docs/maths.md``): walker ``i`` contributed ``p_i dU(X_i)/dtheta`` to the
             gradient, so its increment contains the self-term
             ``p_i dU_i/dtheta^T J dU_i/dtheta`` (``J`` the optimizer's Jacobian), which
-            is subtracted with a one-probe Hutchinson estimate (one extra JVP per step).
+            is subtracted with a one-probe Hutchinson estimate (one extra directional
+            derivative of the energies per step, at up to 1024 walkers).
             Exact to first order for element-wise optimizers without memory (SGD, also
             per field); with momentum only the same-step term is removed. It needs an
             update that is linear in the gradient: ``"auto"`` (default) applies it when
@@ -707,8 +708,8 @@ def Jarzynski(
             with resampling restored the early ESS but not the proportions (see
             ``docs/digits.md``).
         feedback_estimator: how the self-term ``q_i dU_i/dtheta^T S (dU_i/dtheta - m)`` is
-            estimated: ``"probe"`` (default) with one Rademacher probe through one JVP of the
-            walkers' energies (unbiased, cheap, but its noise enters the log-weights), or
+            estimated: ``"probe"`` (default) with one Rademacher probe through one derivative
+            of the walkers' energies (unbiased, cheap, but its noise enters the log-weights), or
             ``"exact"`` from each gradient walker's own parameter gradient (a ``vmap`` of
             ``grad``: memory ``walkers x parameters``, for small energies).
         observer_kernel: the observers' move, ``"mala"`` by default: an invariant kernel
