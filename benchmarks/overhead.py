@@ -28,6 +28,7 @@ Example::
     python benchmarks/overhead.py --strategies Jarzynski Jarzynski-nocorr \
         Jarzynski-plain PCD                             # where Jarzynski's extra time goes
     python benchmarks/overhead.py --strategies Jarzynski Jarzynski-fullcheck PCD
+    python benchmarks/overhead.py --strategies Jarzynski Jarzynski-reseed PCD --reps 9
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ STRATEGIES = (
     "Jarzynski-nocorr",
     "Jarzynski-plain",
     "Jarzynski-fullcheck",
+    "Jarzynski-reseed",
 )
 
 
@@ -121,7 +123,9 @@ def make_strategy(name: str, args: argparse.Namespace):
     if name.startswith("Jarzynski"):
         # "-nocorr": without the feedback correction; "-plain": without it and without
         # resampling (the weights only); "-fullcheck": the default with fit's finiteness check
-        # reading positions and gradients too (as for PCD), instead of relying on the weights.
+        # reading positions and gradients too (as for PCD), instead of relying on the weights;
+        # "-reseed": the default with N MALA observers that reseed the drivers every 500 steps
+        # (the setting that meets the paper's weight bar, docs/teacher_student.md).
         resampling = (
             se.NoResampling()
             if name == "Jarzynski-plain"
@@ -131,8 +135,13 @@ def make_strategy(name: str, args: argparse.Namespace):
             args.n_walkers,
             h,
             resampling=resampling,
-            feedback_correction=name in ("Jarzynski", "Jarzynski-fullcheck")
+            feedback_correction=name in ("Jarzynski", "Jarzynski-fullcheck", "Jarzynski-reseed")
             and not args.no_feedback_correction,
+            **(
+                {"n_observers": args.n_walkers, "reseed_every": 500}
+                if name == "Jarzynski-reseed"
+                else {}
+            ),
         )
         if name == "Jarzynski-fullcheck":
             fields = dataclasses.fields(strategy)
