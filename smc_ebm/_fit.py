@@ -167,7 +167,7 @@ def _finite(x: Array) -> Array:
     ``x * 0`` is 0 where ``x`` is finite and NaN where it is not (inf or NaN), so its sum is
     finite exactly when every entry is: unlike ``all(isfinite(x))`` this writes no boolean
     array of the size of ``x`` (the walkers' positions and gradients are checked every step).
-    The rows are summed by :func:`~smc_ebm.smc._weights.row_sum` (on CPU a product with ones,
+    The rows are summed by :func:`smc_ebm.smc.row_sum` (on CPU a product with ones,
     faster there than XLA's fused reduction), then their sums.
     """
     z = x * jnp.zeros((), x.dtype)
@@ -739,7 +739,7 @@ def _param_directional_derivatives(params, static, x, v) -> Array:
     applied to ``v`` is ``d``: for the mixture one product, where forward-mode
     differentiation of the energy took about 5% of a Jarzynski step on the 50-d benchmark
     (XLA's CPU backend runs its reduction over the coordinates slowly). For a network the
-    transpose needs a backward pass and forward mode is cheaper (about 10% on a 2 x 128
+    transpose needs a backward pass and forward mode is cheaper (by about 12% on a 2 x 128
     MLP), so larger energies, and a ``param_grad`` that JAX cannot transpose, take forward
     mode: ``jvp`` of the energies in ``v``.
     """

@@ -20,8 +20,7 @@ from _stats import log_mean_exp_and_se, promotion_for, softmax, weighted_mean_an
 import smc_ebm as se
 from smc_ebm.energies import GaussianMixture, Tilted
 from smc_ebm.kernels import ula_log_alpha
-from smc_ebm.smc import ais_increment, jarzynski_increment
-from smc_ebm.smc._weights import row_sum
+from smc_ebm.smc import ais_increment, jarzynski_increment, row_sum
 
 N = 2000
 Z = 4.0  # standard errors allowed

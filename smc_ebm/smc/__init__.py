@@ -11,7 +11,7 @@ from smc_ebm.smc._resampling import (
     off_until,
     resample_indices,
 )
-from smc_ebm.smc._weights import ais_increment, frozen_increment, jarzynski_increment
+from smc_ebm.smc._weights import ais_increment, frozen_increment, jarzynski_increment, row_sum
 
 __all__ = [
     "RESAMPLERS",
@@ -26,4 +26,5 @@ __all__ = [
     "maybe_resample_indices",
     "off_until",
     "resample_indices",
+    "row_sum",
 ]

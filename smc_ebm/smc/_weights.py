@@ -10,13 +10,13 @@ from jaxtyping import Array, Float
 def row_sum(z: Float[Array, "*batch d"]) -> Float[Array, " *batch"]:
     r""":math:`\sum_j z_{\dots j}`, the sum over the last axis, in the form fastest per backend.
 
-    On CPU, XLA compiles a fused reduction over the minor axis of an ``(n, d)`` array into
-    one single-threaded loop, while a product with a vector of ones runs as a
-    multithreaded matrix-vector product after a parallel elementwise pass: on the
-    50-d, :math:`10^4`-walker benchmark the Jarzynski increment costs about half as much
-    this way (``benchmarks/overhead.py``). Other backends get the plain fused reduction.
-    Both are exact float sums (the product at ``Precision.HIGHEST``); they differ only in
-    the order of summation.
+    On CPU, XLA compiles a fused reduction over the minor axis of an ``(n, d)`` array into a
+    kernel that is slower than an elementwise pass followed by a matrix-vector product with a
+    vector of ones: on the 50-d, :math:`10^4`-walker benchmark the Jarzynski increment costs
+    about half as much this way (``benchmarks/overhead.py``). Other backends get the plain
+    fused reduction. Both sum in the input's full precision (the product at
+    ``Precision.HIGHEST``, so no backend sums in TF32 or bfloat16); they differ only in the
+    order of summation.
     """
 
     def cpu(v):

@@ -616,7 +616,7 @@ def _gather_rows(idx: Array, x: Array, g: Array) -> tuple[Array, Array]:
     """``(x[idx], g[idx])`` for positions and gradients of one shape ``(n, ...)``, as one gather.
 
     XLA's CPU gather works element by element; on rows twice as long (``[x | g]``, ``(n, 2d)``)
-    it costs less than two gathers of ``(n, d)`` rows: about 2% of a Jarzynski step on the
+    it costs less than two gathers of ``(n, d)`` rows: about 4% of a Jarzynski step on the
     50-d, :math:`10^4`-walker benchmark, where the gather runs at every step (``idx`` is the
     identity when nothing is resampled). The concatenation is fused into the gather.
     """
