@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -202,13 +204,21 @@ class Walkers(AbstractStrategy):
             raise ValueError("init array contains NaN or inf.")
 
     def _initial_positions(
-        self, key: PRNGKeyArray, energy: AbstractEnergy, data: Array, n: int
+        self,
+        key: PRNGKeyArray,
+        energy: AbstractEnergy,
+        data: Array,
+        n: int,
+        base: Callable[[], Any],
     ) -> tuple[Array, Array, Array | None]:
-        """``n`` positions, log-weights and (for annealed starts) a log Z_0 estimate."""
+        """``n`` positions, log-weights and (for annealed starts) a log Z_0 estimate.
+
+        ``base()`` gives the annealing base (called only when the start is annealed).
+        """
         x = exact_start(key, energy, data, self.init, n)
         if x is not None:
             return x, jnp.zeros(n, data.dtype), None
-        return self._anneal(key, energy, data, n)
+        return self._anneal(key, energy, data, n, base())
 
     def _base(self, data: Array) -> Any:
         """``anneal_base``, or the data's diagonal Gaussian with scales >= sqrt(step_size)."""
@@ -216,7 +226,7 @@ class Walkers(AbstractStrategy):
             return self.anneal_base
         return Gaussian.fit_to(data, min_scale=math.sqrt(float(self.step_size)))
 
-    def _anneal(self, key, energy, data, n):
+    def _anneal(self, key, energy, data, n, base):
         """Anneal from a Gaussian base to the model with the same weighted moves.
 
         The default base is the data's moment-matched diagonal Gaussian, its scales floored at
@@ -224,7 +234,6 @@ class Walkers(AbstractStrategy):
         ``h < 2 s^2``, and a coordinate that barely varies in the data (the border pixels of
         digit images) would otherwise make the first moves diverge.
         """
-        base = self._base(data)
         k0, key = jax.random.split(key)
         x = base.sample(k0, n).astype(data.dtype)
         x, a, log_ratio = _anneal_jit(
@@ -252,7 +261,9 @@ class Walkers(AbstractStrategy):
                 "Jarzynski, PCD and Unweighted walkers move in R^d (use se.Dual)."
             )
         k_walk, k_obs = jax.random.split(key)
-        x, a, log_z_est = self._initial_positions(k_walk, energy, data, self.n_walkers)
+        # The base, fitted to the data at most once, for the annealed starts and the refreshes.
+        base = functools.cache(functools.partial(self._base, data))
+        x, a, log_z_est = self._initial_positions(k_walk, energy, data, self.n_walkers, base)
         if not self.weighted:
             if log_z_est is not None:
                 # Annealed walkers carry weights since their last resampling; walkers that
@@ -266,13 +277,13 @@ class Walkers(AbstractStrategy):
             energy, x, a, log_Z0 - log_mean_exp(a), self.weighted
         )
         if self.n_observers:
-            xo, ao, _ = self._initial_positions(k_obs, energy, data, self.n_observers)
+            xo, ao, _ = self._initial_positions(k_obs, energy, data, self.n_observers, base)
             uo, go = _evaluate_jit(energy, xo)
             state = state._replace(
                 observers=ObserverState(xo, uo, go, ao, log_Z0 - log_mean_exp(ao))
             )
         if self.refresh_every:
-            state = state._replace(refresh_base=self._base(data))
+            state = state._replace(refresh_base=base())
         return state
 
     # ----------------------------------------------------------------------------------
