@@ -17,12 +17,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray
 
 from smc_ebm.energies._base import energy_batch, has_log_partition, mean_energy
-from smc_ebm.kernels._evaluate import (
-    PER_WALKER_PARAMS_PER_DIM,
-    evaluate,
-    n_params,
-    split_energy,
-)
+from smc_ebm.kernels._evaluate import evaluate, per_walker_sized, split_energy
 from smc_ebm.smc._weights import row_sum
 from smc_ebm.strategies._base import AbstractStrategy, WalkerState
 
@@ -747,7 +742,7 @@ def _param_directional_derivatives(params, static, x, v) -> Array:
     def forward():
         return jax.jvp(lambda p: jax.vmap(eqx.combine(p, static))(x), (params,), (v,))[1]
 
-    if n_params(params) > PER_WALKER_PARAMS_PER_DIM * x.shape[-1]:
+    if not per_walker_sized(params, x.shape[-1]):
         return forward()
     param_grad = evaluate(eqx.combine(params, static), x)[2]
     try:

@@ -32,6 +32,14 @@ def n_params(energy: eqx.Module) -> int:
     return _count(split_energy(energy)[0])
 
 
+def per_walker_sized(params: Any, dim: int) -> bool:
+    """Whether trainable arrays ``params`` are few enough for per-walker parameter gradients.
+
+    That is at most ``PER_WALKER_PARAMS_PER_DIM * dim`` numbers, ``dim`` the input dimension.
+    """
+    return _count(params) <= PER_WALKER_PARAMS_PER_DIM * dim
+
+
 def _evaluate_batch(energy: eqx.Module, x: Float[Array, "n d"]) -> Any:
     """The energy's own ``evaluate_batch(x)`` triple, or ``None`` when it has none (or declines)."""
     fast = getattr(energy, "evaluate_batch", None)
@@ -64,7 +72,7 @@ def evaluate(
     if out is not None:
         return out
     params, static = split_energy(energy)
-    if _count(params) <= PER_WALKER_PARAMS_PER_DIM * x.shape[-1]:
+    if per_walker_sized(params, x.shape[-1]):
 
         def one(p, xi):
             return eqx.combine(p, static)(xi)
