@@ -263,15 +263,13 @@ class _OwnParamGrad(se.energies.GaussianMixture):
         return u, g, lambda w: param_grad(jnp.abs(w))
 
 
-class _GenericMixture(se.energies.GaussianMixture):
-    def evaluate_batch(self, x):
-        return None
-
-
 @pytest.mark.parametrize("name", ["closed form", "per walker", "network", "not transposable"])
 def test_directional_parameter_derivatives_match_forward_mode(key, name):
-    """The correction's ``d_i = dU(x_i)/dtheta . v``, from the transpose of the weighted
-    parameter gradient, equals forward-mode differentiation of the energies (or is it)."""
+    """The correction's ``d_i = dU(x_i)/dtheta . v`` equals forward-mode differentiation of
+    the energies, whether it comes from the transpose of the weighted parameter gradient
+    (closed form, per walker) or from forward mode itself (network, not transposable)."""
+    from test_weights import _GenericMixture
+
     from smc_ebm._fit import _param_directional_derivatives
     from smc_ebm.kernels._evaluate import split_energy
 
