@@ -22,6 +22,8 @@ from jaxtyping import PRNGKeyArray
 
 from smc_ebm.energies._base import has_log_partition
 from smc_ebm.energies._gaussian import Gaussian
+from smc_ebm.kernels import KERNELS
+from smc_ebm.smc import anneal
 from smc_ebm.smc._resampling import (
     ESSResampling,
     IntervalResampling,
@@ -29,7 +31,6 @@ from smc_ebm.smc._resampling import (
     ess_fraction,
     resample_indices,
 )
-from smc_ebm.strategies._walkers import KERNELS, anneal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +160,7 @@ def sample(
     if not float(step_size) > 0 or not math.isfinite(float(step_size)):
         raise ValueError(f"step_size must be a positive finite number; got {step_size}.")
     if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}.")
+        raise ValueError(f"kernel must be one of {tuple(KERNELS)}; got {kernel!r}.")
     if init is None:
         dim = getattr(energy, "dim", None)
         if dim is None:

@@ -17,11 +17,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
+
+from smc_ebm.kernels import Kernel, MoveInfo, ula_propose
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +48,7 @@ class Euclidean:
         step_size: float | Array,
     ) -> Float[Array, "n d"]:
         r"""ULA move :math:`x' = x - h \nabla U(x) + \sqrt{2h}\,\xi` from the cached gradient."""
-        noise = jax.random.normal(key, x.shape, dtype=x.dtype)
-        return x - step_size * grad + jnp.sqrt(2.0 * step_size) * noise
+        return ula_propose(key, x, grad, step_size)
 
     def uniform(self, key: PRNGKeyArray, n: int, dim: int) -> Float[Array, "n d"]:
         """There is no uniform distribution on ``R^d``."""
@@ -107,3 +108,17 @@ SPHERE = Sphere()
 def manifold_of(energy: Any) -> Euclidean | Sphere:
     """The manifold of an energy: its ``manifold`` attribute, :data:`EUCLIDEAN` by default."""
     return getattr(energy, "manifold", EUCLIDEAN)
+
+
+class ProjectedLangevin(Kernel):
+    """Langevin moves on a manifold (:meth:`Sphere.langevin`, ULA on ``R^d``), from cached
+    gradients; not invariant (the walkers of :class:`~smc_ebm.Dual` carry no weights)."""
+
+    invariant: ClassVar[bool] = False
+
+    def __init__(self, manifold: Euclidean | Sphere, step_size: float | Array):
+        self.manifold, self.step_size = manifold, step_size
+
+    def move(self, key, state, energy):
+        x = self.manifold.langevin(key, state.position, state.grad, self.step_size)
+        return x, MoveInfo(jnp.ones_like(state.energy))

@@ -257,33 +257,10 @@ def build_energy(spec: Mapping, dim: int, key: Any, data: Any = None) -> Any:
 
 
 def build_strategy(spec: Mapping) -> Any:
-    """The strategy of a ``[strategy]`` section (with its ``resampling`` table)."""
-    from smc_ebm import smc, strategies
+    """The strategy of a ``[strategy]`` section (:func:`smc_ebm.strategies.build_strategy`)."""
+    from smc_ebm import strategies
 
-    spec = dict(spec)
-    name = spec.pop("name")
-    ctor = {
-        "Jarzynski": strategies.Jarzynski,
-        "PCD": strategies.PCD,
-        "CD": strategies.CD,
-        "Unweighted": strategies.Unweighted,
-    }.get(name)
-    if ctor is None:
-        raise ValueError(
-            f"config [strategy]: unknown strategy {name!r}; choose Jarzynski, PCD, CD, Unweighted."
-        )
-    if "resampling" in spec:
-        res = dict(spec.pop("resampling"))
-        rname = res.pop("name", "ESSResampling")
-        rctor = {
-            "ESSResampling": smc.ESSResampling,
-            "IntervalResampling": smc.IntervalResampling,
-            "NoResampling": smc.NoResampling,
-        }.get(rname)
-        if rctor is None:
-            raise ValueError(f"config [strategy.resampling]: unknown schedule {rname!r}.")
-        spec["resampling"] = _call("strategy.resampling", rctor, res)
-    return _call("strategy", ctor, spec)
+    return strategies.build_strategy(spec)
 
 
 def build_optimizer(spec: Mapping) -> Any:

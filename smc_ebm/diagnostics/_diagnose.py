@@ -22,8 +22,7 @@ import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from smc_ebm.diagnostics import _arviz
-from smc_ebm.kernels._langevin import mala_move, ula_propose
-from smc_ebm.strategies._walkers import KERNELS
+from smc_ebm.kernels import KERNELS, make_kernel, run_chains
 
 SUMMARY_COLUMNS = ("mean", "sd", "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "r_hat")
 
@@ -97,29 +96,8 @@ class Diagnosis:
 
 def _chains(energy, key, x0, n_warmup, n_records, thin, step_size, kernel):
     """Run the chains; returns positions ``(R, C, d)``, energies and acceptances ``(R, C)``."""
-    value_and_grad = jax.vmap(jax.value_and_grad(energy))
-
-    def step(carry, k):
-        x, u, g = carry
-        if kernel == "ula":
-            x = ula_propose(k, x, g, step_size)
-            u, g = value_and_grad(x)
-            acc = jnp.ones_like(u)
-        else:
-            x, u, g, acc = mala_move(k, x, u, g, energy, step_size)
-        return (x, u, g), acc
-
-    def record(carry, k):
-        carry, acc = jax.lax.scan(step, carry, jax.random.split(k, thin))
-        return carry, (carry[0], carry[1], jnp.mean(acc, axis=0))
-
-    k_warm, k_run = jax.random.split(key)
-    u0, g0 = value_and_grad(x0)
-    carry = (x0, u0, g0)
-    if n_warmup:
-        carry, _ = jax.lax.scan(step, carry, jax.random.split(k_warm, n_warmup))
-    _, out = jax.lax.scan(record, carry, jax.random.split(k_run, n_records))
-    return out
+    k = make_kernel(kernel, step_size)
+    return run_chains(key, k, energy, x0, n_records, thin=thin, n_warmup=n_warmup)
 
 
 _run_chains = eqx.filter_jit(_chains)
@@ -226,7 +204,7 @@ def diagnose(
     if int(thin) < 1 or int(n_warmup) < 0:
         raise ValueError(f"thin must be >= 1 and n_warmup >= 0; got {thin}, {n_warmup}.")
     if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}.")
+        raise ValueError(f"kernel must be one of {tuple(KERNELS)}; got {kernel!r}.")
     energy = getattr(result_or_energy, "energy", result_or_energy)
     if step_size is None:
         step_size = float(getattr(getattr(result_or_energy, "strategy", None), "step_size", 0.1))

@@ -1,25 +1,47 @@
-"""Moves of the walkers: ULA with cached gradients, MALA (blackjax), and the fused evaluator."""
+"""Moves of the walkers: one kernel interface (ULA, MALA, i-SIR, projected Langevin) and the
+fused evaluator that gives energies, gradients and parameter gradients from one pass."""
 
+from smc_ebm.kernels._base import Kernel, KernelState, MoveInfo, energy_and_grad, run_chains
 from smc_ebm.kernels._evaluate import (
     energies,
     evaluate,
     evaluate_uniform,
     mean_param_grad,
     n_params,
+    per_walker_sized,
     split_energy,
 )
-from smc_ebm.kernels._isir import adapt_step_size, isir_move
-from smc_ebm.kernels._langevin import mala_move, ula_log_alpha, ula_propose
+from smc_ebm.kernels._isir import ISIR, adapt_step_size, isir_move
+from smc_ebm.kernels._langevin import (
+    KERNELS,
+    MALA,
+    ULA,
+    make_kernel,
+    mala_move,
+    ula_log_alpha,
+    ula_propose,
+)
 
 __all__ = [
+    "ISIR",
+    "KERNELS",
+    "MALA",
+    "ULA",
+    "Kernel",
+    "KernelState",
+    "MoveInfo",
     "adapt_step_size",
     "energies",
+    "energy_and_grad",
     "evaluate",
     "evaluate_uniform",
     "isir_move",
+    "make_kernel",
     "mala_move",
     "mean_param_grad",
     "n_params",
+    "per_walker_sized",
+    "run_chains",
     "split_energy",
     "ula_log_alpha",
     "ula_propose",

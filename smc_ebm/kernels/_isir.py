@@ -14,11 +14,13 @@ so the weights of a moving-target SMC need only the AIS increment :math:`U_k - U
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
+
+from smc_ebm.kernels._base import Kernel, MoveInfo
 
 
 def isir_move(
@@ -76,3 +78,21 @@ def adapt_step_size(
     accepts more than ``target``, smaller when it accepts less.
     """
     return step_size * jnp.exp(rate * (acceptance - target)).astype(step_size.dtype)
+
+
+class ISIR(Kernel):
+    """i-SIR with a flow proposal (:func:`isir_move`), invariant for its energy.
+
+    Args:
+        flow: the proposal (a flowjax distribution).
+        n_proposals: candidates per move, the current point included (``>= 2``).
+    """
+
+    invariant: ClassVar[bool] = True
+
+    def __init__(self, flow: Any, n_proposals: int):
+        self.flow, self.n_proposals = flow, n_proposals
+
+    def move(self, key, state, energy):
+        x, u, p_move = isir_move(key, state.position, state.energy, energy, self.flow, self.n_proposals)
+        return x, MoveInfo(p_move, u)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import blackjax
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
+
+from smc_ebm.kernels._base import Kernel, KernelState, MoveInfo
 
 
 def ula_propose(
@@ -62,3 +65,55 @@ def mala_move(
 
     keys = jax.random.split(key, x.shape[0])
     return jax.vmap(one)(keys, x, u, g)
+
+
+class ULA(Kernel):
+    r"""Unadjusted Langevin: :math:`x' = x - h \nabla U(x) + \sqrt{2h}\,\xi`, from the cached gradient.
+
+    Not invariant: inside an SMC over a moving target its bias is removed by the Jarzynski
+    increment (:func:`smc_ebm.smc.jarzynski`), for any step size.
+    """
+
+    invariant: ClassVar[bool] = False
+
+    def __init__(self, step_size: float | Array):
+        self.step_size = step_size
+
+    def move(self, key, state, energy):
+        x = ula_propose(key, state.position, state.grad, self.step_size)
+        return x, MoveInfo(jnp.ones_like(state.energy))
+
+    def __repr__(self) -> str:
+        return f"ULA(step_size={self.step_size!r})"
+
+
+class MALA(Kernel):
+    """Metropolis-adjusted Langevin (blackjax's kernel), invariant for its energy."""
+
+    invariant: ClassVar[bool] = True
+
+    def __init__(self, step_size: float | Array):
+        self.step_size = step_size
+
+    def move(self, key, state, energy):
+        x, u, _, acc = mala_move(key, state.position, state.energy, state.grad, energy, self.step_size)
+        return x, MoveInfo(acc, u)
+
+    def step(self, key, state, energy):
+        x, u, g, acc = mala_move(key, state.position, state.energy, state.grad, energy, self.step_size)
+        return KernelState(x, u, g), MoveInfo(acc, u)
+
+    def __repr__(self) -> str:
+        return f"MALA(step_size={self.step_size!r})"
+
+
+KERNELS = {"ula": ULA, "mala": MALA}
+
+
+def make_kernel(kernel: str | Kernel, step_size: float | Array) -> Kernel:
+    """A :class:`Kernel` from a name in :data:`KERNELS` (with ``step_size``) or a kernel."""
+    if isinstance(kernel, Kernel):
+        return kernel
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {tuple(KERNELS)}; got {kernel!r}.")
+    return KERNELS[kernel](step_size)

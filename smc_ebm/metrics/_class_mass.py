@@ -15,10 +15,16 @@ import dataclasses
 import math
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
+
+from smc_ebm.energies import energy_batch
+
+# Compiled once per energy structure (a fresh jit per call would trace again).
+_ENERGIES = eqx.filter_jit(energy_batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +121,6 @@ def class_masses(
         ValueError: shapes disagree, a class has fewer than 2 data points, or ``n`` is not
             a multiple of ``n_runs >= 2`` with at least 2 walkers per run.
     """
-    from smc_ebm._fit import _energies
     from smc_ebm._sample import sample
     from smc_ebm.energies._gaussian import Gaussian
     from smc_ebm.metrics._images import class_proportions
@@ -160,7 +165,7 @@ def class_masses(
             log_terms[j] = np.log(np.sum(np.exp(lw - lw.max()) * inside, axis=1)) + lw.max()
         arrival[j] = class_proportions(pred, classes, res.log_weights)
         w = res.weights
-        u = np.asarray(_energies(energy, jnp.asarray(res.samples)), np.float64)
+        u = np.asarray(_ENERGIES(energy, jnp.asarray(res.samples)), np.float64)
         wc = w * (pred == c)
         mean_u[j] = float(np.sum(wc * u) / np.sum(wc)) if np.sum(wc) > 0 else np.nan
         log_z[j], ess[j], acc[j] = res.log_Z, res.ess, res.acceptance

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from smc_ebm.kernels._langevin import mala_move, ula_propose
+from smc_ebm.kernels import make_kernel, run_chains
 
 
 def grid_2d(
@@ -109,21 +109,7 @@ def langevin_chains(
 
     @jax.jit
     def run(key, x0):
-        def vg(x):
-            return jax.vmap(jax.value_and_grad(energy))(x)
-
-        u, g = vg(x0)
-
-        def body(carry, k):
-            x, u, g = carry
-            if kernel == "ula":
-                x = ula_propose(k, x, g, step_size)
-                u, g = vg(x)
-            else:
-                x, u, g, _ = mala_move(k, x, u, g, energy, step_size)
-            return (x, u, g), x
-
-        _, xs = jax.lax.scan(body, (x0, u, g), jax.random.split(key, n_steps))
+        xs, _, _ = run_chains(key, make_kernel(kernel, step_size), energy, x0, n_steps)
         return jnp.swapaxes(xs, 0, 1)
 
     return run(key, jnp.asarray(x0))

@@ -1,8 +1,9 @@
-"""The strategy interface: pure ``(init_state, negative_phase, advance)`` over NamedTuples."""
+"""The strategy protocol: ``init_state``, ``model_term`` and ``step`` over NamedTuple states."""
 
 from __future__ import annotations
 
 import abc
+import warnings
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -11,13 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from smc_ebm.energies._conv import energy_l2_grad
-from smc_ebm.energies._tilted import Tilted
-from smc_ebm.kernels._evaluate import mean_param_grad
+from smc_ebm.energies import energy_l2_grad
+from smc_ebm.kernels import mean_param_grad
+from smc_ebm.smc import Population, row_sum
 
 
 class WalkerState(NamedTuple):
-    """Population of walkers following the moving target.
+    """Persistent walkers following the moving target (Jarzynski, PCD, Unweighted).
 
     Attributes:
         position: ``(N, d)`` walker positions ``X``.
@@ -29,12 +30,8 @@ class WalkerState(NamedTuple):
         param_grad: pytree, the walkers' estimate of ``E_rho_theta[dU/dtheta]`` at the
             current parameters, computed in the same pass as ``energy`` and ``grad``.
         model_energy: ``()`` the weighted mean of ``energy``.
-        observers: an optional independent :class:`ObserverState` that follows the same
-            parameter path but never enters the gradient (an unbiased log Z estimator).
         grad_weights: ``(N,)`` the weight with which each walker's position entered
-            ``param_grad`` (for the feedback correction); ``None`` when not tracked.
-        refresh_base: the base energy that refreshed walkers are annealed from
-            (``Walkers.refresh_every``); ``None`` when walkers are not refreshed.
+            ``param_grad`` (read by the feedback correction); ``None`` for unweighted walkers.
     """
 
     position: Float[Array, "N d"]
@@ -44,126 +41,177 @@ class WalkerState(NamedTuple):
     log_Z_anchor: Float[Array, ""]
     param_grad: Any
     model_energy: Float[Array, ""]
-    observers: Any = None
     grad_weights: Any = None
-    refresh_base: Any = None
+
+    @property
+    def population(self) -> Population:
+        """The weighted population (:class:`smc_ebm.smc.Population`) of these walkers."""
+        return Population(*self[:5])
 
 
-class ObserverState(NamedTuple):
-    """Weighted walkers that follow the parameter path without driving it.
+class ModelTerm(NamedTuple):
+    """A strategy's estimate of the model term of the gradient, at the current parameters.
 
-    The gradient of step ``k`` depends on the driving walkers, so their Jarzynski weights
-    see a parameter path that reacts to their own noise; the resulting log Z estimate
-    drifts by about ``-tr(P Cov(m))`` per step (``P`` the optimizer's step matrix, ``m``
-    the walkers' estimate of ``E[dU/dtheta]``). Observers are exact for the (given) path.
-    Fields as in :class:`WalkerState`.
+    Attributes:
+        grad: pytree shaped like the energy's trainable arrays, ``E_rho[dU/dtheta]``.
+        energy: ``()`` ``E_rho[U]``.
+        ess: ``()`` normalised ESS of the walkers' weights (1 without weights).
+        log_Z: ``()`` running estimate of log Z (NaN when the strategy has no weights).
     """
 
-    position: Float[Array, "M d"]
-    energy: Float[Array, " M"]
-    grad: Float[Array, "M d"]
-    log_weights: Float[Array, " M"]
-    log_Z_anchor: Float[Array, ""]
+    grad: Any
+    energy: Float[Array, ""]
+    ess: Float[Array, ""]
+    log_Z: Float[Array, ""]
 
 
 class StepInfo(NamedTuple):
-    """Diagnostics of one optimizer step (all scalars).
+    """What a strategy's :meth:`~AbstractStrategy.step` reports (all scalars).
 
     Attributes:
-        ess: normalised ESS of the walkers' weights at the current parameters.
-        log_Z: running estimate of log Z at the current parameters (NaN when the strategy
-            carries no weights).
-        resampled: whether the walkers were resampled after the move.
+        resampled: whether the walkers were resampled.
         acceptance: mean acceptance probability of the moves (1 for ULA).
+        finite: ``{quantity: bool}``, in the order in which ``fit`` reports them, whether each
+            quantity of the new state is finite (e.g. ``"walker log-weights"``).
     """
 
-    ess: Float[Array, ""]
-    log_Z: Float[Array, ""]
     resampled: Array
     acceptance: Float[Array, ""]
+    finite: dict[str, Array]
+
+
+def all_finite(tree: Any) -> Array:
+    """Whether every inexact array entry of ``tree`` is finite, from one sum per array.
+
+    ``x * 0`` is 0 where ``x`` is finite and NaN where it is not (inf or NaN), so its sum is
+    finite exactly when every entry is: unlike ``all(isfinite(x))`` this writes no boolean
+    array of the size of ``x`` (the walkers' positions and gradients are checked every step).
+    The rows are summed by :func:`smc_ebm.smc.row_sum` (on CPU a product with ones,
+    faster there than XLA's fused reduction), then their sums.
+    """
+
+    def one(x):
+        z = x * jnp.zeros((), x.dtype)
+        if z.ndim and z.size:
+            z = row_sum(z.reshape(-1, z.shape[-1]))
+        return jnp.isfinite(jnp.sum(z))
+
+    leaves = [one(x) for x in jax.tree.leaves(tree) if eqx.is_inexact_array(x)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def walker_checks(state: WalkerState, certified: bool = False) -> dict[str, Array]:
+    r"""The finiteness checks of walkers, in ``fit``'s order.
+
+    With ``certified`` (weighted ULA walkers that all moved) the ``(N, d)`` positions and
+    gradients are read only when the log-weights are not finite: the Jarzynski increment reads
+    every coordinate of both, so a non-finite one has made its walker's log-weight non-finite,
+    and the conditional finds which (the gradient comes first in the report).
+    """
+    weights_ok = all_finite((state.log_weights, state.log_Z_anchor))
+    if certified:
+        grad_ok = jax.lax.cond(weights_ok, lambda: jnp.asarray(True), lambda: all_finite(state.grad))
+        position_ok = jax.lax.cond(
+            weights_ok, lambda: jnp.asarray(True), lambda: all_finite(state.position)
+        )
+    else:
+        grad_ok, position_ok = all_finite(state.grad), all_finite(state.position)
+    return {
+        "energy of the walkers": all_finite(state.energy),
+        "gradient of the walkers' energy": grad_ok,
+        "walker log-weights": weights_ok,
+        "walker positions": position_ok,
+        "model term of the gradient": all_finite(state.param_grad),
+    }
 
 
 class AbstractStrategy(abc.ABC):
     """A way of estimating the model term ``E_rho_theta[dU/dtheta]`` of the gradient.
 
-    ``fit`` calls, at each optimizer step ``k``:
+    The protocol (``fit`` uses nothing else but :meth:`init_state`), at each optimizer
+    step ``k``:
 
-    1. ``negative_phase(key, state, energy_k, batch) -> (state, model_grad, model_energy,
-       ess, log_Z)``;
-    2. the optimizer on ``D_k = mean_batch dU/dtheta - model_grad``;
-    3. ``advance(key, state, energy_k, energy_{k+1}, k) -> (state, resampled, acceptance)``.
+    1. ``model_term(key, state, energy_k, batch) -> (state, ModelTerm)``: the estimate of
+       ``E_rho_k[dU/dtheta]`` (and ESS, log Z) from the walkers;
+    2. the optimizer on ``D_k = mean_batch dU/dtheta - ModelTerm.grad`` (through the
+       strategy's :meth:`update_rule`, if it has one);
+    3. ``step(key, state, energy_k, energy_{k+1}, k) -> (state, StepInfo)``: the walkers
+       follow the target from ``theta_k`` to ``theta_{k+1}``.
 
-    Strategies with a loss of their own (score matching) override :meth:`gradient`.
+    ``init_state(key, energy, data, log_Z0)`` builds the first state (``init`` is the
+    strategies' keyword for where walkers start). Strategies with a loss of
+    their own (score matching) override :meth:`gradient`. docs/architecture.md has a complete
+    example of a new strategy.
     """
 
     weighted: bool = False
 
-    @property
-    def weights_certify_walkers(self) -> bool:
-        """Whether finite log-weights imply finite positions and gradients of the walkers.
-
-        ``fit`` checks every quantity of the state after every step. When this is true it
-        checks the ``(N,)`` energies and log-weights but not the ``(N, d)`` positions and
-        gradients, which the strategy's weight increment has already read: a non-finite entry
-        in either makes that walker's increment non-finite. False by default.
-        """
-        return False
-
-    @abc.abstractmethod
     def validate(self, dim: int, n_data: int) -> None:
-        """Raise ``ValueError`` for inconsistent hyperparameters."""
+        """Raise ``ValueError`` for hyperparameters inconsistent with the data."""
+        return None
 
     @abc.abstractmethod
     def init_state(
         self, key: PRNGKeyArray, energy: eqx.Module, data: Array, log_Z0: Array
-    ) -> WalkerState:
-        """Initial walkers, evaluated at the initial parameters."""
+    ) -> Any:
+        """Initial state, evaluated at the initial parameters."""
 
     @abc.abstractmethod
-    def negative_phase(
-        self, key: PRNGKeyArray, state: WalkerState, energy: eqx.Module, batch: Array
-    ) -> tuple[WalkerState, Any, Array]:
-        """Return ``(state, E_model[dU/dtheta] estimate, E_model[U] estimate)``."""
+    def model_term(
+        self, key: PRNGKeyArray, state: Any, energy: eqx.Module, batch: Array
+    ) -> tuple[Any, ModelTerm]:
+        """The model term of the gradient at ``energy`` (the current parameters)."""
 
     @abc.abstractmethod
-    def advance(
-        self,
-        key: PRNGKeyArray,
-        state: WalkerState,
-        energy_old: eqx.Module,
-        energy_new: eqx.Module,
+    def step(
+        self, key: PRNGKeyArray, state: Any, energy_old: eqx.Module, energy_new: eqx.Module,
         step: Array,
-        correction: Array | None = None,
-    ) -> tuple[WalkerState, Array, Array]:
-        """Follow the target from ``energy_old`` to ``energy_new``: ``(state, resampled, acc)``.
+    ) -> tuple[Any, StepInfo]:
+        """Follow the target from ``energy_old`` to ``energy_new``."""
 
-        ``correction`` (``(N,)``, optional) is added to the log-weight increments.
-        """
+    def update_rule(self) -> Any:
+        """A part that wraps the optimizer (e.g. the feedback correction), or ``None``."""
+        return None
 
-    def ess_and_log_Z(self, state: WalkerState) -> tuple[Array, Array]:
-        """Normalised ESS and log Z estimate of the current state."""
-        return jnp.asarray(1.0), jnp.asarray(jnp.nan)
+    def ess_and_log_Z(self, state: Any) -> tuple[Array, Array]:
+        """Normalised ESS and log Z estimate of ``state`` (``(1, NaN)`` without weights)."""
+        dtype = jax.tree.leaves(state)[0].dtype if jax.tree.leaves(state) else jnp.float32
+        return jnp.asarray(1.0, dtype), jnp.asarray(jnp.nan, dtype)
+
+    def walkers(self, state: Any) -> tuple[Array, Array]:
+        """Final ``(positions (N, d), log_weights (N,))``."""
+        return state.position, state.log_weights
 
     def gradient(
-        self, key: PRNGKeyArray, state: WalkerState, energy: eqx.Module, batch: Array
-    ) -> tuple[WalkerState, Any, Array, Array]:
+        self, key: PRNGKeyArray, state: Any, energy: eqx.Module, batch: Array
+    ) -> tuple[Any, Any, Array, Array, ModelTerm]:
         """Contrastive gradient ``D = mean_batch dU/dtheta - model_grad``.
 
-        Returns ``(state, D, loss, data_energy)`` with ``loss = mean_batch U - E_model[U]``.
+        Returns ``(state, D, loss, data_energy, model_term)`` with
+        ``loss = mean_batch U - E_model[U]``.
         """
         data_energy, data_grad = mean_param_grad(energy, batch)
-        state, model_grad, model_energy = self.negative_phase(key, state, energy, batch)
-        grad = jax.tree.map(lambda a, b: a - b, data_grad, model_grad)
+        state, term = self.model_term(key, state, energy, batch)
+        grad = jax.tree.map(lambda a, b: a - b, data_grad, term.grad)
         if getattr(energy, "l2_penalty", 0.0):  # static: energies with an energy penalty
             x, a = self.walkers(state)
             w = jax.nn.softmax(a) if self.weighted else jnp.full_like(a, 1.0 / a.shape[0])
             pen_grad, _ = energy_l2_grad(energy, batch, x, w)
             grad = jax.tree.map(lambda a, b: a + b, grad, pen_grad)
-        return state, grad, data_energy - model_energy, data_energy
+        return state, grad, data_energy - term.energy, data_energy, term
 
-    def walkers(self, state: WalkerState) -> tuple[Array, Array]:
-        """Final ``(positions (N, d), log_weights (N,))``."""
-        return state.position, state.log_weights
+    # -- the names of the first protocol, kept working -------------------------------------
+    def negative_phase(self, key, state, energy, batch):
+        """Deprecated: :meth:`model_term` as ``(state, grad, energy)``."""
+        warnings.warn("negative_phase is deprecated; use model_term", DeprecationWarning, stacklevel=2)
+        state, term = self.model_term(key, state, energy, batch)
+        return state, term.grad, term.energy
+
+    def advance(self, key, state, energy_old, energy_new, step):
+        """Deprecated: :meth:`step` as ``(state, resampled, acceptance)``."""
+        warnings.warn("advance is deprecated; use step", DeprecationWarning, stacklevel=2)
+        state, info = self.step(key, state, energy_old, energy_new, step)
+        return state, info.resampled, info.acceptance
 
 
 def check_init_array(init: Any, n_walkers: int, dim: int) -> None:
@@ -206,6 +254,7 @@ def exact_start(
         return data[idx]
     if getattr(energy, "can_sample", False):
         return energy.sample(key, n).astype(data.dtype)
-    if isinstance(energy, Tilted) and energy.net_is_zero(data[: min(256, data.shape[0])]):
+    net_is_zero = getattr(energy, "net_is_zero", None)  # a Tilted energy: exact base samples
+    if net_is_zero is not None and net_is_zero(data[: min(256, data.shape[0])]):
         return energy.sample_base(key, n).astype(data.dtype)
     return None

@@ -8,9 +8,14 @@ import math
 import jax
 import jax.numpy as jnp
 
-from smc_ebm.kernels._evaluate import evaluate, evaluate_uniform
-from smc_ebm.kernels._langevin import ula_propose
-from smc_ebm.strategies._base import AbstractStrategy, WalkerState
+from smc_ebm.kernels import evaluate, evaluate_uniform, ula_propose
+from smc_ebm.strategies._base import (
+    AbstractStrategy,
+    ModelTerm,
+    StepInfo,
+    WalkerState,
+    walker_checks,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +43,6 @@ class CD(AbstractStrategy):
         if not float(self.step_size) > 0 or not math.isfinite(float(self.step_size)):
             raise ValueError(f"step_size must be a positive finite number; got {self.step_size}.")
 
-    def validate(self, dim: int, n_data: int) -> None:
-        return None
-
     def init_state(self, key, energy, data, log_Z0):
         n = self.n_walkers or data.shape[0]
         idx = jax.random.choice(key, data.shape[0], (n,), replace=n > data.shape[0])
@@ -49,7 +51,7 @@ class CD(AbstractStrategy):
         zero = jnp.zeros((), x.dtype)
         return WalkerState(x, u, g, jnp.zeros(n, x.dtype), zero, pgrad, jnp.mean(u))
 
-    def negative_phase(self, key, state, energy, batch):
+    def model_term(self, key, state, energy, batch):
         k0, key = jax.random.split(key)
         if self.n_walkers is None:
             x = batch
@@ -71,7 +73,9 @@ class CD(AbstractStrategy):
             new_state = state
         else:
             new_state = state._replace(position=x, energy=u, grad=g, param_grad=pgrad)
-        return new_state, pgrad, jnp.mean(u)
+        one, nan = jnp.asarray(1.0, u.dtype), jnp.asarray(jnp.nan, u.dtype)
+        return new_state, ModelTerm(pgrad, jnp.mean(u), one, nan)
 
-    def advance(self, key, state, energy_old, energy_new, step, correction=None):
-        return state, jnp.asarray(False), jnp.asarray(1.0, state.energy.dtype)
+    def step(self, key, state, energy_old, energy_new, step):
+        info = StepInfo(jnp.asarray(False), jnp.asarray(1.0, state.energy.dtype), walker_checks(state))
+        return state, info

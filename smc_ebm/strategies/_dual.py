@@ -23,37 +23,35 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from smc_ebm._wfr import wfr
-from smc_ebm.kernels._evaluate import evaluate_uniform
-from smc_ebm.manifolds import Euclidean, manifold_of
-from smc_ebm.strategies._base import AbstractStrategy, check_init_array
+from smc_ebm.kernels import evaluate_uniform
+from smc_ebm.manifolds import Euclidean, ProjectedLangevin, manifold_of
+from smc_ebm.strategies._base import (
+    AbstractStrategy,
+    ModelTerm,
+    StepInfo,
+    WalkerState,
+    check_init_array,
+    walker_checks,
+)
 
 
 class DualState(NamedTuple):
-    """Unweighted walkers of :class:`Dual`.
+    """Unweighted walkers of :class:`Dual` and the restart bookkeeping.
 
     Attributes:
-        position: ``(N, d)`` walker positions.
-        energy: ``(N,)`` cached ``U(X)`` at the current parameters.
-        grad: ``(N, d)`` cached Euclidean ``grad_x U(X)``.
-        log_weights: ``(N,)`` zeros (the walkers carry no weights).
-        log_Z_anchor: ``()`` zero (no log Z estimate).
-        param_grad: ``mean_walkers dU/dtheta`` at the current parameters (the model term).
-        model_energy: ``()`` ``mean_walkers U``.
+        walkers: :class:`~smc_ebm.strategies.WalkerState` (zero log-weights, no log Z); its
+            fields (``position``, ``energy``, ``grad``, ``param_grad``, ...) read through.
         step: ``()`` number of steps done (drives ``restart_prob`` schedules).
         restarts: ``()`` number of walkers restarted at data in the last step.
-        observers: always ``None`` (kept for the interface of ``fit``).
     """
 
-    position: Float[Array, "N d"]
-    energy: Float[Array, " N"]
-    grad: Float[Array, "N d"]
-    log_weights: Float[Array, " N"]
-    log_Z_anchor: Float[Array, ""]
-    param_grad: Any
-    model_energy: Float[Array, ""]
+    walkers: WalkerState
     step: Array
     restarts: Array
-    observers: Any = None
+
+
+for _name in WalkerState._fields:
+    setattr(DualState, _name, property(lambda s, _n=_name: getattr(s.walkers, _n)))
 
 
 def _beta(energy: Any) -> float:
@@ -168,9 +166,7 @@ class Dual(AbstractStrategy):
     def validate(self, dim: int, n_data: int) -> None:
         check_init_array(self.init, self.n_walkers, dim)
 
-    def init_state(
-        self, key: PRNGKeyArray, energy: Any, data: Array, log_Z0: Array | None
-    ) -> DualState:
+    def init_state(self, key: PRNGKeyArray, energy: Any, data: Array, log_Z0: Array | None) -> DualState:
         manifold = manifold_of(energy)
         n = int(self.n_walkers)
         if not isinstance(self.init, str):
@@ -194,24 +190,16 @@ class Dual(AbstractStrategy):
         x = manifold.project(x)
         u, g, pgrad = jax.jit(evaluate_uniform)(energy, x)
         zero = jnp.zeros((), data.dtype)
-        return DualState(
-            x,
-            u,
-            g,
-            jnp.zeros(n, data.dtype),
-            zero,
-            pgrad,
-            jnp.mean(u),
-            jnp.zeros((), jnp.int32),
-            jnp.zeros((), jnp.int32),
-        )
+        walkers = WalkerState(x, u, g, jnp.zeros(n, data.dtype), zero, pgrad, jnp.mean(u))
+        return DualState(walkers, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
     # ----------------------------------------------------------------------------------
-    def negative_phase(self, key, state, energy, batch):
+    def model_term(self, key, state, energy, batch):
         """Model term from the cached walkers, then restart some walkers at the batch."""
         model_grad, model_energy = state.param_grad, state.model_energy
         state = self.restart(key, state, energy, batch)
-        return state, model_grad, model_energy
+        one, nan = jnp.asarray(1.0, model_energy.dtype), jnp.asarray(jnp.nan, model_energy.dtype)
+        return state, ModelTerm(model_grad, model_energy, one, nan)
 
     def restart(self, key: PRNGKeyArray, state: DualState, energy: Any, batch: Array) -> DualState:
         """Replace each walker by a random point of ``batch`` with probability ``p_R``.
@@ -231,21 +219,19 @@ class Dual(AbstractStrategy):
             return u, g
 
         u, g = jax.lax.cond(jnp.any(mask), reevaluate, lambda: (state.energy, state.grad))
-        return state._replace(
-            position=x, energy=u, grad=g, restarts=jnp.sum(mask).astype(jnp.int32)
-        )
+        walkers = state.walkers._replace(position=x, energy=u, grad=g)
+        return state._replace(walkers=walkers, restarts=jnp.sum(mask).astype(jnp.int32))
 
-    def advance(self, key, state, energy_old, energy_new, step, correction=None):
-        """One Langevin move with the old energy on its manifold; evaluate at the new one."""
-        h = self.step_size / _beta(energy_old)
-        x = manifold_of(energy_old).langevin(key, state.position, state.grad, h)
+    def step(self, key, state, energy_old, energy_new, step):
+        """One Langevin move with the old energy on its manifold; evaluate at the new one.
+
+        ``StepInfo.resampled`` counts the walkers restarted at data in this step.
+        """
+        kernel = ProjectedLangevin(manifold_of(energy_old), self.step_size / _beta(energy_old))
+        x, _ = kernel.move(key, state.walkers.population.walkers, energy_old)
         u, g, pgrad = evaluate_uniform(energy_new, x)
-        state = state._replace(
-            position=x,
-            energy=u,
-            grad=g,
-            param_grad=pgrad,
-            model_energy=jnp.mean(u),
-            step=state.step + 1,
-        )
-        return state, state.restarts, jnp.asarray(1.0, u.dtype)
+        w = state.walkers
+        walkers = WalkerState(x, u, g, w.log_weights, w.log_Z_anchor, pgrad, jnp.mean(u))
+        state = DualState(walkers, state.step + 1, state.restarts)
+        info = StepInfo(state.restarts, jnp.asarray(1.0, u.dtype), walker_checks(walkers))
+        return state, info

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -35,34 +35,47 @@ from smc_ebm.flows._flow import (
     make_flow,
     mle_step,
 )
-from smc_ebm.kernels._evaluate import evaluate
-from smc_ebm.kernels._isir import adapt_step_size, isir_move
-from smc_ebm.kernels._langevin import mala_move
-from smc_ebm.smc._resampling import (
+from smc_ebm.kernels import (
+    Kernel,
+    MoveInfo,
+    adapt_step_size,
+    evaluate,
+    isir_move,
+    mala_move,
+    run_chains,
+)
+from smc_ebm.smc import (
     ESSResampling,
     IntervalResampling,
     NoResampling,
     ess_fraction,
     log_mean_exp,
     maybe_resample_indices,
+    ais_increment,
+    ess_fraction,
+    log_mean_exp,
+    maybe_resample_indices,
     resample_indices,
 )
-from smc_ebm.smc._weights import ais_increment
 from smc_ebm.strategies._base import (
     AbstractStrategy,
+    ModelTerm,
+    StepInfo,
+    WalkerState,
     check_feedback_correction,
     check_init_array,
     exact_start,
+    walker_checks,
 )
+from smc_ebm.strategies._feedback import FeedbackCorrection
 
 
 class FlowState(NamedTuple):
-    """Walkers plus the companion flow; the first fields are those of ``WalkerState``.
+    """Walkers plus the companion flow.
 
     Attributes:
-        position, energy, grad, log_weights, log_Z_anchor, param_grad, model_energy,
-            observers, grad_weights: as in :class:`~smc_ebm.strategies.WalkerState`
-            (``log_weights`` are zero for :func:`FlowMC`).
+        walkers: :class:`~smc_ebm.strategies.WalkerState` (``log_weights`` are zero for
+            :func:`FlowMC`); its fields (``position``, ``log_weights``, ...) read through.
         flow: the array leaves of the flow (``eqx.filter(flow, eqx.is_array)``); the
             strategy's :meth:`FlowStrategy.flow_of` rebuilds the flow.
         flow_opt_state: the flow optimizer's state.
@@ -72,21 +85,32 @@ class FlowState(NamedTuple):
         global_acceptance: ``()`` mean probability that an i-SIR move left its point.
     """
 
-    position: Float[Array, "N d"]
-    energy: Float[Array, " N"]
-    grad: Float[Array, "N d"]
-    log_weights: Float[Array, " N"]
-    log_Z_anchor: Float[Array, ""]
-    param_grad: Any
-    model_energy: Float[Array, ""]
-    observers: Any = None
-    grad_weights: Any = None
+    walkers: WalkerState
     flow: Any = None
     flow_opt_state: Any = None
     step_size: Any = None
     buffer: Any = None
     flow_nll: Any = None
     global_acceptance: Any = None
+
+
+for _name in WalkerState._fields:
+    setattr(FlowState, _name, property(lambda s, _n=_name: getattr(s.walkers, _n)))
+
+
+class FlowMoves(Kernel):
+    """``n_global`` i-SIR moves with a flow proposal, then ``n_local`` MALA moves at a fixed
+    step size: one invariant kernel (the moves of :func:`FlowMC` between adaptations)."""
+
+    invariant: ClassVar[bool] = True
+
+    def __init__(self, strategy: FlowStrategy, flow: Any, step_size: Any):
+        self.strategy, self.flow, self.step_size = strategy, flow, step_size
+
+    def move(self, key, state, energy):
+        frozen = dataclasses.replace(self.strategy, adapt_rate=0.0)
+        x, _, acc, _ = frozen._moves(key, state.position, energy, self.flow, self.step_size)
+        return x, MoveInfo(jnp.broadcast_to(acc, state.energy.shape))
 
 
 @functools.lru_cache(maxsize=16)
@@ -205,9 +229,7 @@ class FlowStrategy(AbstractStrategy):
             raise ValueError(f"the flow's dimension {flow_dim} does not match the data's {dim}.")
         check_init_array(self.init, self.n_walkers, dim)
 
-    def init_state(
-        self, key: PRNGKeyArray, energy: Any, data: Array, log_Z0: Array | None
-    ) -> FlowState:
+    def init_state(self, key: PRNGKeyArray, energy: Any, data: Array, log_Z0: Array | None) -> FlowState:
         n, dim = self.n_walkers, data.shape[1]
         self.validate(dim, data.shape[0])
         k_flow, k_x, k_res = jax.random.split(key, 3)
@@ -247,15 +269,7 @@ class FlowStrategy(AbstractStrategy):
         u, g, pgrad, model_energy, p = eqx.filter_jit(_evaluate_weighted)(energy, x, a)
         zero = jnp.zeros((), data.dtype)
         return FlowState(
-            x,
-            u,
-            g,
-            a,
-            anchor,
-            pgrad,
-            model_energy,
-            None,
-            p if self.weighted else None,
+            WalkerState(x, u, g, a, anchor, pgrad, model_energy, p if self.weighted else None),
             eqx.filter(flow, eqx.is_array),
             opt_state,
             jnp.asarray(self.step_size, data.dtype),
@@ -290,10 +304,17 @@ class FlowStrategy(AbstractStrategy):
         a = state.log_weights
         return ess_fraction(a), state.log_Z_anchor + log_mean_exp(a)
 
-    def negative_phase(self, key, state, energy, batch):
-        return state, state.param_grad, state.model_energy
+    def model_term(self, key, state, energy, batch):
+        ess, log_z = self.ess_and_log_Z(state)
+        return state, ModelTerm(state.param_grad, state.model_energy, ess, log_z)
 
-    def advance(self, key, state, energy_old, energy_new, step, correction=None):
+    def update_rule(self):
+        if not self.weighted or self.feedback_correction is False:
+            return None
+        rule = FeedbackCorrection(mode=self.feedback_correction)
+        return rule.through(lambda s: s.walkers, lambda s, w: s._replace(walkers=w))
+
+    def step(self, key, state, energy_old, energy_new, step):
         k_res, k_move, k_flow = jax.random.split(key, 3)
         x, a, anchor = state.position, state.log_weights, state.log_Z_anchor
         flow = self.flow_of(state)
@@ -302,8 +323,6 @@ class FlowStrategy(AbstractStrategy):
             # AIS: the target moves from theta_k to theta_{k+1} at the current positions.
             u_new, _, _ = evaluate(energy_new, x)
             a = a + ais_increment(state.energy, u_new)
-            if correction is not None:
-                a = a + correction
             resampled = self.resampling.should_resample(step + 1, ess_fraction(a))
             idx, a, anchor = maybe_resample_indices(
                 resampled, k_res, a, anchor, self.resampling.method
@@ -315,16 +334,11 @@ class FlowStrategy(AbstractStrategy):
         flow, opt_state, buffer, nll = self._train_flow(
             k_flow, flow, state.flow_opt_state, state.buffer, x, a
         )
+        walkers = WalkerState(
+            x, u, g, a, anchor, pg_fn(p), jnp.sum(p * u), p if self.weighted else None
+        )
         new = FlowState(
-            x,
-            u,
-            g,
-            a,
-            anchor,
-            pg_fn(p),
-            jnp.sum(p * u),
-            None,
-            p if self.weighted else None,
+            walkers,
             eqx.filter(flow, eqx.is_array),
             opt_state,
             step_size,
@@ -332,7 +346,7 @@ class FlowStrategy(AbstractStrategy):
             nll,
             p_move,
         )
-        return new, resampled, acc
+        return new, StepInfo(resampled, acc, walker_checks(walkers))
 
     def sample_chains(
         self, key: PRNGKeyArray, state: FlowState, energy: Any, n_steps: int
@@ -343,19 +357,12 @@ class FlowStrategy(AbstractStrategy):
         MALA at the state's adapted step size, no adaptation). Returns ``(N, n_steps, d)``,
         e.g. for :func:`smc_ebm.metrics.rhat`.
         """
-        flow = self.flow_of(state)
-        frozen = dataclasses.replace(self, adapt_rate=0.0)
-
         @eqx.filter_jit
         def run(flow, energy, x, h, key):
-            def body(x, k):
-                x, _, _, _ = frozen._moves(k, x, energy, flow, h)
-                return x, x
-
-            _, xs = jax.lax.scan(body, x, jax.random.split(key, n_steps))
+            xs, _, _ = run_chains(key, FlowMoves(self, flow, h), energy, x, n_steps)
             return jnp.swapaxes(xs, 0, 1)
 
-        return run(flow, energy, state.position, state.step_size, key)
+        return run(self.flow_of(state), energy, state.position, state.step_size, key)
 
     def _moves(self, key, x, energy, flow, step_size):
         """``n_global`` i-SIR moves then ``n_local`` MALA moves, all invariant for ``energy``.

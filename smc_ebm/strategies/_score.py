@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from smc_ebm.kernels._evaluate import split_energy
+from smc_ebm.kernels import split_energy
 from smc_ebm.manifolds import Euclidean, manifold_of
-from smc_ebm.strategies._base import AbstractStrategy, WalkerState
+from smc_ebm.strategies._base import AbstractStrategy, ModelTerm, StepInfo, WalkerState
 
 METHODS = ("exact", "sliced", "denoising")
 PROJECTIONS = ("gaussian", "rademacher")
@@ -81,9 +81,6 @@ class ScoreMatching(AbstractStrategy):
         if not s > 0 or not math.isfinite(s):
             raise ValueError(f"noise_scale must be a positive finite number; got {s}.")
 
-    def validate(self, dim: int, n_data: int) -> None:
-        return None
-
     def init_state(self, key, energy, data, log_Z0) -> WalkerState:
         if not isinstance(manifold_of(energy), Euclidean):
             raise ValueError(
@@ -137,7 +134,7 @@ class ScoreMatching(AbstractStrategy):
         return 0.5 * jnp.sum(g * g) - lap
 
     def gradient(self, key, state, energy, batch):
-        """``(state, dJ/dtheta, J, mean_batch U)``: the score-matching loss and its gradient."""
+        """``(state, dJ/dtheta, J, mean_batch U, model_term)``: the score-matching loss and its gradient."""
         params, static = split_energy(energy)
 
         def loss_of(p):
@@ -145,11 +142,14 @@ class ScoreMatching(AbstractStrategy):
 
         loss, grad = jax.value_and_grad(loss_of)(params)
         data_energy = jnp.mean(jax.vmap(energy)(batch))
-        return state, grad, loss, data_energy
+        state, term = self.model_term(key, state, energy, batch)
+        return state, grad, loss, data_energy, term
 
-    def negative_phase(self, key, state, energy, batch):
+    def model_term(self, key, state, energy, batch):
+        """No model term: the loss needs no samples of the model."""
         zeros = jax.tree.map(jnp.zeros_like, state.param_grad)
-        return state, zeros, jnp.zeros((), batch.dtype)
+        zero = jnp.zeros((), batch.dtype)
+        return state, ModelTerm(zeros, zero, zero + 1.0, zero + jnp.nan)
 
-    def advance(self, key, state, energy_old, energy_new, step, correction=None):
-        return state, jnp.asarray(False), jnp.asarray(1.0, state.log_Z_anchor.dtype)
+    def step(self, key, state, energy_old, energy_new, step):
+        return state, StepInfo(jnp.asarray(False), jnp.asarray(1.0, state.log_Z_anchor.dtype), {})

@@ -1,0 +1,368 @@
+r"""Jarzynski-weighted walkers: Algorithms 1 and 2 of Carbone, Hua, Coste & Vanden-Eijnden (2023).
+
+Algorithm 1 is :func:`smc_ebm.smc.step` (move with the old parameters, one evaluation at the
+new ones, Jarzynski or AIS increment, ESS-adaptive resampling); :class:`Jarzynski` applies it to
+persistent walkers and reads the model term of the gradient off the weighted walkers.
+Algorithm 2 (:func:`move_batch`) moves a random batch of the walkers per step; the frozen ones
+get the AIS increment :math:`U_k(X) - U_{k+1}(X)`.
+
+The research options (observers, reseeding, refreshing, the feedback correction) are parts
+that wrap this strategy or its optimizer: see :mod:`smc_ebm.strategies._options` and
+:mod:`smc_ebm.strategies._feedback`. The keywords of the first interface
+(``se.Jarzynski(..., n_observers=M)``) still build those compositions.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from smc_ebm.kernels import KernelState, energies, evaluate, make_kernel
+from smc_ebm.smc import (
+    ESSResampling,
+    IntervalResampling,
+    NoResampling,
+    ais_increment,
+    default_increment,
+    ess_fraction,
+    log_mean_exp,
+    resample,
+)
+from smc_ebm.smc import step as smc_step
+from smc_ebm.strategies._base import (
+    AbstractStrategy,
+    ModelTerm,
+    StepInfo,
+    WalkerState,
+    check_feedback_correction,
+    check_init_array,
+    walker_checks,
+)
+from smc_ebm.strategies._feedback import FeedbackCorrection
+from smc_ebm.strategies._start import (
+    anchor_of,
+    annealed_start,
+    check_euclidean,
+    default_base,
+    evaluate_state_jit,
+    initial_positions,
+)
+
+KERNEL_NAMES = ("ula", "mala")
+
+
+def move_batch(key, state, energy_old, energy_new, kernel, n_batch, every, weighted):
+    """Algorithm 2: move ``n_batch`` random walkers; the others get the frozen increment.
+
+    With ``every`` (``walker_grad="all"``) every walker is evaluated (energy and x-gradient)
+    at the new parameters for the gradient anyway, so the state's energies and gradients are
+    current for all walkers at the next step: the moved batch takes them from the state, and
+    that one evaluation also gives the batch's new energies and gradients. Otherwise the frozen
+    walkers' stored gradients are stale (from their last move), so the batch is evaluated at
+    the old parameters before its move and at the new ones after it, and all walkers get a
+    forward pass for the frozen increment.
+
+    Returns ``(x, u, g, a, model_grad, model_energy, acceptance, grad_weights)``.
+    """
+    kb, km = jax.random.split(key)
+    x, a = state.position, state.log_weights
+    n = x.shape[0]
+    idx = jax.random.choice(kb, n, (n_batch,), replace=False)
+    xb = x[idx]
+    if every:
+        ub, gb = state.energy[idx], state.grad[idx]
+    else:
+        ub, gb, _ = evaluate(energy_old, xb)
+    old = KernelState(xb, ub, gb)
+    xb_new, move = kernel.move(km, old, energy_old)
+    x_new = x.at[idx].set(xb_new)
+    if every:
+        u_new, g_new, pgrad_all = evaluate(energy_new, x_new)
+        ub_new, gb_new = u_new[idx], g_new[idx]
+    else:
+        ub_new, gb_new, pgrad_b = evaluate(energy_new, xb_new)
+        g_new = state.grad.at[idx].set(gb_new)
+        u_new = energies(energy_new, x_new)
+    if weighted:
+        inc_b = default_increment(kernel)(kernel, old, KernelState(xb_new, ub_new, gb_new), move)
+        a = (a + ais_increment(state.energy, u_new)).at[idx].set(a[idx] + inc_b)
+    gw = None
+    if every:
+        p = jax.nn.softmax(a) if weighted else jnp.full_like(a, 1.0 / n)
+        pgrad, model_energy = pgrad_all(p), jnp.sum(p * u_new)
+        gw = p if weighted else None
+    else:
+        pb = jax.nn.softmax(a[idx]) if weighted else jnp.full((n_batch,), 1.0 / n_batch, a.dtype)
+        pgrad, model_energy = pgrad_b(pb), jnp.sum(pb * ub_new)
+        gw = jnp.zeros_like(a).at[idx].set(pb) if weighted else None
+    return x_new, u_new, g_new, a, pgrad, model_energy, jnp.mean(move.acceptance), gw
+
+
+class _BuildsOptions(abc.ABCMeta):
+    """Lets ``Jarzynski(..., n_observers=M, reseed_every=K, refresh_every=R, kernel="flow")``
+    build the composition that these keywords of the first interface stand for."""
+
+    def __call__(cls, *args, **kwargs):
+        if cls is not Jarzynski:
+            return super().__call__(*args, **kwargs)
+        return _compose(super().__call__, *args, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
+    r"""Jarzynski-weighted walkers (Carbone et al., 2023, Algorithms 1 and 2).
+
+    Each step moves the walkers with the OLD parameters and updates their log-weights
+    with the Jarzynski increment (ULA) or the AIS increment (MALA), so the weighted
+    walkers are exact for the current model at every step, and
+    :math:`\log Z_k = \log Z_0 + \log \overline{e^{A_k}}` (re-anchored at each resampling).
+
+    Args:
+        n_walkers: number of walkers ``N >= 2``.
+        step_size: Langevin step ``h > 0``.
+        kernel: ``"ula"`` (Jarzynski increments), ``"mala"`` (AIS increments, blackjax), or
+            ``"flow"``: :class:`~smc_ebm.FlowJarzynski` (flow i-SIR and MALA moves with AIS
+            weights; ``step_size`` is then MALA's initial step, and the remaining keywords
+            are those of :class:`~smc_ebm.FlowMC`).
+        walker_batch: move only this many walkers per step (Algorithm 2); the frozen ones
+            get :math:`A \mathrel{+}= U_k(X) - U_{k+1}(X)`.
+        walker_grad: with ``walker_batch``, estimate the model term from ``"all"`` walkers
+            (weighted) or from the moved ``"batch"`` (self-normalised weights).
+        resampling: :class:`ESSResampling` (default threshold 0.5, systematic),
+            :class:`IntervalResampling` or :class:`NoResampling`.
+        init: ``"model"`` (exact samples when the energy can sample itself or is a
+            :class:`Tilted` with a zero net, otherwise annealed from ``anneal_base`` in
+            ``n_anneal`` weighted steps), ``"data"``, or an ``(N, d)`` array.
+        n_anneal: annealing steps for ``init="model"`` when no exact sampler exists.
+        anneal_base: the annealing base (an energy with ``sample`` and ``log_partition``;
+            default: the data's moment-matched diagonal Gaussian, scales floored at
+            ``sqrt(step_size)`` so that its Langevin moves are stable).
+        feedback_correction: ``"auto"`` (default), ``True``, ``False`` or ``"local"``: the
+            first-order correction of the walkers' influence on their own weights through the
+            parameter update, an update rule around the optimizer
+            (:class:`~smc_ebm.strategies.FeedbackCorrection`, docs/maths.md §2.6).
+            ``"auto"`` applies it when the optimizer's update is linear in the gradient
+            (SGD, momentum, per-field SGD) and skips it otherwise; ``True`` also warns when
+            it skips; ``"local"`` linearises any optimizer (e.g. Adam) at the current state.
+        feedback_correction_from: the first step at which the correction applies.
+        feedback_estimator: ``"probe"`` (one Rademacher probe, cheap) or ``"exact"``
+            (per-walker parameter gradients, memory ``walkers x parameters``).
+
+    Keywords of the first interface, which build compositions (see
+    :func:`~smc_ebm.strategies.with_observers`, :func:`~smc_ebm.strategies.with_refresh`):
+    ``n_observers``, ``observer_kernel``, ``reseed_every``, ``refresh_every``, ``n_refresh``,
+    ``refresh_steps``.
+
+    Example:
+        >>> import smc_ebm as se
+        >>> strategy = se.Jarzynski(n_walkers=1000, step_size=0.1,
+        ...                         resampling=se.ESSResampling(0.5, "systematic"))
+    """
+
+    n_walkers: int = 1000
+    step_size: float = 0.1
+    kernel: str = "ula"
+    walker_batch: int | None = None
+    walker_grad: str = "all"
+    resampling: ESSResampling | IntervalResampling | NoResampling = dataclasses.field(
+        default_factory=ESSResampling
+    )
+    init: Any = "model"
+    n_anneal: int = 200
+    anneal_base: Any = None
+    feedback_correction: bool | str = "auto"
+    feedback_correction_from: int = 0
+    feedback_estimator: str = "probe"
+
+    weighted = True
+
+    def __post_init__(self) -> None:
+        check_walkers(self)
+        check_feedback_correction(self.feedback_correction)
+        if int(self.feedback_correction_from) < 0:
+            raise ValueError(
+                f"feedback_correction_from must be >= 0; got {self.feedback_correction_from}."
+            )
+        if self.feedback_estimator not in ("probe", "exact"):
+            raise ValueError(
+                f"feedback_estimator must be 'probe' or 'exact'; got {self.feedback_estimator!r}."
+            )
+
+    @property
+    def minibatched(self) -> bool:
+        """Whether only ``walker_batch < n_walkers`` walkers move per step (Algorithm 2)."""
+        return self.walker_batch is not None and self.walker_batch < self.n_walkers
+
+    def validate(self, dim: int, n_data: int) -> None:
+        validate_init(self.init, self.n_walkers, dim)
+
+    def base(self, data):
+        """The annealing base for ``data`` (:func:`default_base`)."""
+        return default_base(data, self.step_size, self.anneal_base)
+
+    def start(self, key, energy, data, n, base=None):
+        """``n`` starting walkers: ``(x, log_weights, log Z_0 estimate or None)``."""
+        base = functools.cache(functools.partial(self.base, data)) if base is None else base
+
+        def anneal_start(k, m):
+            return annealed_start(
+                k, energy, data, m, base(), self.n_anneal, self.step_size, self.kernel
+            )
+
+        return initial_positions(key, energy, data, self.init, n, anneal_start)
+
+    def init_state(self, key, energy, data, log_Z0):
+        check_euclidean(energy)
+        k_walk, _ = jax.random.split(key)
+        x, a, log_z_est = self.start(k_walk, energy, data, self.n_walkers)
+        if log_Z0 is None:
+            log_Z0 = log_z_est if log_z_est is not None else jnp.asarray(0.0, data.dtype)
+        log_Z0 = jnp.asarray(log_Z0, data.dtype)
+        return evaluate_state_jit(energy, x, a, anchor_of(log_Z0, a), True)
+
+    def ess_and_log_Z(self, state):
+        return ess_fraction(state.log_weights), state.log_Z_anchor + log_mean_exp(
+            state.log_weights
+        )
+
+    def model_term(self, key, state, energy, batch):
+        ess, log_z = self.ess_and_log_Z(state)
+        return state, ModelTerm(state.param_grad, state.model_energy, ess, log_z)
+
+    def step(self, key, state, energy_old, energy_new, step):
+        kernel = make_kernel(self.kernel, self.step_size)
+        if not self.minibatched:  # Algorithm 1
+            population, info = smc_step(
+                key, state.population, energy_old, energy_new, kernel, None,
+                self.resampling, step + 1,
+            )
+            grad_weights = info.weights[info.ancestors]
+            new = WalkerState(*population, info.model_grad, info.model_energy, grad_weights)
+            certified = not kernel.invariant  # the Jarzynski increment reads every coordinate
+            return new, StepInfo(info.resampled, info.acceptance, walker_checks(new, certified))
+        k_move, k_res = jax.random.split(key)  # Algorithm 2
+        every = self.walker_grad == "all"
+        x, u, g, a, pgrad, model_energy, acc, gw = move_batch(
+            k_move, state, energy_old, energy_new, kernel, int(self.walker_batch), every, True
+        )
+        do = self.resampling.should_resample(step + 1, ess_fraction(a))
+        population, idx = resample(
+            do, k_res, WalkerState(x, u, g, a, state.log_Z_anchor, None, None).population,
+            self.resampling.method,
+        )
+        new = WalkerState(*population, pgrad, model_energy, gw[idx])
+        return new, StepInfo(do, acc, walker_checks(new))
+
+    def update_rule(self):
+        if self.feedback_correction is False:
+            return None
+        n_grad = self.n_walkers
+        if self.minibatched and self.walker_grad == "batch":
+            n_grad = int(self.walker_batch)
+        return FeedbackCorrection(
+            mode=self.feedback_correction,
+            start=int(self.feedback_correction_from),
+            estimator=self.feedback_estimator,
+            n_active=n_grad,
+        )
+
+
+def check_walkers(s: Any) -> None:
+    """The checks shared by the persistent-walker strategies."""
+    if int(s.n_walkers) < 2:
+        raise ValueError(f"n_walkers must be >= 2; got {s.n_walkers}.")
+    if not float(s.step_size) > 0 or not math.isfinite(float(s.step_size)):
+        raise ValueError(f"step_size must be a positive finite number; got {s.step_size}.")
+    if s.kernel not in KERNEL_NAMES:
+        raise ValueError(f"kernel must be one of {KERNEL_NAMES}; got {s.kernel!r}.")
+    if s.walker_batch is not None and not 1 <= int(s.walker_batch) <= s.n_walkers:
+        raise ValueError(
+            f"walker_batch must be in [1, n_walkers={s.n_walkers}]; got {s.walker_batch}."
+        )
+    if s.walker_grad not in ("all", "batch"):
+        raise ValueError(f"walker_grad must be 'all' or 'batch'; got {s.walker_grad!r}.")
+    if isinstance(s.init, str) and s.init not in ("model", "data"):
+        raise ValueError(f"init must be 'model', 'data' or an array; got {s.init!r}.")
+    if s.n_anneal < 1:
+        raise ValueError(f"n_anneal must be >= 1; got {s.n_anneal}.")
+
+
+def validate_init(init: Any, n_walkers: int, dim: int) -> None:
+    """Raise ``ValueError`` for an explicit ``init`` array of the wrong shape or not finite."""
+    check_init_array(init, n_walkers, dim)
+    if not isinstance(init, str) and not np.all(np.isfinite(np.asarray(init))):
+        raise ValueError("init array contains NaN or inf.")
+
+
+_OPTION_KEYWORDS = (
+    "n_observers", "observer_kernel", "reseed_every", "refresh_every", "n_refresh",
+    "refresh_steps",
+)
+
+
+def _compose(build, n_walkers=1000, step_size=0.1, *, kernel="ula", resampling=None, **kw):
+    """``Jarzynski(...)`` with the keywords of the first interface, as the composition."""
+    from smc_ebm.strategies._flowmc import FlowJarzynski
+    from smc_ebm.strategies._options import with_observers, with_refresh
+
+    if kernel not in (*KERNEL_NAMES, "flow"):
+        raise ValueError(f"kernel must be one of {(*KERNEL_NAMES, 'flow')}; got {kernel!r}.")
+    if kernel == "flow":
+        kw.setdefault("feedback_correction", "auto")
+        return _flow(FlowJarzynski, n_walkers, step_size, resampling, kw)
+    options = {k: kw.pop(k) for k in _OPTION_KEYWORDS if k in kw}
+    unknown = set(kw) - {f.name for f in dataclasses.fields(Jarzynski)}
+    if unknown:
+        raise ValueError(
+            f"Jarzynski got unexpected keyword(s) {', '.join(sorted(unknown))}; flow "
+            "options need kernel='flow'"
+        )
+    resampling = ESSResampling() if resampling is None else resampling
+    core = build(n_walkers, step_size, kernel=kernel, resampling=resampling, **kw)
+    n_obs, reseed = int(options.get("n_observers", 0)), int(options.get("reseed_every", 0))
+    if n_obs < 0 or n_obs == 1:
+        raise ValueError(f"n_observers must be 0 or >= 2; got {n_obs}.")
+    if reseed < 0:
+        raise ValueError(f"reseed_every must be >= 0; got {reseed}.")
+    if reseed and not n_obs:
+        raise ValueError("reseed_every needs observers to reseed from (n_observers >= 2).")
+    observer_kernel = options.get("observer_kernel", "mala")
+    if observer_kernel not in KERNEL_NAMES:
+        raise ValueError(f"observer_kernel must be one of {KERNEL_NAMES}; got {observer_kernel!r}.")
+    refresh_every = int(options.get("refresh_every", 0))
+    if refresh_every < 0:
+        raise ValueError(f"refresh_every must be >= 0; got {refresh_every}.")
+    strategy = core
+    if refresh_every:
+        strategy = with_refresh(
+            strategy, refresh_every, options.get("n_refresh"), options.get("refresh_steps")
+        )
+    if n_obs:
+        strategy = with_observers(strategy, n_obs, observer_kernel, reseed_every=reseed)
+    return strategy
+
+
+def _flow(cls, n_walkers, step_size, resampling, kw):
+    unsupported = {
+        "walker_batch": kw.pop("walker_batch", None) is not None,
+        "walker_grad": kw.pop("walker_grad", "all") != "all",
+        "anneal_base": kw.pop("anneal_base", None) is not None,
+        "n_observers": kw.pop("n_observers", 0) != 0,
+        "reseed_every": kw.pop("reseed_every", 0) != 0,
+        "refresh_every": kw.pop("refresh_every", 0) != 0,
+        "feedback_correction_from": kw.pop("feedback_correction_from", 0) != 0,
+        "feedback_estimator": kw.pop("feedback_estimator", "probe") != "probe",
+    }
+    for name in ("observer_kernel", "n_refresh", "refresh_steps", "n_anneal"):
+        kw.pop(name, None)
+    bad = [name for name, given in unsupported.items() if given]
+    if bad:
+        raise ValueError(f"Jarzynski(kernel='flow') does not support {', '.join(bad)}")
+    return cls(n_walkers, step_size=step_size, resampling=resampling, **kw)

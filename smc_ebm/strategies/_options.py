@@ -1,0 +1,275 @@
+r"""Research options as parts that wrap a weighted strategy: observers, reseeding, refreshing.
+
+* :func:`with_observers` adds ``M`` weighted walkers that follow the same parameter path but
+  never enter the gradient: their log Z is exact for any path (maths §2.6); with
+  ``reseed_every=K`` the driving walkers are replaced by draws from them every ``K`` steps.
+* :func:`with_refresh` replaces ``m`` random walkers every ``K`` steps by walkers annealed
+  afresh from the base to the current model, with weights that keep the estimator unbiased
+  (maths §2.7).
+
+Each wrapper is a strategy of its own; its state holds the wrapped strategy's state in
+``walkers`` (the attributes of the driving :class:`WalkerState` read through).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from smc_ebm.kernels import make_kernel
+from smc_ebm.smc import Population, anneal, log_mean_exp, resample_indices
+from smc_ebm.smc import step as smc_step
+from smc_ebm.strategies._base import (
+    AbstractStrategy,
+    ModelTerm,
+    StepInfo,
+    WalkerState,
+    all_finite,
+    walker_checks,
+)
+from smc_ebm.strategies._start import anchor_of, evaluate_state, evaluate_state_jit
+
+
+def core(state: Any) -> WalkerState:
+    """The driving :class:`WalkerState` inside a (possibly wrapped) state."""
+    while not isinstance(state, WalkerState):
+        state = state.walkers
+    return state
+
+
+def replace_core(state: Any, walkers: WalkerState) -> Any:
+    """``state`` with its driving :class:`WalkerState` replaced by ``walkers``."""
+    if isinstance(state, WalkerState):
+        return walkers
+    return state._replace(walkers=replace_core(state.walkers, walkers))
+
+
+class ObservedState(NamedTuple):
+    """The wrapped strategy's state and the observers' population."""
+
+    walkers: Any
+    observers: Population
+
+
+class RefreshState(NamedTuple):
+    """The wrapped strategy's state and the base that fresh walkers are annealed from."""
+
+    walkers: Any
+    base: Any
+
+
+for _cls in (ObservedState, RefreshState):
+    for _name in WalkerState._fields:
+        setattr(_cls, _name, property(lambda s, _n=_name: getattr(core(s), _n)))
+
+
+class _Wrapper(AbstractStrategy):
+    """A strategy around ``inner``; attributes it lacks are read from ``inner``."""
+
+    weighted = True
+
+    def __getattr__(self, name):
+        if name == "inner" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def validate(self, dim, n_data):
+        self.inner.validate(dim, n_data)
+
+    def walkers(self, state):
+        return self.inner.walkers(state.walkers)
+
+    def ess_and_log_Z(self, state):
+        return self.inner.ess_and_log_Z(state.walkers)
+
+    def model_term(self, key, state, energy, batch):
+        inner, term = self.inner.model_term(key, state.walkers, energy, batch)
+        return state._replace(walkers=inner), term
+
+    def update_rule(self):
+        rule = self.inner.update_rule()
+        if rule is None:
+            return None
+        return rule.through(lambda s: s.walkers, lambda s, w: s._replace(walkers=w))
+
+
+def _resolved_log_Z0(log_Z0, walkers: WalkerState):
+    if log_Z0 is not None:
+        return jnp.asarray(log_Z0, walkers.log_weights.dtype)
+    return walkers.log_Z_anchor + log_mean_exp(walkers.log_weights)
+
+
+@dataclasses.dataclass(frozen=True)
+class WithObservers(_Wrapper):
+    """Observers around a weighted strategy (see :func:`with_observers`)."""
+
+    inner: Any
+    n_observers: int
+    observer_kernel: str = "mala"
+    reseed_every: int = 0
+
+    def __post_init__(self):
+        if int(self.n_observers) < 2:
+            raise ValueError(f"n_observers must be 0 or >= 2; got {self.n_observers}.")
+        if int(self.reseed_every) < 0:
+            raise ValueError(f"reseed_every must be >= 0; got {self.reseed_every}.")
+        make_kernel(self.observer_kernel, 1.0)
+
+    def init_state(self, key, energy, data, log_Z0):
+        inner = self.inner.init_state(key, energy, data, log_Z0)
+        log_Z0 = _resolved_log_Z0(log_Z0, core(inner))
+        _, k_obs = jax.random.split(key)
+        x, a, _ = self.inner.start(k_obs, energy, data, int(self.n_observers))
+        w = evaluate_state_jit(energy, x, a, anchor_of(log_Z0, a), True)
+        return ObservedState(inner, w.population)
+
+    def ess_and_log_Z(self, state):
+        ess, _ = self.inner.ess_and_log_Z(state.walkers)
+        return ess, state.observers.log_Z()
+
+    def model_term(self, key, state, energy, batch):
+        state, term = super().model_term(key, state, energy, batch)
+        return state, term._replace(log_Z=state.observers.log_Z())
+
+    def step(self, key, state, energy_old, energy_new, step):
+        _, k_res, k_obs = jax.random.split(key, 3)
+        inner, info = self.inner.step(key, state.walkers, energy_old, energy_new, step)
+        kernel = make_kernel(self.observer_kernel, self.step_size)
+        observers, _ = smc_step(
+            k_obs, state.observers, energy_old, energy_new, kernel, None, self.resampling,
+            step + 1,
+        )
+        new = ObservedState(inner, observers)
+        finite = dict(info.finite)
+        if self.reseed_every:
+            new = jax.lax.cond(
+                (step + 1) % self.reseed_every == 0,
+                lambda: self._reseed(jax.random.fold_in(k_res, 1), new, energy_new),
+                lambda: new,
+            )
+            finite.update(walker_checks(core(new)))
+        name = "walker log-weights"
+        finite[name] = finite[name] & all_finite(observers)
+        return new, StepInfo(info.resampled, info.acceptance, finite)
+
+    def _reseed(self, key, state, energy):
+        """Replace the driving walkers by ``N`` draws from the observers' weighted population.
+
+        The observers never entered a gradient, so their weights are exact for the path; the
+        drivers' weights carry the bias of their own influence on it (maths §2.6), which
+        therefore accumulates over ``reseed_every`` steps at most instead of the whole run.
+        """
+        obs, n = state.observers, core(state).position.shape[0]
+        idx = resample_indices(key, obs.log_weights, self.resampling.method, n)
+        a = jnp.zeros(n, obs.log_weights.dtype)
+        new = evaluate_state(energy, obs.position[idx], a, obs.log_Z(), True)
+        return replace_core(state, new)
+
+
+def with_observers(
+    strategy: Any, n_observers: int, kernel: str = "mala", *, reseed_every: int = 0
+) -> WithObservers:
+    """Add observers to a weighted strategy, optionally reseeding its walkers from them.
+
+    Args:
+        strategy: a weighted persistent-walker strategy (e.g. :class:`~smc_ebm.Jarzynski`).
+        n_observers: ``M >= 2`` weighted walkers that follow the same parameter path without
+            driving it; they give ``log_Z`` and the cross-entropy. Cost: ``M / N`` more moves
+            per step (twice that with MALA).
+        kernel: the observers' move, ``"mala"`` by default: an invariant kernel leaves only
+            the AIS increments of the parameter changes in their weights, so their log Z has a
+            much smaller variance.
+        reseed_every: every this many steps replace the driving walkers by ``N`` draws from
+            the observers' weighted population (weights reset to zero); 0: never.
+    """
+    return WithObservers(strategy, int(n_observers), kernel, int(reseed_every))
+
+
+@dataclasses.dataclass(frozen=True)
+class WithRefresh(_Wrapper):
+    """Refreshed walkers around a weighted strategy (see :func:`with_refresh`)."""
+
+    inner: Any
+    refresh_every: int
+    n_refresh: int | None = None
+    refresh_steps: int | None = None
+
+    def __post_init__(self):
+        if int(self.refresh_every) < 1:
+            raise ValueError(f"refresh_every must be >= 1; got {self.refresh_every}.")
+        if not 1 <= self._n_refresh < self.n_walkers:
+            raise ValueError(
+                f"n_refresh must be in [1, n_walkers={self.n_walkers}); got {self.n_refresh}."
+            )
+        if self.refresh_steps is not None and int(self.refresh_steps) < 1:
+            raise ValueError(f"refresh_steps must be >= 1; got {self.refresh_steps}.")
+
+    @property
+    def _n_refresh(self) -> int:
+        return max(1, self.n_walkers // 16) if self.n_refresh is None else int(self.n_refresh)
+
+    def init_state(self, key, energy, data, log_Z0):
+        base = functools.cache(functools.partial(self.inner.base, data))
+        return RefreshState(self.inner.init_state(key, energy, data, log_Z0), base())
+
+    def step(self, key, state, energy_old, energy_new, step):
+        _, k_res = jax.random.split(key)
+        inner, info = self.inner.step(key, state.walkers, energy_old, energy_new, step)
+        new = state._replace(walkers=inner)
+        new = jax.lax.cond(
+            (step + 1) % self.refresh_every == 0,
+            lambda: self._refresh(jax.random.fold_in(k_res, 2), new, energy_new),
+            lambda: new,
+        )
+        finite = {**info.finite, **walker_checks(core(new))}
+        return new, StepInfo(info.resampled, info.acceptance, finite)
+
+    def _refresh(self, key, state, energy):
+        r"""Replace ``n_refresh`` random walkers by walkers annealed afresh from the base.
+
+        Persistent walkers only see the model where they are: a well that the parameters dig
+        away from them carries mass that no weight can show. Walkers annealed from the base at
+        the current parameters reach such wells with the weight that the model gives them.
+        After dropping ``M`` walkers chosen uniformly at random (independently of their
+        weights), the ``N - M`` kept ones give an unbiased estimate of :math:`Z`, and the ``M``
+        fresh ones, with log-weights :math:`\log Z_\mathrm{base} + \log\hat r -
+        \log\overline{e^{B}} + B_j` from the annealing, give another; every walker counts once
+        in :math:`\tfrac1N \sum e^{\cdot}`, a convex combination of the two. Nothing is
+        resampled.
+        """
+        k_drop, k_x, k_anneal = jax.random.split(key, 3)
+        w = core(state)
+        n, m = w.position.shape[0], self._n_refresh
+        dtype = w.position.dtype
+        steps = self.n_anneal if self.refresh_steps is None else self.refresh_steps
+        x0 = state.base.sample(k_x, m).astype(dtype)
+        xf, b, log_ratio, _, _ = anneal(
+            k_anneal, state.base, energy, x0, n_steps=int(steps), step_size=self.step_size,
+            kernel=self.kernel,
+        )
+        # fresh log-weights relative to the population's anchor
+        b = b + (state.base.log_partition() + log_ratio - log_mean_exp(b) - w.log_Z_anchor)
+        drop = jax.random.permutation(k_drop, n)[:m]
+        x = w.position.at[drop].set(xf)
+        a = w.log_weights.at[drop].set(b.astype(w.log_weights.dtype))
+        return replace_core(state, evaluate_state(energy, x, a, w.log_Z_anchor, True))
+
+
+def with_refresh(
+    strategy: Any, every: int, n_refresh: int | None = None, steps: int | None = None
+) -> WithRefresh:
+    """Refresh random walkers of a weighted strategy by annealing them afresh from the base.
+
+    Args:
+        strategy: a weighted persistent-walker strategy (e.g. :class:`~smc_ebm.Jarzynski`),
+            whose ``base(data)`` is the annealing base.
+        every: refresh every this many steps.
+        n_refresh: walkers replaced per refresh, ``1 <= n_refresh < n_walkers`` (default
+            ``n_walkers // 16``).
+        steps: annealing steps of a refresh (default the strategy's ``n_anneal``).
+    """
+    return WithRefresh(strategy, int(every), n_refresh, steps)

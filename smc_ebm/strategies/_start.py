@@ -1,0 +1,118 @@
+"""Where persistent walkers start: exact samples, data, or annealed from a base to the model."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, PRNGKeyArray
+
+from smc_ebm.energies import Gaussian
+from smc_ebm.kernels import evaluate, evaluate_uniform
+from smc_ebm.smc import ESSResampling, anneal, log_mean_exp, resample_indices
+from smc_ebm.strategies._base import WalkerState, exact_start
+
+#: Traces of :func:`anneal_jit` (a test checks that a second ``fit`` adds none).
+TRACE_COUNT = {"anneal": 0}
+
+
+def default_base(data: Array, step_size: float, anneal_base: Any = None) -> Any:
+    """``anneal_base``, or the data's diagonal Gaussian with scales >= sqrt(step_size).
+
+    A Langevin step on a Gaussian of scale ``s`` is stable only for ``h < 2 s^2``, and a
+    coordinate that barely varies in the data (the border pixels of digit images) would
+    otherwise make the first moves diverge.
+    """
+    if anneal_base is not None:
+        return anneal_base
+    return Gaussian.fit_to(data, min_scale=math.sqrt(float(step_size)))
+
+
+@eqx.filter_jit
+def anneal_jit(key, base, energy, x, n_steps: int, step_size: float, kernel: str):
+    """:func:`~smc_ebm.smc.anneal` at the start of a run, compiled once per structure.
+
+    ``base`` and ``energy`` are traced (their arrays are arguments), so a second ``fit`` with
+    an energy of the same structure, e.g. the next seed of an experiment, reuses the program.
+    Returns ``(x, log_weights, log_ratio)``.
+    """
+    TRACE_COUNT["anneal"] += 1
+    return anneal(
+        key,
+        base,
+        energy,
+        x,
+        n_steps=n_steps,
+        step_size=step_size,
+        kernel=kernel,
+        resampling=ESSResampling(0.5, "systematic"),
+    )[:3]
+
+
+def annealed_start(key, energy, data, n, base, n_anneal: int, step_size: float, kernel: str):
+    """``n`` walkers annealed from ``base`` to ``energy``: ``(x, log_weights, log Z_0 estimate)``."""
+    k0, key = jax.random.split(key)
+    x = base.sample(k0, n).astype(data.dtype)
+    x, a, log_ratio = anneal_jit(key, base, energy, x, int(n_anneal), float(step_size), kernel)
+    bad = ~(np.isfinite(np.asarray(a)) & np.all(np.isfinite(np.asarray(x)), axis=-1))
+    if bad.any():
+        raise ValueError(
+            f"annealing the initial walkers from the base to the model diverged: {bad.sum()} "
+            f"of {n} walkers have a non-finite position or weight after {n_anneal} "
+            f"steps of step_size={step_size}. Langevin steps need h < 2 s^2 on the "
+            f"narrowest scale s of the base and of the model; pass a smaller step_size, a "
+            f"wider anneal_base, or init='data'."
+        )
+    return x, a, base.log_partition() + log_ratio
+
+
+def initial_positions(
+    key: PRNGKeyArray, energy: Any, data: Array, init: Any, n: int, anneal_start: Any
+) -> tuple[Array, Array, Array | None]:
+    """``n`` positions, log-weights and (for annealed starts) a log Z_0 estimate.
+
+    ``anneal_start(key, n)`` anneals when no exact start applies (:func:`exact_start`).
+    """
+    x = exact_start(key, energy, data, init, n)
+    if x is not None:
+        return x, jnp.zeros(n, data.dtype), None
+    return anneal_start(key, n)
+
+
+def check_euclidean(energy: Any) -> None:
+    """Raise ``ValueError`` for an energy that lives on a manifold other than R^d."""
+    from smc_ebm.manifolds import Euclidean, manifold_of
+
+    if not isinstance(manifold_of(energy), Euclidean):
+        raise ValueError(
+            f"{type(energy).__name__} lives on a {type(manifold_of(energy)).__name__}; "
+            "Jarzynski, PCD and Unweighted walkers move in R^d (use se.Dual)."
+        )
+
+
+def evaluate_state(energy, x, a, anchor, weighted) -> WalkerState:
+    """Walkers ``(x, a, anchor)`` evaluated at ``energy``, with their model term."""
+    if weighted:
+        u, g, pgrad_fn = evaluate(energy, x)
+        p = jax.nn.softmax(a)
+        return WalkerState(x, u, g, a, anchor, pgrad_fn(p), jnp.sum(p * u), p)
+    u, g, pgrad = evaluate_uniform(energy, x)
+    return WalkerState(x, u, g, a, anchor, pgrad, jnp.mean(u))
+
+
+evaluate_state_jit = eqx.filter_jit(evaluate_state, )
+
+
+@jax.jit
+def resample_once(key, x, a):
+    """Walkers drawn (systematic) from the population ``(x, softmax(a))``: ``(n, d)``."""
+    return x[resample_indices(key, a, "systematic")]
+
+
+def anchor_of(log_Z0: Array, a: Array) -> Array:
+    """The anchor that makes ``anchor + log mean e^a`` equal to ``log_Z0``."""
+    return log_Z0 - log_mean_exp(a)
