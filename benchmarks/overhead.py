@@ -103,12 +103,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 @dataclasses.dataclass(frozen=True)
-class _FullCheck(se.strategies.Walkers):
+class _FullCheck(se.Jarzynski):
     """Jarzynski walkers whose positions and gradients ``fit`` checks in full every step."""
 
-    @property
-    def weights_certify_walkers(self) -> bool:
-        return False
+    def step(self, key, state, energy_old, energy_new, step):
+        state, info = super().step(key, state, energy_old, energy_new, step)
+        return state, info._replace(finite=se.strategies.walker_checks(state, certified=False))
 
 
 class _GenericMLP(se.energies.MLP):

@@ -36,7 +36,10 @@ def _flat(prefix: str, tree) -> dict[str, np.ndarray]:
 
 
 def _fit_record(name: str, res) -> dict[str, np.ndarray]:
-    out = {f"{name}/walkers": np.asarray(res.walkers), f"{name}/log_weights": np.asarray(res.log_weights)}
+    out = {
+        f"{name}/walkers": np.asarray(res.walkers),
+        f"{name}/log_weights": np.asarray(res.log_weights),
+    }
     out.update(_flat(f"{name}/energy", res.energy))
     for k, v in res.history.items():
         out[f"{name}/history/{k}"] = np.asarray(v)
@@ -62,29 +65,61 @@ def runs() -> dict[str, np.ndarray]:
         "jarzynski_batch": se.Jarzynski(512, 0.1, walker_batch=128),
         "jarzynski_batch_grad": se.Jarzynski(512, 0.1, walker_batch=128, walker_grad="batch"),
         "jarzynski_observers_reseed": se.Jarzynski(256, 0.1, n_observers=256, reseed_every=50),
-        "jarzynski_refresh": se.Jarzynski(256, 0.1, refresh_every=40, refresh_steps=20,
-                                          init="data", n_anneal=20),
+        "jarzynski_refresh": se.Jarzynski(
+            256, 0.1, refresh_every=40, refresh_steps=20, init="data", n_anneal=20
+        ),
         "pcd": se.PCD(512, 0.1),
         "unweighted": se.Unweighted(512, 0.1),
         "cd": se.CD(n_walkers=256, n_steps=3, step_size=0.1),
     }
     for name, strategy in strategies.items():
-        res = se.fit(energy, data.samples, strategy=strategy, optimizer=opt, num_steps=200,
-                     key=jax.random.key(2), progress=False, metrics=kl, record_every=10,
-                     batch_size=None if name != "pcd" else 256)
+        res = se.fit(
+            energy,
+            data.samples,
+            strategy=strategy,
+            optimizer=opt,
+            num_steps=200,
+            key=jax.random.key(2),
+            progress=False,
+            metrics=kl,
+            record_every=10,
+            batch_size=None if name != "pcd" else 256,
+        )
         out.update(_fit_record(name, res))
     # Adam with the local correction, and a resume.
-    res = se.fit(energy, data.samples, strategy=se.Jarzynski(256, 0.1, feedback_correction="local"),
-                 optimizer=optax.adam(1e-2), num_steps=100, key=jax.random.key(3), progress=False)
+    res = se.fit(
+        energy,
+        data.samples,
+        strategy=se.Jarzynski(256, 0.1, feedback_correction="local"),
+        optimizer=optax.adam(1e-2),
+        num_steps=100,
+        key=jax.random.key(3),
+        progress=False,
+    )
     out.update(_fit_record("jarzynski_adam_local", res))
-    res2 = se.fit(energy, data.samples, strategy=res.strategy, optimizer=optax.adam(1e-2),
-                  num_steps=50, key=jax.random.key(3), progress=False, resume=res)
+    res2 = se.fit(
+        energy,
+        data.samples,
+        strategy=res.strategy,
+        optimizer=optax.adam(1e-2),
+        num_steps=50,
+        key=jax.random.key(3),
+        progress=False,
+        resume=res,
+    )
     out.update(_fit_record("jarzynski_adam_resumed", res2))
 
     # Score matching on the same mixture.
     sm = se.ScoreMatching("sliced")
-    res = se.fit(energy, data.samples, strategy=sm, optimizer=optax.adam(1e-2), num_steps=100,
-                 key=jax.random.key(4), progress=False)
+    res = se.fit(
+        energy,
+        data.samples,
+        strategy=sm,
+        optimizer=optax.adam(1e-2),
+        num_steps=100,
+        key=jax.random.key(4),
+        progress=False,
+    )
     out.update(_fit_record("score_matching", res))
 
     # Flows: FlowMC and flow-Jarzynski on a tilted 2-d energy.
@@ -95,8 +130,15 @@ def runs() -> dict[str, np.ndarray]:
         "flowmc": se.FlowMC(128, step_size=0.05, **small),
         "flow_jarzynski": se.FlowJarzynski(128, step_size=0.05, **small),
     }.items():
-        res = se.fit(e2, data2.samples, strategy=strategy, optimizer=optax.sgd(0.05),
-                     num_steps=60, key=jax.random.key(7), progress=False)
+        res = se.fit(
+            e2,
+            data2.samples,
+            strategy=strategy,
+            optimizer=optax.sgd(0.05),
+            num_steps=60,
+            key=jax.random.key(7),
+            progress=False,
+        )
         out.update(_fit_record(name, res))
         out.update(_flat(f"{name}/flow", res.flow))
 
@@ -104,8 +146,15 @@ def runs() -> dict[str, np.ndarray]:
     sd = se.datasets.sphere_teacher(jax.random.key(0), 1000, 5, angle=1.37)
     shallow = se.energies.ShallowReLU(5, 8, key=jax.random.key(1), beta=10.0)
     dual = se.Dual(200, step_size=0.02, alpha=20.0, restart_prob=0.1)
-    res = se.fit(shallow, sd.samples, strategy=dual, optimizer=dual.optimizer(shallow),
-                 num_steps=60, key=jax.random.key(2), progress=False)
+    res = se.fit(
+        shallow,
+        sd.samples,
+        strategy=dual,
+        optimizer=dual.optimizer(shallow),
+        num_steps=60,
+        key=jax.random.key(2),
+        progress=False,
+    )
     out.update(_fit_record("dual", res))
 
     # sample and diagnose.
@@ -115,8 +164,14 @@ def runs() -> dict[str, np.ndarray]:
     out["sample/log_Z"] = np.asarray(s.log_Z)
     s = se.sample(energy, jax.random.key(8), 256, n_steps=30, step_size=0.1, kernel="mala")
     out["sample_mala/samples"] = np.asarray(s.samples)
-    d = se.diagnose(energy, jax.random.key(9), n_chains=8, n_steps=100, step_size=0.05,
-                    init=np.asarray(data.samples[:8]))
+    d = se.diagnose(
+        energy,
+        jax.random.key(9),
+        n_chains=8,
+        n_steps=100,
+        step_size=0.05,
+        init=np.asarray(data.samples[:8]),
+    )
     out["diagnose/x"] = np.asarray(d.idata.posterior["x"].values)
     out["diagnose/max_rhat"] = np.asarray(d.max_rhat)
     return out

@@ -111,8 +111,11 @@ def manifold_of(energy: Any) -> Euclidean | Sphere:
 
 
 class ProjectedLangevin(Kernel):
-    """Langevin moves on a manifold (:meth:`Sphere.langevin`, ULA on ``R^d``), from cached
-    gradients; not invariant (the walkers of :class:`~smc_ebm.Dual` carry no weights)."""
+    """Langevin moves on a manifold (:meth:`Sphere.langevin`, ULA on ``R^d``).
+
+    From cached gradients; not invariant (the walkers of :class:`~smc_ebm.Dual` carry no
+    weights).
+    """
 
     invariant: ClassVar[bool] = False
 

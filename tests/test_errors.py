@@ -11,7 +11,6 @@ import pytest
 
 import smc_ebm as se
 from smc_ebm.energies import Gaussian, GaussianMixture
-from smc_ebm.strategies import Walkers
 
 DIM = 3
 
@@ -301,22 +300,14 @@ class _NanSlope(eqx.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class _FullCheck(Walkers):
-    """Jarzynski walkers whose positions and gradients ``fit`` checks in full."""
+class _FullCheck(se.Jarzynski):
+    """Jarzynski walkers whose positions and gradients are checked in full every step."""
 
-    @property
-    def weights_certify_walkers(self):
-        return False
+    def step(self, key, state, energy_old, energy_new, step):
+        from smc_ebm.strategies import walker_checks
 
-
-def test_which_strategies_certify_their_walkers():
-    assert se.Jarzynski(8, 0.1).weights_certify_walkers
-    assert not se.Jarzynski(8, 0.1, kernel="mala").weights_certify_walkers
-    assert not se.Jarzynski(8, 0.1, walker_batch=4).weights_certify_walkers
-    assert not se.Jarzynski(8, 0.1, n_observers=4, reseed_every=5).weights_certify_walkers
-    assert not se.PCD(8, 0.1).weights_certify_walkers
-    assert not se.Unweighted(8, 0.1).weights_certify_walkers
-    assert not se.CD().weights_certify_walkers
+        state, info = super().step(key, state, energy_old, energy_new, step)
+        return state, info._replace(finite=walker_checks(state, certified=False))
 
 
 def test_certified_check_names_and_keeps_what_the_full_check_does():
@@ -328,7 +319,6 @@ def test_certified_check_names_and_keeps_what_the_full_check_does():
     kw = {"num_steps": 400, "chunk_size": 50, "optimizer": optax.sgd(0.01)}
     jar = se.Jarzynski(32, 0.1, init="data", resampling=se.ESSResampling(0.5))
     full = _FullCheck(**{f.name: getattr(jar, f.name) for f in dataclasses.fields(jar)})
-    assert jar.weights_certify_walkers and not full.weights_certify_walkers
     errors = []
     for strategy in (jar, full, se.PCD(32, 0.1, init="data")):
         with pytest.raises(se.TrainingError) as info:

@@ -49,7 +49,7 @@ def test_feedback_correction_is_skipped_for_adam_on_a_zero_initialised_net():
     with jax.numpy_dtype_promotion("standard"):
         import numpyro.distributions as nd
 
-        from smc_ebm._fit import _update_is_linear
+        from smc_ebm.strategies._feedback import update_is_linear as _update_is_linear
 
         data = se.datasets.two_mode_teacher(jax.random.key(0), n=300, dim=2, a=-2.0, b=2.0)
         net = se.energies.MLP(2, 8, 2, key=jax.random.key(1), zero_init=True)
@@ -189,10 +189,10 @@ def test_subsampled_feedback_correction_is_unbiased(monkeypatch, probes, active)
     from per-walker parameter gradients. With ``active = 16`` only a moved batch of 16 walkers
     entered the gradient (q = 0 elsewhere): the probes go to those 16 (every 2nd of them with
     8 probes), and the others get no correction."""
-    from smc_ebm import _fit
     from smc_ebm.kernels._evaluate import split_energy
+    from smc_ebm.strategies import _feedback
 
-    monkeypatch.setattr(_fit, "_CORRECTION_PROBES", probes)
+    monkeypatch.setattr(_feedback, "CORRECTION_PROBES", probes)
     data = se.datasets.two_mode_teacher(jax.random.key(0), n=200, dim=3, a=-2.0, b=2.0)
     energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, 3, scale=0.5)
     strategy = se.Jarzynski(64, 0.1)
@@ -212,9 +212,9 @@ def test_subsampled_feedback_correction_is_unbiased(monkeypatch, probes, active)
 
     @jax.jit
     def estimate(key):
-        return _fit._feedback_correction(
-            key, optimizer, grad, opt_state, params, static, state, active
-        )[2]
+        return _feedback.correction(key, optimizer, grad, opt_state, params, static, state, active)[
+            2
+        ]
 
     keys = jax.random.split(jax.random.key(4), 20000)
     est = np.asarray(jax.lax.map(estimate, keys, batch_size=1000), np.float64)
@@ -242,7 +242,7 @@ def test_subsampled_feedback_correction_is_unbiased(monkeypatch, probes, active)
     # ``exact`` for every probed walker (all of them when the stride is 1), otherwise
     # unbiased over the random offset.
     def estimate_exact(key):
-        return _fit._feedback_correction(
+        return _feedback.correction(
             key, optimizer, grad, opt_state, params, static, state, active, exact=True
         )[2]
 
@@ -270,8 +270,10 @@ def test_directional_parameter_derivatives_match_forward_mode(key, name):
     (closed form, per walker) or from forward mode itself (network, not transposable)."""
     from test_weights import _GenericMixture
 
-    from smc_ebm._fit import _param_directional_derivatives
     from smc_ebm.kernels._evaluate import split_energy
+    from smc_ebm.strategies._feedback import (
+        directional_derivatives as _param_directional_derivatives,
+    )
 
     k1, k2, k3 = jax.random.split(key, 3)
     if name == "network":

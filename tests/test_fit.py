@@ -404,7 +404,7 @@ def test_paper_scale_pcd_collapses_a_mode(paper):
 
 def test_annealed_start_compiles_once_per_energy_structure():
     """Two energies of one structure (e.g. two seeds): the initial annealing is traced once."""
-    from smc_ebm.strategies import _walkers
+    from smc_ebm.strategies import _start
 
     data = se.datasets.two_mode_teacher(jax.random.key(0), n=200, dim=SMALL_DIM)
     strategy = se.Jarzynski(32, 0.05, n_anneal=5)
@@ -422,9 +422,9 @@ def test_annealed_start_compiles_once_per_energy_structure():
         )
 
     first = run(1)
-    before = _walkers.TRACE_COUNT["anneal"]
+    before = _start.TRACE_COUNT["anneal"]
     second, again = run(2), run(1)
-    assert _walkers.TRACE_COUNT["anneal"] == before  # neither call traced the annealing
+    assert _start.TRACE_COUNT["anneal"] == before  # neither call traced the annealing
     np.testing.assert_array_equal(np.asarray(first.walkers), np.asarray(again.walkers))
     assert not np.allclose(np.asarray(first.walkers), np.asarray(second.walkers))
 

@@ -270,18 +270,15 @@ def test_refresh_options_are_checked():
         se.Jarzynski(64, 0.1, refresh_every=10, n_refresh=64)
     with pytest.raises(ValueError, match="refresh_steps"):
         se.Jarzynski(64, 0.1, refresh_every=10, refresh_steps=0)
-    with pytest.raises(ValueError, match="weighted"):
-        se.strategies.Walkers(64, 0.1, weighted=False, refresh_every=10)
     with pytest.raises(ValueError, match="refresh_every"):
         se.Jarzynski(64, 0.1, kernel="flow", refresh_every=10)
-    assert not se.Jarzynski(64, 0.1, refresh_every=10).weights_certify_walkers
 
 
 @pytest.mark.parametrize("dtype_g", [jnp.float32, jnp.float16])
 def test_walkers_are_gathered_exactly(key, dtype_g):
     """Positions and gradients gathered together (one ``[x | g]`` gather) equal ``x[idx]``,
     ``g[idx]`` bit for bit; arrays of different dtypes are gathered one by one."""
-    from smc_ebm.strategies._walkers import _gather_rows
+    from smc_ebm.smc import gather_rows as _gather_rows
 
     k1, k2, k3 = jax.random.split(key, 3)
     x = jax.random.normal(k1, (50, 3, 2))

@@ -1,5 +1,9 @@
-"""Moves of the walkers: one kernel interface (ULA, MALA, i-SIR, projected Langevin) and the
-fused evaluator that gives energies, gradients and parameter gradients from one pass."""
+"""Moves of the walkers: one kernel interface, and the fused one-pass evaluator.
+
+The kernels (ULA, MALA, i-SIR; projected Langevin in :mod:`smc_ebm.manifolds`) act on a
+:class:`KernelState`; :func:`evaluate` gives energies, gradients and parameter gradients from
+one pass.
+"""
 
 from smc_ebm.kernels._base import Kernel, KernelState, MoveInfo, energy_and_grad, run_chains
 from smc_ebm.kernels._evaluate import (

@@ -94,5 +94,7 @@ class ISIR(Kernel):
         self.flow, self.n_proposals = flow, n_proposals
 
     def move(self, key, state, energy):
-        x, u, p_move = isir_move(key, state.position, state.energy, energy, self.flow, self.n_proposals)
+        x, u, p_move = isir_move(
+            key, state.position, state.energy, energy, self.flow, self.n_proposals
+        )
         return x, MoveInfo(p_move, u)

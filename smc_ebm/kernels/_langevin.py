@@ -68,7 +68,7 @@ def mala_move(
 
 
 class ULA(Kernel):
-    r"""Unadjusted Langevin: :math:`x' = x - h \nabla U(x) + \sqrt{2h}\,\xi`, from the cached gradient.
+    r"""Unadjusted Langevin :math:`x' = x - h \nabla U(x) + \sqrt{2h}\,\xi` (cached gradient).
 
     Not invariant: inside an SMC over a moving target its bias is removed by the Jarzynski
     increment (:func:`smc_ebm.smc.jarzynski`), for any step size.
@@ -96,11 +96,15 @@ class MALA(Kernel):
         self.step_size = step_size
 
     def move(self, key, state, energy):
-        x, u, _, acc = mala_move(key, state.position, state.energy, state.grad, energy, self.step_size)
+        x, u, _, acc = mala_move(
+            key, state.position, state.energy, state.grad, energy, self.step_size
+        )
         return x, MoveInfo(acc, u)
 
     def step(self, key, state, energy):
-        x, u, g, acc = mala_move(key, state.position, state.energy, state.grad, energy, self.step_size)
+        x, u, g, acc = mala_move(
+            key, state.position, state.energy, state.grad, energy, self.step_size
+        )
         return KernelState(x, u, g), MoveInfo(acc, u)
 
     def __repr__(self) -> str:

@@ -99,7 +99,8 @@ def step(
     Args:
         key: PRNG key.
         population: walkers cached under ``energy_old``.
-        energy_old, energy_new: :math:`U_k` and :math:`U_{k+1}`.
+        energy_old: :math:`U_k`.
+        energy_new: :math:`U_{k+1}`.
         kernel: the move (:class:`~smc_ebm.kernels.Kernel`), taken with ``energy_old``.
         increment: ``increment(kernel, old, new, move) -> (N,)``; ``None`` for
             :func:`default_increment` (Jarzynski for ULA, AIS for invariant kernels).
@@ -126,9 +127,7 @@ def step(
     do = resampling.should_resample(index, ess)
     moved = Population(x, u, g, a, population.log_Z_anchor)
     moved, idx = resample(do, k_resample, moved, resampling.method)
-    info = SMCInfo(
-        ess, do, jnp.mean(move.acceptance), w, idx, param_grad(w), jnp.sum(w * u)
-    )
+    info = SMCInfo(ess, do, jnp.mean(move.acceptance), w, idx, param_grad(w), jnp.sum(w * u))
     return moved, info
 
 

@@ -110,7 +110,9 @@ def walker_checks(state: WalkerState, certified: bool = False) -> dict[str, Arra
     """
     weights_ok = all_finite((state.log_weights, state.log_Z_anchor))
     if certified:
-        grad_ok = jax.lax.cond(weights_ok, lambda: jnp.asarray(True), lambda: all_finite(state.grad))
+        grad_ok = jax.lax.cond(
+            weights_ok, lambda: jnp.asarray(True), lambda: all_finite(state.grad)
+        )
         position_ok = jax.lax.cond(
             weights_ok, lambda: jnp.asarray(True), lambda: all_finite(state.position)
         )
@@ -151,9 +153,7 @@ class AbstractStrategy(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def init_state(
-        self, key: PRNGKeyArray, energy: eqx.Module, data: Array, log_Z0: Array
-    ) -> Any:
+    def init_state(self, key: PRNGKeyArray, energy: eqx.Module, data: Array, log_Z0: Array) -> Any:
         """Initial state, evaluated at the initial parameters."""
 
     @abc.abstractmethod
@@ -164,7 +164,11 @@ class AbstractStrategy(abc.ABC):
 
     @abc.abstractmethod
     def step(
-        self, key: PRNGKeyArray, state: Any, energy_old: eqx.Module, energy_new: eqx.Module,
+        self,
+        key: PRNGKeyArray,
+        state: Any,
+        energy_old: eqx.Module,
+        energy_new: eqx.Module,
         step: Array,
     ) -> tuple[Any, StepInfo]:
         """Follow the target from ``energy_old`` to ``energy_new``."""
@@ -203,7 +207,9 @@ class AbstractStrategy(abc.ABC):
     # -- the names of the first protocol, kept working -------------------------------------
     def negative_phase(self, key, state, energy, batch):
         """Deprecated: :meth:`model_term` as ``(state, grad, energy)``."""
-        warnings.warn("negative_phase is deprecated; use model_term", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "negative_phase is deprecated; use model_term", DeprecationWarning, stacklevel=2
+        )
         state, term = self.model_term(key, state, energy, batch)
         return state, term.grad, term.energy
 

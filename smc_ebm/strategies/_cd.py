@@ -77,5 +77,7 @@ class CD(AbstractStrategy):
         return new_state, ModelTerm(pgrad, jnp.mean(u), one, nan)
 
     def step(self, key, state, energy_old, energy_new, step):
-        info = StepInfo(jnp.asarray(False), jnp.asarray(1.0, state.energy.dtype), walker_checks(state))
+        info = StepInfo(
+            jnp.asarray(False), jnp.asarray(1.0, state.energy.dtype), walker_checks(state)
+        )
         return state, info

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, PRNGKeyArray
 
 from smc_ebm._wfr import wfr
 from smc_ebm.kernels import evaluate_uniform
@@ -166,7 +166,9 @@ class Dual(AbstractStrategy):
     def validate(self, dim: int, n_data: int) -> None:
         check_init_array(self.init, self.n_walkers, dim)
 
-    def init_state(self, key: PRNGKeyArray, energy: Any, data: Array, log_Z0: Array | None) -> DualState:
+    def init_state(
+        self, key: PRNGKeyArray, energy: Any, data: Array, log_Z0: Array | None
+    ) -> DualState:
         manifold = manifold_of(energy)
         n = int(self.n_walkers)
         if not isinstance(self.init, str):

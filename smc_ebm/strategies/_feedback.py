@@ -74,7 +74,7 @@ class FeedbackCorrection:
         )
 
     def prepare(self, optimizer: Any, opt_state: Any, params: Any) -> FeedbackCorrection | None:
-        """This rule, or ``None`` where it does not apply to ``optimizer`` (checked on the host)."""
+        """The rule, or ``None`` where it does not apply to ``optimizer`` (checked on the host)."""
         if self.mode == "local" or update_is_linear(optimizer, opt_state, params):
             return self
         if self.mode is True:
@@ -92,7 +92,14 @@ class FeedbackCorrection:
 
         def corrected(_):
             updates, new_opt, corr = correction(
-                key, optimizer, grad, opt_state, params, static, walkers, self.n_active,
+                key,
+                optimizer,
+                grad,
+                opt_state,
+                params,
+                static,
+                walkers,
+                self.n_active,
                 exact=self.estimator == "exact",
             )
             return updates, new_opt, walkers.log_weights + corr

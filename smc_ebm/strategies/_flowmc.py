@@ -48,9 +48,6 @@ from smc_ebm.smc import (
     ESSResampling,
     IntervalResampling,
     NoResampling,
-    ess_fraction,
-    log_mean_exp,
-    maybe_resample_indices,
     ais_increment,
     ess_fraction,
     log_mean_exp,
@@ -99,8 +96,11 @@ for _name in WalkerState._fields:
 
 
 class FlowMoves(Kernel):
-    """``n_global`` i-SIR moves with a flow proposal, then ``n_local`` MALA moves at a fixed
-    step size: one invariant kernel (the moves of :func:`FlowMC` between adaptations)."""
+    """``n_global`` i-SIR moves with a flow proposal, then ``n_local`` MALA moves.
+
+    At a fixed step size: one invariant kernel (the moves of :func:`FlowMC` between
+    adaptations), for :func:`~smc_ebm.kernels.run_chains`.
+    """
 
     invariant: ClassVar[bool] = True
 
@@ -229,7 +229,9 @@ class FlowStrategy(AbstractStrategy):
             raise ValueError(f"the flow's dimension {flow_dim} does not match the data's {dim}.")
         check_init_array(self.init, self.n_walkers, dim)
 
-    def init_state(self, key: PRNGKeyArray, energy: Any, data: Array, log_Z0: Array | None) -> FlowState:
+    def init_state(
+        self, key: PRNGKeyArray, energy: Any, data: Array, log_Z0: Array | None
+    ) -> FlowState:
         n, dim = self.n_walkers, data.shape[1]
         self.validate(dim, data.shape[0])
         k_flow, k_x, k_res = jax.random.split(key, 3)
@@ -357,6 +359,7 @@ class FlowStrategy(AbstractStrategy):
         MALA at the state's adapted step size, no adaptation). Returns ``(N, n_steps, d)``,
         e.g. for :func:`smc_ebm.metrics.rhat`.
         """
+
         @eqx.filter_jit
         def run(flow, energy, x, h, key):
             xs, _, _ = run_chains(key, FlowMoves(self, flow, h), energy, x, n_steps)

@@ -106,8 +106,10 @@ def move_batch(key, state, energy_old, energy_new, kernel, n_batch, every, weigh
 
 
 class _BuildsOptions(abc.ABCMeta):
-    """Lets ``Jarzynski(..., n_observers=M, reseed_every=K, refresh_every=R, kernel="flow")``
-    build the composition that these keywords of the first interface stand for."""
+    """``Jarzynski(...)`` with keywords of the first interface builds their composition.
+
+    The keywords: ``n_observers``, ``reseed_every``, ``refresh_every``, ``kernel="flow"``.
+    """
 
     def __call__(cls, *args, **kwargs):
         if cls is not Jarzynski:
@@ -228,9 +230,7 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
         return evaluate_state_jit(energy, x, a, anchor_of(log_Z0, a), True)
 
     def ess_and_log_Z(self, state):
-        return ess_fraction(state.log_weights), state.log_Z_anchor + log_mean_exp(
-            state.log_weights
-        )
+        return ess_fraction(state.log_weights), state.log_Z_anchor + log_mean_exp(state.log_weights)
 
     def model_term(self, key, state, energy, batch):
         ess, log_z = self.ess_and_log_Z(state)
@@ -240,8 +240,14 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
         kernel = make_kernel(self.kernel, self.step_size)
         if not self.minibatched:  # Algorithm 1
             population, info = smc_step(
-                key, state.population, energy_old, energy_new, kernel, None,
-                self.resampling, step + 1,
+                key,
+                state.population,
+                energy_old,
+                energy_new,
+                kernel,
+                None,
+                self.resampling,
+                step + 1,
             )
             grad_weights = info.weights[info.ancestors]
             new = WalkerState(*population, info.model_grad, info.model_energy, grad_weights)
@@ -254,7 +260,9 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
         )
         do = self.resampling.should_resample(step + 1, ess_fraction(a))
         population, idx = resample(
-            do, k_res, WalkerState(x, u, g, a, state.log_Z_anchor, None, None).population,
+            do,
+            k_res,
+            WalkerState(x, u, g, a, state.log_Z_anchor, None, None).population,
             self.resampling.method,
         )
         new = WalkerState(*population, pgrad, model_energy, gw[idx])
@@ -302,7 +310,11 @@ def validate_init(init: Any, n_walkers: int, dim: int) -> None:
 
 
 _OPTION_KEYWORDS = (
-    "n_observers", "observer_kernel", "reseed_every", "refresh_every", "n_refresh",
+    "n_observers",
+    "observer_kernel",
+    "reseed_every",
+    "refresh_every",
+    "n_refresh",
     "refresh_steps",
 )
 

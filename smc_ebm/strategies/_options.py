@@ -25,7 +25,6 @@ from smc_ebm.smc import Population, anneal, log_mean_exp, resample_indices
 from smc_ebm.smc import step as smc_step
 from smc_ebm.strategies._base import (
     AbstractStrategy,
-    ModelTerm,
     StepInfo,
     WalkerState,
     all_finite,
@@ -140,7 +139,13 @@ class WithObservers(_Wrapper):
         inner, info = self.inner.step(key, state.walkers, energy_old, energy_new, step)
         kernel = make_kernel(self.observer_kernel, self.step_size)
         observers, _ = smc_step(
-            k_obs, state.observers, energy_old, energy_new, kernel, None, self.resampling,
+            k_obs,
+            state.observers,
+            energy_old,
+            energy_new,
+            kernel,
+            None,
+            self.resampling,
             step + 1,
         )
         new = ObservedState(inner, observers)
@@ -248,7 +253,12 @@ class WithRefresh(_Wrapper):
         steps = self.n_anneal if self.refresh_steps is None else self.refresh_steps
         x0 = state.base.sample(k_x, m).astype(dtype)
         xf, b, log_ratio, _, _ = anneal(
-            k_anneal, state.base, energy, x0, n_steps=int(steps), step_size=self.step_size,
+            k_anneal,
+            state.base,
+            energy,
+            x0,
+            n_steps=int(steps),
+            step_size=self.step_size,
             kernel=self.kernel,
         )
         # fresh log-weights relative to the population's anchor

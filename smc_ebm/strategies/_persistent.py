@@ -10,15 +10,21 @@ import jax
 import jax.numpy as jnp
 
 from smc_ebm.kernels import evaluate_uniform, make_kernel
-from smc_ebm.strategies._base import AbstractStrategy, ModelTerm, StepInfo, WalkerState, walker_checks
+from smc_ebm.strategies._base import (
+    AbstractStrategy,
+    ModelTerm,
+    StepInfo,
+    WalkerState,
+    walker_checks,
+)
 from smc_ebm.strategies._jarzynski import Jarzynski, check_walkers, move_batch, validate_init
 from smc_ebm.strategies._start import (
     anchor_of,
+    annealed_start,
     check_euclidean,
     default_base,
     evaluate_state_jit,
     initial_positions,
-    annealed_start,
     resample_once,
 )
 
@@ -58,9 +64,13 @@ class PersistentWalkers(AbstractStrategy):
 
         def anneal_start(k, m):
             base = default_base(data, self.step_size, self.anneal_base)
-            return annealed_start(k, energy, data, m, base, self.n_anneal, self.step_size, self.kernel)
+            return annealed_start(
+                k, energy, data, m, base, self.n_anneal, self.step_size, self.kernel
+            )
 
-        x, a, log_z_est = initial_positions(k_walk, energy, data, self.init, self.n_walkers, anneal_start)
+        x, a, log_z_est = initial_positions(
+            k_walk, energy, data, self.init, self.n_walkers, anneal_start
+        )
         if log_z_est is not None:
             # Annealed walkers carry weights since their last resampling; walkers that will be
             # counted equally start from an equally weighted population.
@@ -119,8 +129,10 @@ class Unweighted(PersistentWalkers):
 
 
 def Walkers(**kwargs: Any) -> Any:  # noqa: N802  (the class of the first interface)
-    """Deprecated: the engine of the first interface; use :class:`Jarzynski`, :class:`PCD`
-    or :class:`Unweighted`."""
+    """Deprecated engine of the first interface.
+
+    Use :class:`Jarzynski`, :class:`PCD` or :class:`Unweighted`.
+    """
     warnings.warn(
         "se.strategies.Walkers is deprecated; use se.Jarzynski, se.PCD or se.Unweighted",
         DeprecationWarning,
@@ -130,4 +142,3 @@ def Walkers(**kwargs: Any) -> Any:  # noqa: N802  (the class of the first interf
     kwargs.pop("walker_grad", None) if not weighted else None
     kwargs.pop("resampling", None) if not weighted else None
     return Jarzynski(**kwargs) if weighted else Unweighted(**kwargs)
-

@@ -134,7 +134,7 @@ class ScoreMatching(AbstractStrategy):
         return 0.5 * jnp.sum(g * g) - lap
 
     def gradient(self, key, state, energy, batch):
-        """``(state, dJ/dtheta, J, mean_batch U, model_term)``: the score-matching loss and its gradient."""
+        """``(state, dJ/dtheta, J, mean_batch U, model_term)``: the loss and its gradient."""
         params, static = split_energy(energy)
 
         def loss_of(p):

@@ -54,7 +54,7 @@ def anneal_jit(key, base, energy, x, n_steps: int, step_size: float, kernel: str
 
 
 def annealed_start(key, energy, data, n, base, n_anneal: int, step_size: float, kernel: str):
-    """``n`` walkers annealed from ``base`` to ``energy``: ``(x, log_weights, log Z_0 estimate)``."""
+    """``n`` walkers annealed from ``base`` to ``energy``: ``(x, log_weights, log Z_0)``."""
     k0, key = jax.random.split(key)
     x = base.sample(k0, n).astype(data.dtype)
     x, a, log_ratio = anneal_jit(key, base, energy, x, int(n_anneal), float(step_size), kernel)
@@ -104,7 +104,9 @@ def evaluate_state(energy, x, a, anchor, weighted) -> WalkerState:
     return WalkerState(x, u, g, a, anchor, pgrad, jnp.mean(u))
 
 
-evaluate_state_jit = eqx.filter_jit(evaluate_state, )
+evaluate_state_jit = eqx.filter_jit(
+    evaluate_state,
+)
 
 
 @jax.jit
