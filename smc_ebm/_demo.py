@@ -24,9 +24,9 @@ from jaxtyping import Array
 from smc_ebm import datasets, energies, metrics, optim
 from smc_ebm._fit import fit
 from smc_ebm.smc import ESSResampling
-from smc_ebm.strategies import CD, PCD, AbstractStrategy, Jarzynski, Unweighted
+from smc_ebm.strategies import REGISTRY, AbstractStrategy
 
-STRATEGIES: tuple[str, ...] = ("Jarzynski", "PCD", "CD", "Unweighted")
+STRATEGIES: tuple[str, ...] = ("Jarzynski", "PCD", "CD", "Unweighted")  # names in REGISTRY
 TARGET_WEIGHT = 0.25
 TEACHER_A, TEACHER_B = -10.0, 6.0
 
@@ -80,14 +80,18 @@ def make_strategy(name: str, n_walkers: int, step_size: float) -> AbstractStrate
     Jarzynski resamples (systematically) when the ESS drops below ``1/1.05`` as in the
     paper; CD restarts one walker per data point and takes 4 ULA steps.
     """
-    if name == "Jarzynski":
-        return Jarzynski(n_walkers, step_size, resampling=ESSResampling(1 / 1.05, "systematic"))
-    if name == "PCD":
-        return PCD(n_walkers, step_size)
-    if name == "CD":
-        return CD(n_steps=4, step_size=step_size)
-    if name == "Unweighted":
-        return Unweighted(n_walkers, step_size)
+    settings = {
+        "Jarzynski": dict(
+            n_walkers=n_walkers,
+            step_size=step_size,
+            resampling=ESSResampling(1 / 1.05, "systematic"),
+        ),
+        "PCD": dict(n_walkers=n_walkers, step_size=step_size),
+        "CD": dict(n_steps=4, step_size=step_size),
+        "Unweighted": dict(n_walkers=n_walkers, step_size=step_size),
+    }
+    if name in settings:
+        return REGISTRY[name](**settings[name])
     raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES}.")
 
 

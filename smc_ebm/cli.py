@@ -115,9 +115,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from smc_ebm import _demo as demo
+    from smc_ebm._demo import format_table, plot_runs, run_demo
 
-    runs = demo.run_demo(
+    runs = run_demo(
         dim=args.dim,
         n_data=args.n_data,
         n_walkers=args.n_walkers,
@@ -127,14 +127,14 @@ def _demo(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print()
-    print(demo.format_table(runs))
+    print(format_table(runs))
     print(
         "\nweight: learned weight of the student mode nearest the teacher's mode at -10 e_1 "
         "(target 0.25).\nexact KL uses the student's exact log Z; estimated KL is the "
         "strategy's own estimate (cross-entropy from the Jarzynski log Z, minus the teacher "
         "entropy), '—' where the strategy carries no weights.\nseconds include compilation."
     )
-    path = demo.plot_runs(runs, args.out)
+    path = plot_runs(runs, args.out)
     print(f"\nfigure saved to {path}")
     return 0
 

@@ -337,8 +337,8 @@ def test_certified_check_names_and_keeps_what_the_full_check_does():
 
 
 def test_non_finite_entry_is_found_by_the_fused_check():
-    """``_finite`` flags inf, -inf and NaN anywhere, and passes huge finite values."""
-    from smc_ebm._fit import _finite
+    """``all_finite`` flags inf, -inf and NaN anywhere, and passes huge finite values."""
+    from smc_ebm.strategies import all_finite as _finite
 
     x = jnp.zeros((7, 5), jnp.float32).at[3, 2].set(3e38)
     assert bool(_finite(x))

@@ -54,7 +54,7 @@ def test_exact_loss_and_gradient_are_analytic(setup):
     sm = se.ScoreMatching("exact")
     loss, gm, gs = _analytic(energy, x)
     st = sm.init_state(jax.random.key(0), energy, x, None)
-    _, grad, val, data_u = sm.gradient(jax.random.key(1), st, energy, x)
+    _, grad, val, data_u, _ = sm.gradient(jax.random.key(1), st, energy, x)
     np.testing.assert_allclose(float(val), loss, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(grad.mean), gm, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.asarray(grad.scale), gs, rtol=1e-4, atol=1e-6)

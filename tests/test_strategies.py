@@ -171,7 +171,7 @@ def test_strategy_protocol(name):
 
     @jax.jit
     def step(state):
-        st, grad, loss, data_u = strategy.gradient(jax.random.key(3), state, e0, data)
+        st, grad, loss, data_u, _ = strategy.gradient(jax.random.key(3), state, e0, data)
         st, resampled, acc = strategy.advance(jax.random.key(4), st, e0, e1, jnp.asarray(0))
         return st, grad, loss, data_u, resampled, acc, strategy.ess_and_log_Z(st)
 

@@ -15,7 +15,8 @@ from smc_ebm.strategies._base import (
 from smc_ebm.strategies._cd import CD
 from smc_ebm.strategies._dual import Dual, DualState
 from smc_ebm.strategies._feedback import FeedbackCorrection
-from smc_ebm.strategies._flowmc import FlowJarzynski, FlowMC, FlowMoves, FlowState, FlowStrategy
+from smc_ebm.strategies._flow_moves import FlowMoves
+from smc_ebm.strategies._flowmc import FlowJarzynski, FlowMC, FlowState, FlowStrategy
 from smc_ebm.strategies._jarzynski import Jarzynski, move_batch
 from smc_ebm.strategies._options import (
     ObservedState,

@@ -18,9 +18,8 @@ moves (flow proposals) followed by ``n_local`` MALA moves whose step size is ada
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -28,20 +27,13 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from smc_ebm.flows._flow import (
+from smc_ebm.flows import (
     FLOW_KINDS,
     ReplayBuffer,
     init_flow_optimizer,
-    make_flow,
-    mle_step,
 )
 from smc_ebm.kernels import (
-    Kernel,
-    MoveInfo,
-    adapt_step_size,
     evaluate,
-    isir_move,
-    mala_move,
     run_chains,
 )
 from smc_ebm.smc import (
@@ -65,6 +57,14 @@ from smc_ebm.strategies._base import (
     walker_checks,
 )
 from smc_ebm.strategies._feedback import FeedbackCorrection
+from smc_ebm.strategies._flow_moves import (
+    FlowMoves,
+    default_flow,
+    flow_moves,
+    importance_start,
+    template_static,
+    train_flow,
+)
 
 
 class FlowState(NamedTuple):
@@ -93,44 +93,6 @@ class FlowState(NamedTuple):
 
 for _name in WalkerState._fields:
     setattr(FlowState, _name, property(lambda s, _n=_name: getattr(s.walkers, _n)))
-
-
-class FlowMoves(Kernel):
-    """``n_global`` i-SIR moves with a flow proposal, then ``n_local`` MALA moves.
-
-    At a fixed step size: one invariant kernel (the moves of :func:`FlowMC` between
-    adaptations), for :func:`~smc_ebm.kernels.run_chains`.
-    """
-
-    invariant: ClassVar[bool] = True
-
-    def __init__(self, strategy: FlowStrategy, flow: Any, step_size: Any):
-        self.strategy, self.flow, self.step_size = strategy, flow, step_size
-
-    def move(self, key, state, energy):
-        frozen = dataclasses.replace(self.strategy, adapt_rate=0.0)
-        x, _, acc, _ = frozen._moves(key, state.position, energy, self.flow, self.step_size)
-        return x, MoveInfo(jnp.broadcast_to(acc, state.energy.shape))
-
-
-@functools.lru_cache(maxsize=16)
-def _template_static(dim, kind, n_layers, width, depth, knots, interval):
-    """The non-array part of a default flow (it depends neither on the key nor on sigma).
-
-    It holds closures over concrete arrays, so it must first be built outside any trace:
-    :meth:`FlowStrategy.init_state` does so, and later (traced) calls hit the cache.
-    """
-    flow = make_flow(
-        jax.random.key(0),
-        dim,
-        kind=kind,
-        n_layers=n_layers,
-        width=width,
-        depth=depth,
-        knots=knots,
-        interval=interval,
-    )
-    return eqx.partition(flow, eqx.is_array)[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,7 +169,7 @@ class FlowStrategy(AbstractStrategy):
     def _static(self, dim: int) -> Any:
         if self.flow is not None:
             return eqx.partition(self.flow, eqx.is_array)[1]
-        return _template_static(
+        return template_static(
             int(dim),
             self.flow_kind,
             self.flow_layers,
@@ -236,26 +198,7 @@ class FlowStrategy(AbstractStrategy):
         self.validate(dim, data.shape[0])
         k_flow, k_x, k_res = jax.random.split(key, 3)
         self._static(dim)  # build (and cache) the flow's structure outside any trace
-        if self.flow is not None:
-            flow = self.flow
-        else:
-            sigma = self.flow_sigma
-            if sigma is None:  # the data's mean per-coordinate spread
-                sigma = (
-                    float(jnp.sqrt(jnp.mean(jnp.var(data, axis=0)))) if data.shape[0] > 1 else 1.0
-                )
-                sigma = sigma if sigma > 0 else 1.0
-            flow = make_flow(
-                k_flow,
-                dim,
-                sigma=sigma,
-                kind=self.flow_kind,
-                n_layers=self.flow_layers,
-                width=self.flow_width,
-                depth=self.flow_depth,
-                knots=self.flow_knots,
-                interval=self.flow_interval,
-            )
+        flow = self.flow if self.flow is not None else default_flow(self, k_flow, data)
         x, a, log_z_est = self._initial_positions(k_x, energy, data, flow)
         if not self.weighted:
             if log_z_est is not None:  # importance samples of the flow: resample once
@@ -282,21 +225,10 @@ class FlowStrategy(AbstractStrategy):
 
     def _initial_positions(self, key, energy, data, flow):
         """Positions, log-weights and (for flow importance samples) a log Z_0 estimate."""
-        n = self.n_walkers
-        x = exact_start(key, energy, data, self.init, n)
+        x = exact_start(key, energy, data, self.init, self.n_walkers)
         if x is not None:
-            return x, jnp.zeros(n, data.dtype), None
-
-        @eqx.filter_jit
-        def importance(flow, energy, key):
-            x, log_q = flow.sample_and_log_prob(key, (n,))
-            x = x.astype(data.dtype)
-            a = -jax.vmap(energy)(x) - log_q.astype(data.dtype)
-            return x, a
-
-        # Importance samples of the flow: A = -U - log q, so mean e^A estimates Z_0.
-        x, a = importance(flow, energy, key)
-        return x, a, log_mean_exp(a)
+            return x, jnp.zeros(self.n_walkers, data.dtype), None
+        return importance_start(key, energy, data, flow, self.n_walkers)
 
     # ----------------------------------------------------------------------------------
     def ess_and_log_Z(self, state: FlowState) -> tuple[Array, Array]:
@@ -368,73 +300,34 @@ class FlowStrategy(AbstractStrategy):
         return run(self.flow_of(state), energy, state.position, state.step_size, key)
 
     def _moves(self, key, x, energy, flow, step_size):
-        """``n_global`` i-SIR moves then ``n_local`` MALA moves, all invariant for ``energy``.
-
-        Returns ``(x, adapted step size, mean MALA acceptance, mean i-SIR move probability)``.
-        """
-        k_glob, k_loc = jax.random.split(key)
-        dtype = x.dtype
-        u = jax.vmap(energy)(x)
-        p_move = jnp.asarray(0.0, dtype)
-        if self.n_global:
-
-            def glob(carry, k):
-                x, u = carry
-                x, u, p = isir_move(k, x, u, energy, flow, self.n_proposals)
-                return (x, u), jnp.mean(p)
-
-            (x, u), ps = jax.lax.scan(glob, (x, u), jax.random.split(k_glob, self.n_global))
-            p_move = jnp.mean(ps).astype(dtype)
-        acc = jnp.asarray(1.0, dtype)
-        if self.n_local:
-            u, g, _ = evaluate(energy, x)
-
-            def loc(carry, k):
-                x, u, g, h = carry
-                x, u, g, a = mala_move(k, x, u, g, energy, h)
-                acc = jnp.mean(a).astype(dtype)
-                h = adapt_step_size(h, acc, self.target_accept, self.adapt_rate)
-                return (x, u, g, h), acc
-
-            (x, u, g, step_size), accs = jax.lax.scan(
-                loc, (x, u, g, step_size), jax.random.split(k_loc, self.n_local)
-            )
-            acc = jnp.mean(accs)
-        return x, step_size, acc, p_move
+        """``n_global`` i-SIR then ``n_local`` MALA moves (:func:`flow_moves`)."""
+        return flow_moves(
+            key,
+            x,
+            energy,
+            flow,
+            step_size,
+            self.n_global,
+            self.n_local,
+            self.n_proposals,
+            self.target_accept,
+            self.adapt_rate,
+        )
 
     def _train_flow(self, key, flow, opt_state, buffer, x, a):
-        """``flow_steps`` maximum-likelihood steps on the (weighted) walkers or the buffer."""
-        nll = jnp.asarray(0.0, x.dtype)
-        if not self.flow_steps:
-            return flow, opt_state, buffer, nll
-        k_res, k_draw = jax.random.split(key)
-        weights = jax.nn.softmax(a) if self.weighted else None
-        if buffer is not None:
-            # The buffer holds unweighted samples: weighted walkers enter it resampled.
-            push = x[resample_indices(k_res, a, "multinomial")] if self.weighted else x
-            buffer = buffer.push(push)
-        batch = self.flow_batch or self.n_walkers
-        static = eqx.filter(flow, eqx.is_array, inverse=True)
-        opt = self._optimizer
-
-        def body(carry, k):
-            arrays, s = carry
-            f = eqx.combine(arrays, static)
-            if buffer is not None:
-                xb, wb = buffer.draw(k, batch), None
-            elif batch < self.n_walkers:
-                idx = jax.random.choice(k, self.n_walkers, (batch,), p=weights)
-                xb, wb = x[idx], None
-            else:
-                xb, wb = x, weights
-            f, s, nll = mle_step(f, s, xb, opt, wb)
-            return (eqx.filter(f, eqx.is_array), s), nll
-
-        keys = jax.random.split(k_draw, self.flow_steps)
-        (arrays, opt_state), nlls = jax.lax.scan(
-            body, (eqx.filter(flow, eqx.is_array), opt_state), keys
+        """``flow_steps`` maximum-likelihood steps on the walkers (:func:`train_flow`)."""
+        return train_flow(
+            key,
+            flow,
+            opt_state,
+            buffer,
+            x,
+            a,
+            self.weighted,
+            self.flow_steps,
+            self.flow_batch or self.n_walkers,
+            self._optimizer,
         )
-        return eqx.combine(arrays, static), opt_state, buffer, nlls[-1].astype(x.dtype)
 
 
 def _evaluate_weighted(energy, x, a):
@@ -443,27 +336,8 @@ def _evaluate_weighted(energy, x, a):
     return u, g, pg_fn(p), jnp.sum(p * u), p
 
 
-def FlowMC(
-    n_walkers: int,
-    *,
-    step_size: float = 0.05,
-    flow: Any = None,
-    n_proposals: int = 32,
-    n_global: int = 2,
-    n_local: int = 4,
-    target_accept: float = 0.75,
-    adapt_rate: float = 0.05,
-    flow_optimizer: optax.GradientTransformation | None = None,
-    flow_steps: int = 1,
-    flow_batch: int | None = None,
-    buffer_size: int = 0,
-    flow_sigma: float | None = None,
-    flow_kind: str = "affine",
-    flow_layers: int = 6,
-    flow_width: int = 64,
-    flow_depth: int = 2,
-    init: Any = "model",
-) -> FlowStrategy:
+@dataclasses.dataclass(frozen=True)
+class FlowMC(FlowStrategy):
     r"""flowMC-EBM: persistent chains with flow i-SIR and MALA moves (Grenioux et al., 2023).
 
     Each optimizer step: the EBM step on the contrastive gradient with the current
@@ -494,6 +368,8 @@ def FlowMC(
         flow_layers: coupling layers.
         flow_width: conditioner width.
         flow_depth: conditioner depth.
+        flow_knots: spline knots (``flow_kind="spline"``).
+        flow_interval: spline interval half-width.
         init: ``"model"`` (exact samples when possible, else flow samples resampled by
             importance weights), ``"data"`` or an ``(N, d)`` array.
 
@@ -501,38 +377,15 @@ def FlowMC(
         >>> import smc_ebm as se
         >>> strategy = se.FlowMC(512, step_size=0.05, n_proposals=16)
     """
-    return FlowStrategy(
-        n_walkers=n_walkers,
-        step_size=step_size,
-        flow=flow,
-        n_proposals=n_proposals,
-        n_global=n_global,
-        n_local=n_local,
-        target_accept=target_accept,
-        adapt_rate=adapt_rate,
-        flow_optimizer=flow_optimizer,
-        flow_steps=flow_steps,
-        flow_batch=flow_batch,
-        buffer_size=buffer_size,
-        flow_sigma=flow_sigma,
-        flow_kind=flow_kind,
-        flow_layers=flow_layers,
-        flow_width=flow_width,
-        flow_depth=flow_depth,
-        init=init,
-        weighted=False,
-        resampling=NoResampling(),
+
+    weighted: bool = False
+    resampling: ESSResampling | IntervalResampling | NoResampling = dataclasses.field(
+        default_factory=NoResampling
     )
 
 
-def FlowJarzynski(
-    n_walkers: int,
-    *,
-    step_size: float = 0.05,
-    resampling: ESSResampling | IntervalResampling | NoResampling | None = None,
-    feedback_correction: bool | str = True,
-    **kwargs: Any,
-) -> FlowStrategy:
+@dataclasses.dataclass(frozen=True)
+class FlowJarzynski(FlowStrategy):
     r"""Jarzynski/AIS-weighted walkers moved by flow i-SIR and MALA (DESIGN 1.2, 1.3).
 
     As :func:`FlowMC`, plus log-weights: at each parameter update
@@ -551,12 +404,13 @@ def FlowJarzynski(
             :class:`NoResampling`.
         feedback_correction: first-order correction of the walkers' self-influence through
             the parameter update (as in :func:`~smc_ebm.Jarzynski`).
-        **kwargs: any keyword of :func:`FlowMC`.
+        **kwargs: any keyword of :class:`FlowMC`.
     """
-    base = FlowMC(n_walkers, step_size=step_size, **kwargs)
-    return dataclasses.replace(
-        base,
-        weighted=True,
-        resampling=ESSResampling() if resampling is None else resampling,
-        feedback_correction=feedback_correction,
-    )
+
+    weighted: bool = True
+    feedback_correction: bool | str = True
+
+    def __post_init__(self) -> None:
+        if self.resampling is None:
+            object.__setattr__(self, "resampling", ESSResampling())
+        super().__post_init__()

@@ -17,12 +17,10 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from smc_ebm.kernels import KernelState, energies, evaluate, make_kernel
 from smc_ebm.smc import (
@@ -42,7 +40,6 @@ from smc_ebm.strategies._base import (
     StepInfo,
     WalkerState,
     check_feedback_correction,
-    check_init_array,
     walker_checks,
 )
 from smc_ebm.strategies._feedback import FeedbackCorrection
@@ -50,12 +47,12 @@ from smc_ebm.strategies._start import (
     anchor_of,
     annealed_start,
     check_euclidean,
+    check_walkers,
     default_base,
     evaluate_state_jit,
     initial_positions,
+    validate_init,
 )
-
-KERNEL_NAMES = ("ula", "mala")
 
 
 def move_batch(key, state, energy_old, energy_new, kernel, n_batch, every, weighted):
@@ -114,7 +111,9 @@ class _BuildsOptions(abc.ABCMeta):
     def __call__(cls, *args, **kwargs):
         if cls is not Jarzynski:
             return super().__call__(*args, **kwargs)
-        return _compose(super().__call__, *args, **kwargs)
+        from smc_ebm.strategies._options import compose  # the wrappers wrap this class
+
+        return compose(cls, super().__call__, *args, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,101 +279,3 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
             estimator=self.feedback_estimator,
             n_active=n_grad,
         )
-
-
-def check_walkers(s: Any) -> None:
-    """The checks shared by the persistent-walker strategies."""
-    if int(s.n_walkers) < 2:
-        raise ValueError(f"n_walkers must be >= 2; got {s.n_walkers}.")
-    if not float(s.step_size) > 0 or not math.isfinite(float(s.step_size)):
-        raise ValueError(f"step_size must be a positive finite number; got {s.step_size}.")
-    if s.kernel not in KERNEL_NAMES:
-        raise ValueError(f"kernel must be one of {KERNEL_NAMES}; got {s.kernel!r}.")
-    if s.walker_batch is not None and not 1 <= int(s.walker_batch) <= s.n_walkers:
-        raise ValueError(
-            f"walker_batch must be in [1, n_walkers={s.n_walkers}]; got {s.walker_batch}."
-        )
-    if s.walker_grad not in ("all", "batch"):
-        raise ValueError(f"walker_grad must be 'all' or 'batch'; got {s.walker_grad!r}.")
-    if isinstance(s.init, str) and s.init not in ("model", "data"):
-        raise ValueError(f"init must be 'model', 'data' or an array; got {s.init!r}.")
-    if s.n_anneal < 1:
-        raise ValueError(f"n_anneal must be >= 1; got {s.n_anneal}.")
-
-
-def validate_init(init: Any, n_walkers: int, dim: int) -> None:
-    """Raise ``ValueError`` for an explicit ``init`` array of the wrong shape or not finite."""
-    check_init_array(init, n_walkers, dim)
-    if not isinstance(init, str) and not np.all(np.isfinite(np.asarray(init))):
-        raise ValueError("init array contains NaN or inf.")
-
-
-_OPTION_KEYWORDS = (
-    "n_observers",
-    "observer_kernel",
-    "reseed_every",
-    "refresh_every",
-    "n_refresh",
-    "refresh_steps",
-)
-
-
-def _compose(build, n_walkers=1000, step_size=0.1, *, kernel="ula", resampling=None, **kw):
-    """``Jarzynski(...)`` with the keywords of the first interface, as the composition."""
-    from smc_ebm.strategies._flowmc import FlowJarzynski
-    from smc_ebm.strategies._options import with_observers, with_refresh
-
-    if kernel not in (*KERNEL_NAMES, "flow"):
-        raise ValueError(f"kernel must be one of {(*KERNEL_NAMES, 'flow')}; got {kernel!r}.")
-    if kernel == "flow":
-        kw.setdefault("feedback_correction", "auto")
-        return _flow(FlowJarzynski, n_walkers, step_size, resampling, kw)
-    options = {k: kw.pop(k) for k in _OPTION_KEYWORDS if k in kw}
-    unknown = set(kw) - {f.name for f in dataclasses.fields(Jarzynski)}
-    if unknown:
-        raise ValueError(
-            f"Jarzynski got unexpected keyword(s) {', '.join(sorted(unknown))}; flow "
-            "options need kernel='flow'"
-        )
-    resampling = ESSResampling() if resampling is None else resampling
-    core = build(n_walkers, step_size, kernel=kernel, resampling=resampling, **kw)
-    n_obs, reseed = int(options.get("n_observers", 0)), int(options.get("reseed_every", 0))
-    if n_obs < 0 or n_obs == 1:
-        raise ValueError(f"n_observers must be 0 or >= 2; got {n_obs}.")
-    if reseed < 0:
-        raise ValueError(f"reseed_every must be >= 0; got {reseed}.")
-    if reseed and not n_obs:
-        raise ValueError("reseed_every needs observers to reseed from (n_observers >= 2).")
-    observer_kernel = options.get("observer_kernel", "mala")
-    if observer_kernel not in KERNEL_NAMES:
-        raise ValueError(f"observer_kernel must be one of {KERNEL_NAMES}; got {observer_kernel!r}.")
-    refresh_every = int(options.get("refresh_every", 0))
-    if refresh_every < 0:
-        raise ValueError(f"refresh_every must be >= 0; got {refresh_every}.")
-    strategy = core
-    if refresh_every:
-        strategy = with_refresh(
-            strategy, refresh_every, options.get("n_refresh"), options.get("refresh_steps")
-        )
-    if n_obs:
-        strategy = with_observers(strategy, n_obs, observer_kernel, reseed_every=reseed)
-    return strategy
-
-
-def _flow(cls, n_walkers, step_size, resampling, kw):
-    unsupported = {
-        "walker_batch": kw.pop("walker_batch", None) is not None,
-        "walker_grad": kw.pop("walker_grad", "all") != "all",
-        "anneal_base": kw.pop("anneal_base", None) is not None,
-        "n_observers": kw.pop("n_observers", 0) != 0,
-        "reseed_every": kw.pop("reseed_every", 0) != 0,
-        "refresh_every": kw.pop("refresh_every", 0) != 0,
-        "feedback_correction_from": kw.pop("feedback_correction_from", 0) != 0,
-        "feedback_estimator": kw.pop("feedback_estimator", "probe") != "probe",
-    }
-    for name in ("observer_kernel", "n_refresh", "refresh_steps", "n_anneal"):
-        kw.pop(name, None)
-    bad = [name for name, given in unsupported.items() if given]
-    if bad:
-        raise ValueError(f"Jarzynski(kernel='flow') does not support {', '.join(bad)}")
-    return cls(n_walkers, step_size=step_size, resampling=resampling, **kw)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from smc_ebm.kernels import make_kernel
-from smc_ebm.smc import Population, anneal, log_mean_exp, resample_indices
+from smc_ebm.smc import ESSResampling, Population, anneal, log_mean_exp, resample_indices
 from smc_ebm.smc import step as smc_step
 from smc_ebm.strategies._base import (
     AbstractStrategy,
@@ -30,7 +30,8 @@ from smc_ebm.strategies._base import (
     all_finite,
     walker_checks,
 )
-from smc_ebm.strategies._start import anchor_of, evaluate_state, evaluate_state_jit
+from smc_ebm.strategies._flowmc import FlowJarzynski
+from smc_ebm.strategies._start import KERNEL_NAMES, anchor_of, evaluate_state, evaluate_state_jit
 
 
 def core(state: Any) -> WalkerState:
@@ -283,3 +284,81 @@ def with_refresh(
         steps: annealing steps of a refresh (default the strategy's ``n_anneal``).
     """
     return WithRefresh(strategy, int(every), n_refresh, steps)
+
+
+_OPTION_KEYWORDS = (
+    "n_observers",
+    "observer_kernel",
+    "reseed_every",
+    "refresh_every",
+    "n_refresh",
+    "refresh_steps",
+)
+
+
+def compose(cls, build, n_walkers=1000, step_size=0.1, *, kernel="ula", resampling=None, **kw):
+    """``cls(...)`` (:class:`Jarzynski`) with the keywords of the first interface, composed.
+
+    ``build`` constructs ``cls`` itself; ``n_observers``, ``reseed_every`` and
+    ``refresh_every`` wrap it (:func:`with_observers`, :func:`with_refresh`), and
+    ``kernel="flow"`` gives :class:`~smc_ebm.FlowJarzynski`.
+    """
+    if kernel not in (*KERNEL_NAMES, "flow"):
+        raise ValueError(f"kernel must be one of {(*KERNEL_NAMES, 'flow')}; got {kernel!r}.")
+    if kernel == "flow":
+        kw.setdefault("feedback_correction", "auto")
+        return _flow(FlowJarzynski, n_walkers, step_size, resampling, kw)
+    options = {k: kw.pop(k) for k in _OPTION_KEYWORDS if k in kw}
+    unknown = set(kw) - {f.name for f in dataclasses.fields(cls)}
+    flow_options = unknown & {f.name for f in dataclasses.fields(FlowJarzynski)}
+    if flow_options:
+        raise ValueError(
+            f"Jarzynski got unexpected keyword(s) {', '.join(sorted(flow_options))}; flow "
+            "options need kernel='flow'"
+        )
+    if unknown:
+        raise TypeError(
+            f"Jarzynski got unexpected keyword argument(s) {', '.join(sorted(unknown))}"
+        )
+    resampling = ESSResampling() if resampling is None else resampling
+    core = build(n_walkers, step_size, kernel=kernel, resampling=resampling, **kw)
+    n_obs, reseed = int(options.get("n_observers", 0)), int(options.get("reseed_every", 0))
+    if n_obs < 0 or n_obs == 1:
+        raise ValueError(f"n_observers must be 0 or >= 2; got {n_obs}.")
+    if reseed < 0:
+        raise ValueError(f"reseed_every must be >= 0; got {reseed}.")
+    if reseed and not n_obs:
+        raise ValueError("reseed_every needs observers to reseed from (n_observers >= 2).")
+    observer_kernel = options.get("observer_kernel", "mala")
+    if observer_kernel not in KERNEL_NAMES:
+        raise ValueError(f"observer_kernel must be one of {KERNEL_NAMES}; got {observer_kernel!r}.")
+    refresh_every = int(options.get("refresh_every", 0))
+    if refresh_every < 0:
+        raise ValueError(f"refresh_every must be >= 0; got {refresh_every}.")
+    strategy = core
+    if refresh_every:
+        strategy = with_refresh(
+            strategy, refresh_every, options.get("n_refresh"), options.get("refresh_steps")
+        )
+    if n_obs:
+        strategy = with_observers(strategy, n_obs, observer_kernel, reseed_every=reseed)
+    return strategy
+
+
+def _flow(cls, n_walkers, step_size, resampling, kw):
+    unsupported = {
+        "walker_batch": kw.pop("walker_batch", None) is not None,
+        "walker_grad": kw.pop("walker_grad", "all") != "all",
+        "anneal_base": kw.pop("anneal_base", None) is not None,
+        "n_observers": kw.pop("n_observers", 0) != 0,
+        "reseed_every": kw.pop("reseed_every", 0) != 0,
+        "refresh_every": kw.pop("refresh_every", 0) != 0,
+        "feedback_correction_from": kw.pop("feedback_correction_from", 0) != 0,
+        "feedback_estimator": kw.pop("feedback_estimator", "probe") != "probe",
+    }
+    for name in ("observer_kernel", "n_refresh", "refresh_steps", "n_anneal"):
+        kw.pop(name, None)
+    bad = [name for name, given in unsupported.items() if given]
+    if bad:
+        raise ValueError(f"Jarzynski(kernel='flow') does not support {', '.join(bad)}")
+    return cls(n_walkers, step_size=step_size, resampling=resampling, **kw)

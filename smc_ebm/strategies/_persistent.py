@@ -17,15 +17,17 @@ from smc_ebm.strategies._base import (
     WalkerState,
     walker_checks,
 )
-from smc_ebm.strategies._jarzynski import Jarzynski, check_walkers, move_batch, validate_init
+from smc_ebm.strategies._jarzynski import Jarzynski, move_batch
 from smc_ebm.strategies._start import (
     anchor_of,
     annealed_start,
     check_euclidean,
+    check_walkers,
     default_base,
     evaluate_state_jit,
     initial_positions,
     resample_once,
+    validate_init,
 )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -24,10 +24,22 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from smc_ebm.kernels import split_energy
 from smc_ebm.manifolds import Euclidean, manifold_of
-from smc_ebm.strategies._base import AbstractStrategy, ModelTerm, StepInfo, WalkerState
+from smc_ebm.strategies._base import AbstractStrategy, ModelTerm, StepInfo
 
 METHODS = ("exact", "sliced", "denoising")
 PROJECTIONS = ("gaussian", "rademacher")
+
+
+class ScoreState(NamedTuple):
+    """What score matching carries between steps: nothing but shapes.
+
+    Attributes:
+        zeros: the (zero) model term, shaped like the energy's trainable arrays.
+        no_walkers: a ``(0, d)`` array (score matching has no walkers).
+    """
+
+    zeros: Any
+    no_walkers: Float[Array, "0 d"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,25 +93,20 @@ class ScoreMatching(AbstractStrategy):
         if not s > 0 or not math.isfinite(s):
             raise ValueError(f"noise_scale must be a positive finite number; got {s}.")
 
-    def init_state(self, key, energy, data, log_Z0) -> WalkerState:
+    def init_state(self, key, energy, data, log_Z0) -> ScoreState:
         if not isinstance(manifold_of(energy), Euclidean):
             raise ValueError(
                 "ScoreMatching works on R^d; for energies on the sphere use "
                 "Dual(..., restart_prob='score_matching')."
             )
-        d = data.shape[1]
-        empty = jnp.zeros((0, d), data.dtype)
-        zero = jnp.zeros((), data.dtype)
         params, _ = split_energy(energy)
-        return WalkerState(
-            empty,
-            jnp.zeros(0, data.dtype),
-            empty,
-            jnp.zeros(0, data.dtype),
-            zero,
-            jax.tree.map(jnp.zeros_like, params),
-            zero,
+        return ScoreState(
+            jax.tree.map(jnp.zeros_like, params), jnp.zeros((0, data.shape[1]), data.dtype)
         )
+
+    def walkers(self, state: ScoreState):
+        """No walkers: ``(0, d)`` positions and ``(0,)`` log-weights."""
+        return state.no_walkers, jnp.zeros(0, state.no_walkers.dtype)
 
     # ----------------------------------------------------------------------------------
     def per_sample_loss(
@@ -147,9 +154,9 @@ class ScoreMatching(AbstractStrategy):
 
     def model_term(self, key, state, energy, batch):
         """No model term: the loss needs no samples of the model."""
-        zeros = jax.tree.map(jnp.zeros_like, state.param_grad)
         zero = jnp.zeros((), batch.dtype)
-        return state, ModelTerm(zeros, zero, zero + 1.0, zero + jnp.nan)
+        return state, ModelTerm(state.zeros, zero, zero + 1.0, zero + jnp.nan)
 
     def step(self, key, state, energy_old, energy_new, step):
-        return state, StepInfo(jnp.asarray(False), jnp.asarray(1.0, state.log_Z_anchor.dtype), {})
+        one = jnp.asarray(1.0, state.no_walkers.dtype)
+        return state, StepInfo(jnp.asarray(False), one, {})

@@ -14,7 +14,9 @@ from jaxtyping import Array, PRNGKeyArray
 from smc_ebm.energies import Gaussian
 from smc_ebm.kernels import evaluate, evaluate_uniform
 from smc_ebm.smc import ESSResampling, anneal, log_mean_exp, resample_indices
-from smc_ebm.strategies._base import WalkerState, exact_start
+from smc_ebm.strategies._base import WalkerState, check_init_array, exact_start
+
+KERNEL_NAMES = ("ula", "mala")
 
 #: Traces of :func:`anneal_jit` (a test checks that a second ``fit`` adds none).
 TRACE_COUNT = {"anneal": 0}
@@ -118,3 +120,30 @@ def resample_once(key, x, a):
 def anchor_of(log_Z0: Array, a: Array) -> Array:
     """The anchor that makes ``anchor + log mean e^a`` equal to ``log_Z0``."""
     return log_Z0 - log_mean_exp(a)
+
+
+def check_walkers(s: Any) -> None:
+    """The checks shared by the persistent-walker strategies."""
+    if int(s.n_walkers) < 2:
+        raise ValueError(f"n_walkers must be >= 2; got {s.n_walkers}.")
+    if not float(s.step_size) > 0 or not math.isfinite(float(s.step_size)):
+        raise ValueError(f"step_size must be a positive finite number; got {s.step_size}.")
+    if s.kernel not in KERNEL_NAMES:
+        raise ValueError(f"kernel must be one of {KERNEL_NAMES}; got {s.kernel!r}.")
+    if s.walker_batch is not None and not 1 <= int(s.walker_batch) <= s.n_walkers:
+        raise ValueError(
+            f"walker_batch must be in [1, n_walkers={s.n_walkers}]; got {s.walker_batch}."
+        )
+    if s.walker_grad not in ("all", "batch"):
+        raise ValueError(f"walker_grad must be 'all' or 'batch'; got {s.walker_grad!r}.")
+    if isinstance(s.init, str) and s.init not in ("model", "data"):
+        raise ValueError(f"init must be 'model', 'data' or an array; got {s.init!r}.")
+    if s.n_anneal < 1:
+        raise ValueError(f"n_anneal must be >= 1; got {s.n_anneal}.")
+
+
+def validate_init(init: Any, n_walkers: int, dim: int) -> None:
+    """Raise ``ValueError`` for an explicit ``init`` array of the wrong shape or not finite."""
+    check_init_array(init, n_walkers, dim)
+    if not isinstance(init, str) and not np.all(np.isfinite(np.asarray(init))):
+        raise ValueError("init array contains NaN or inf.")
