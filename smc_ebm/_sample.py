@@ -70,6 +70,19 @@ class SampleResult:
         w = np.exp(a)
         return w / np.sum(w)
 
+    def to_arviz(self, **kwargs: Any) -> Any:
+        """ArviZ ``InferenceData`` (``DataTree`` on ArviZ 1.x), one chain per independent run.
+
+        ``posterior`` holds each run's walkers resampled by their weights and randomly
+        permuted; ``sample_stats`` the log-weights and, per chain, ``log_marginal_likelihood``
+        (``log_Z_runs``), ``ess``, ``ess_abs`` and ``n_resampled``; ``walkers`` the weighted
+        samples. See :func:`smc_ebm.diagnostics.to_arviz` for the groups and the keyword
+        arguments.
+        """
+        from smc_ebm.diagnostics import to_arviz
+
+        return to_arviz(self, **kwargs)
+
 
 def _check_base(base: Any) -> None:
     if not getattr(base, "can_sample", False):

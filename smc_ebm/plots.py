@@ -3,7 +3,9 @@
 Every function builds a :class:`matplotlib.figure.Figure` on the Agg canvas with the object
 API (no ``pyplot`` state, no global backend change), returns it, and saves it when ``path``
 is given. They read numpy arrays, so a run loaded from disk (:func:`smc_ebm.load_run`)
-plots like a fresh :class:`~smc_ebm.FitResult`.
+plots like a fresh :class:`~smc_ebm.FitResult`. Trace, rank, ESS and pair plots are ArviZ's
+(:mod:`smc_ebm._arviz_plots`), drawn on such a figure; the figures here are those ArviZ
+lacks: training curves (weights, ESS, log Z over optimizer steps), densities, images.
 """
 
 from __future__ import annotations
@@ -13,6 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from smc_ebm._arviz_plots import plot_ess, plot_pair, plot_rank, plot_trace
+
+__all__ = [
+    "figure_set",
+    "new_figure",
+    "plot_density_2d",
+    "plot_ess",
+    "plot_image_grid",
+    "plot_mode_weights",
+    "plot_pair",
+    "plot_rank",
+    "plot_sample",
+    "plot_trace",
+    "plot_training",
+    "save",
+]
 
 
 def new_figure(figsize: tuple[float, float] = (6.4, 4.0)) -> Any:
@@ -222,88 +241,6 @@ def plot_image_grid(
         ax.imshow(img.reshape(shape), cmap=cmap, vmin=lo, vmax=hi)
     for ax in axes:
         ax.set_axis_off()
-    return save(fig, path)
-
-
-def _chains_of(diag: Any, var: str, index: int | None) -> tuple[np.ndarray, str]:
-    from smc_ebm.diagnostics._arviz import group
-
-    post = group(diag.idata, "posterior")
-    arr = np.asarray(post[var])
-    if arr.ndim == 3:
-        if index is None:
-            # The worst coordinate by R-hat.
-            col = diag.table.loc[[f"{var}[{i}]" for i in range(arr.shape[2])], "r_hat"]
-            index = int(np.nanargmax(col.to_numpy()))
-        return arr[:, :, index], f"{var}[{index}]"
-    return arr, var
-
-
-def plot_trace(
-    diag: Any,
-    var: str = "x",
-    index: int | None = None,
-    *,
-    n_chains: int = 8,
-    path: str | Path | None = None,
-) -> Any:
-    """Trace plot of a few chains of :func:`~smc_ebm.diagnose` (and their marginals).
-
-    Args:
-        diag: a :class:`~smc_ebm.diagnostics.Diagnosis`.
-        var: ``"x"`` or ``"U"``.
-        index: coordinate of ``x`` (default: the one with the largest R-hat).
-        n_chains: chains drawn (evenly spread over all the chains).
-        path: where to save the PNG.
-    """
-    arr, label = _chains_of(diag, var, index)
-    pick = np.unique(np.linspace(0, arr.shape[0] - 1, min(n_chains, arr.shape[0])).astype(int))
-    fig = new_figure((10, 3.2))
-    ax_t, ax_h = fig.subplots(1, 2, width_ratios=[3, 1])
-    for j, c in enumerate(pick):
-        ax_t.plot(arr[c], lw=0.6, color=f"C{j % 10}")
-        ax_h.hist(arr[c], bins=30, histtype="step", color=f"C{j % 10}", density=True)
-    r_hat = float(diag.table.loc[label, "r_hat"])
-    ax_t.set(xlabel="draw", ylabel=label, title=f"trace of {len(pick)} chains (R-hat {r_hat:.3f})")
-    ax_h.set(xlabel=label, title="per-chain marginals")
-    return save(fig, path)
-
-
-def plot_rank(
-    diag: Any,
-    var: str = "x",
-    index: int | None = None,
-    *,
-    n_chains: int = 8,
-    bins: int = 20,
-    path: str | Path | None = None,
-) -> Any:
-    """Rank plot (Vehtari et al., 2021): histograms of each chain's pooled ranks.
-
-    The draws of all chains are ranked together; a chain that samples the same
-    distribution as the others has a flat histogram (dashed line: the uniform level).
-
-    Args:
-        diag: a :class:`~smc_ebm.diagnostics.Diagnosis`.
-        var: ``"x"`` or ``"U"``.
-        index: coordinate of ``x`` (default: the one with the largest R-hat).
-        n_chains: chains drawn (evenly spread).
-        bins: rank bins.
-        path: where to save the PNG.
-    """
-    from scipy.stats import rankdata
-
-    arr, label = _chains_of(diag, var, index)
-    ranks = rankdata(arr.ravel()).reshape(arr.shape)
-    pick = np.unique(np.linspace(0, arr.shape[0] - 1, min(n_chains, arr.shape[0])).astype(int))
-    edges = np.linspace(0, ranks.size, bins + 1)
-    fig = new_figure((6.4, 3.6))
-    ax = fig.subplots()
-    for j, c in enumerate(pick):
-        counts, _ = np.histogram(ranks[c], bins=edges)
-        ax.stairs(counts, edges, color=f"C{j % 10}", lw=1.0)
-    ax.axhline(arr.shape[1] / bins, color="k", ls="--", lw=0.8)
-    ax.set(xlabel="pooled rank", ylabel="count", title=f"rank plot of {label}")
     return save(fig, path)
 
 

@@ -38,7 +38,13 @@ def _fake_result(n=32, d=3, t=5):
 
 def _check_groups(idata, res, traces):
     n, d = res.walkers.shape
-    assert set(_arviz.group_names(idata)) == {"posterior", "walkers", "history", "walker_traces"}
+    assert set(_arviz.group_names(idata)) == {
+        "posterior",
+        "sample_stats",
+        "walkers",
+        "history",
+        "training_traces",
+    }
     post = _arviz.group(idata, "posterior")
     assert post["x"].dims == ("chain", "draw", "x_dim")
     assert post["x"].shape == (1, n, d)
@@ -47,16 +53,24 @@ def _check_groups(idata, res, traces):
     rows = {tuple(r) for r in res.walkers.tolist()}
     assert all(tuple(r) in rows for r in post["x"].values[0].tolist())
     walk = _arviz.group(idata, "walkers")
-    assert walk["x"].dims == ("walker", "x_dim")
-    np.testing.assert_array_equal(walk["log_weight"], res.log_weights)
+    assert walk["x"].dims == ("chain", "draw", "x_dim")
+    np.testing.assert_array_equal(walk["x"].values[0], res.walkers)
+    np.testing.assert_array_equal(walk["log_weight"].values[0], res.log_weights)
     np.testing.assert_allclose(float(walk["weight"].sum()), 1.0, rtol=1e-5)
+    stats = _arviz.group(idata, "sample_stats")
+    anc = stats["ancestor"].values[0]
+    np.testing.assert_array_equal(post["x"].values[0], res.walkers[anc])
+    np.testing.assert_allclose(float(stats["log_marginal_likelihood"][0]), res.log_Z)
     hist = _arviz.group(idata, "history")
-    np.testing.assert_array_equal(hist["step"], res.history["step"])
+    assert hist.attrs["stationary"] == "false"
+    np.testing.assert_array_equal(hist["draw"], res.history["step"])
     for name, col in res.history.items():
         if name != "step":
-            assert hist[name].dims == ("step",)
-            np.testing.assert_array_equal(hist[name], col)
-    tr = _arviz.group(idata, "walker_traces")
+            assert hist[name].dims == ("chain", "draw")
+            np.testing.assert_array_equal(hist[name].values[0], col)
+    np.testing.assert_allclose(hist["ess_abs"].values[0], n * res.history["ess"], rtol=1e-6)
+    tr = _arviz.group(idata, "training_traces")
+    assert tr.attrs["stationary"] == "false" and "Not stationary" in tr.attrs["note"]
     assert tr["x"].dims == ("chain", "draw", "x_dim")
     np.testing.assert_array_equal(tr["chain"], traces["walker"])
     np.testing.assert_array_equal(tr["draw"], traces["step"])
@@ -98,7 +112,7 @@ def test_to_arviz_datatree_layout(monkeypatch, traces):
     assert tree.attrs["inference_library"] == "smc_ebm"
     _check_groups(tree, res, traces)
     # ArviZ statistics accept the groups of the tree as datasets.
-    post = _arviz.group(tree, "walker_traces")[["x"]]
+    post = _arviz.group(tree, "training_traces")[["x"]]
     assert se.diagnostics.summary_table(post).shape == (3, 7)
 
 
@@ -210,7 +224,7 @@ def test_fit_records_walker_traces(fitted):
         trace_walkers=6,
     )
     np.testing.assert_allclose(res2.traces["position"], tr["position"], rtol=1e-5, atol=1e-5)
-    group = res.to_arviz().walker_traces
+    group = _arviz.group(res.to_arviz(), "training_traces")
     assert group["x"].shape == (6, 12, 2)  # (chain = walker slot, draw = record, x_dim)
     with pytest.raises(ValueError, match="trace_walkers"):
         se.fit(
@@ -229,8 +243,9 @@ def test_fit_result_to_arviz_and_summary(fitted):
     _, res = fitted
     idata = res.to_arviz()
     hist = _arviz.group(idata, "history")
-    assert set(hist.data_vars) == set(res.history) - {"step"}
-    assert hist["ess"].shape == (12,)
+    assert set(hist.data_vars) == set(res.history) - {"step"} | {"ess_abs"}
+    assert hist["ess"].shape == (1, 12)
+    assert idata.posterior.attrs["strategy"] == "Jarzynski"
     s = res.summary()
     assert s.strategy == "Jarzynski" and s.steps == 60
     assert s.n_resamplings == int(np.sum(res.history["resampled"]))
@@ -250,3 +265,30 @@ def test_diagnose_from_fit_result(fitted):
     assert post["x"].shape == (16, 20, 2)
     np.testing.assert_array_equal(post["draw"], 1 + 2 * np.arange(20))
     assert "max R-hat" in str(diag)
+
+
+def test_arviz_runs_on_every_group_of_a_fit_result(fitted):
+    from test_arviz_output import _run_arviz_on_every_group
+
+    _, res = fitted
+    idata = res.to_arviz()
+    assert set(_arviz.group_names(idata)) == {
+        "posterior",
+        "sample_stats",
+        "walkers",
+        "history",
+        "training_traces",
+    }
+    _run_arviz_on_every_group(idata)
+
+
+def test_plots_go_through_arviz(fitted, tmp_path):
+    from matplotlib.figure import Figure
+
+    _, res = fitted
+    diag = se.diagnose(res, jax.random.key(3), n_chains=8, n_steps=40)
+    for fig in (diag.plot_trace(), diag.plot_rank(), diag.plot_ess(), diag.plot_pair()):
+        assert isinstance(fig, Figure) and fig.axes
+    assert len(diag.plot_trace(var="U").axes) == 2  # ArviZ's density and trace panels
+    fig = se.plots.plot_trace(res.to_arviz(), group="training_traces", path=tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 0 and "0" in fig.axes[1].get_title()

@@ -3,7 +3,7 @@
 The ``device_*`` statistics compute ArviZ's R-hat, ESS and MCSE in ``jax.numpy`` under ``jit``.
 """
 
-from smc_ebm.diagnostics._arviz import arviz_major, group, group_names, make_tree, to_arviz
+from smc_ebm.diagnostics._arviz import arviz_major, group, group_names, make_tree
 from smc_ebm.diagnostics._device import ess_bulk as device_ess_bulk
 from smc_ebm.diagnostics._device import ess_tail as device_ess_tail
 from smc_ebm.diagnostics._device import mcse_mean as device_mcse_mean
@@ -13,6 +13,7 @@ from smc_ebm.diagnostics._device import summary_stats as device_summary_stats
 from smc_ebm.diagnostics._diagnose import Diagnosis, diagnose, summary_table
 from smc_ebm.diagnostics._report import write_report
 from smc_ebm.diagnostics._summary import FitSummary, summarize
+from smc_ebm.diagnostics._to_arviz import strategy_name, to_arviz
 
 __all__ = [
     "Diagnosis",
@@ -28,6 +29,7 @@ __all__ = [
     "group",
     "group_names",
     "make_tree",
+    "strategy_name",
     "summarize",
     "summary_table",
     "to_arviz",

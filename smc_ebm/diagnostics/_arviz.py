@@ -4,7 +4,8 @@ ArviZ 1.x (Python >= 3.12) dropped ``InferenceData`` for ``xarray.DataTree`` and
 ``arviz-base``/``arviz-stats``/``arviz-plots``. The groups are built here as plain
 ``xarray.Dataset`` objects and assembled by :func:`make_tree`, the only place that knows
 which ArviZ is installed; the statistics (:func:`rhat`, :func:`ess`, :func:`mcse`) are
-called on ``xarray.Dataset`` objects, which both majors accept with the same meaning.
+called on ``xarray.Dataset`` objects, which both majors accept with the same meaning. The
+conversion of results lives in :mod:`smc_ebm.diagnostics._to_arviz`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,6 @@ import importlib.metadata
 import warnings
 from collections.abc import Mapping
 from typing import Any
-
-import jax
-import jax.numpy as jnp
-import numpy as np
 
 
 @functools.cache
@@ -106,115 +103,3 @@ def ess(ds: Any, method: str = "bulk") -> Any:
 def mcse(ds: Any, method: str = "mean") -> Any:
     """Monte Carlo standard error of the mean (``"mean"``) or the sd (``"sd"``)."""
     return arviz().mcse(ds, method=method)
-
-
-def _dim_names(d: int, name: str = "x_dim") -> dict[str, np.ndarray]:
-    return {name: np.arange(d)}
-
-
-def to_arviz(
-    result: Any,
-    *,
-    key: Any = None,
-    traces: Mapping[str, Any] | None = None,
-    resampling: str = "systematic",
-) -> Any:
-    r"""A trained model's walkers and history as an ArviZ object.
-
-    Groups:
-
-    - ``posterior``: the equal-weight set, the final walkers resampled in proportion to
-      their weights: ``x (chain=1, draw=N, x_dim=d)``.
-    - ``walkers``: the weighted walkers themselves: ``x (walker, x_dim)``,
-      ``log_weight (walker)`` and ``weight (walker)`` (normalised).
-    - ``history``: every column of ``result.history`` (ESS, log Z, cross-entropy,
-      acceptance, resamplings, loss, user metrics) indexed by ``step``.
-    - ``walker_traces`` (when ``traces`` are given, or ``result.traces`` exists): the
-      trajectories of a subset of walkers, ``x (chain=walker, draw=recorded step, x_dim)``
-      and, when given, ``log_weight (chain, draw)``, so that ArviZ's trace and rank tools
-      read the walkers as chains.
-
-    Args:
-        result: a :class:`~smc_ebm.FitResult` (or anything with ``walkers``,
-            ``log_weights`` and ``history``).
-        key: PRNG key of the resampling (default ``jax.random.key(0)``).
-        traces: ``{"position": (T, M, d), "step": (T,), "walker": (M,),
-            "log_weights": (T, M)}`` (``walker`` and ``log_weights`` optional).
-        resampling: resampling method of the equal-weight set.
-
-    Returns:
-        ``arviz.InferenceData`` (ArviZ 0.x) or ``xarray.DataTree`` (ArviZ 1.x).
-
-    Example:
-        >>> idata = result.to_arviz()                          # doctest: +SKIP
-        >>> idata.history["ess"].sel(step=slice(0, 100))       # doctest: +SKIP
-    """
-    from smc_ebm.smc._resampling import resample_indices
-
-    xr = xarray()
-    x = np.asarray(result.walkers)
-    a = np.asarray(result.log_weights)
-    if x.ndim != 2 or a.shape != x.shape[:1]:
-        raise ValueError(
-            f"walkers must be (N, d) and log_weights (N,); got {x.shape} and {a.shape}."
-        )
-    n, d = x.shape
-    key = jax.random.key(0) if key is None else key
-    idx = np.asarray(resample_indices(key, jnp.asarray(a), resampling))
-    w = np.asarray(jax.nn.softmax(jnp.asarray(a)))
-    dims = _dim_names(d)
-
-    posterior = xr.Dataset(
-        {"x": (("chain", "draw", "x_dim"), x[idx][None])},
-        coords={"chain": [0], "draw": np.arange(n), **dims},
-    )
-    walkers = xr.Dataset(
-        {
-            "x": (("walker", "x_dim"), x),
-            "log_weight": (("walker",), a),
-            "weight": (("walker",), w),
-        },
-        coords={"walker": np.arange(n), **dims},
-    )
-    hist = {k: np.asarray(v) for k, v in result.history.items()}
-    steps = hist.pop("step", np.arange(len(next(iter(hist.values()), []))))
-    history = xr.Dataset(
-        {name: (("step",), col) for name, col in hist.items()}, coords={"step": steps}
-    )
-    groups = {"posterior": posterior, "walkers": walkers, "history": history}
-
-    traces = traces if traces is not None else getattr(result, "traces", None)
-    if traces is not None:
-        groups["walker_traces"] = _traces_group(traces, d)
-
-    attrs = {
-        "inference_library": "smc_ebm",
-        "steps": int(getattr(result, "steps", len(steps))),
-        "log_Z": float(getattr(result, "log_Z", float("nan"))),
-        "cross_entropy": float(getattr(result, "cross_entropy", float("nan"))),
-        "wall_time": float(getattr(result, "wall_time", float("nan"))),
-        "strategy": type(getattr(result, "strategy", None)).__name__,
-    }
-    return make_tree(groups, attrs)
-
-
-def _traces_group(traces: Mapping[str, Any], d: int) -> Any:
-    xr = xarray()
-    pos = np.asarray(traces["position"])
-    if pos.ndim != 3 or pos.shape[2] != d:
-        raise ValueError(f"traces['position'] must be (T, M, d={d}); got {pos.shape}.")
-    t, m, _ = pos.shape
-    steps = np.asarray(traces.get("step", np.arange(t)))
-    walker = np.asarray(traces.get("walker", np.arange(m)))
-    if steps.shape != (t,) or walker.shape != (m,):
-        raise ValueError(
-            f"traces['step'] must be (T={t},) and traces['walker'] (M={m},); "
-            f"got {steps.shape} and {walker.shape}."
-        )
-    data = {"x": (("chain", "draw", "x_dim"), np.swapaxes(pos, 0, 1))}
-    if traces.get("log_weights") is not None:
-        data["log_weight"] = (
-            ("chain", "draw"),
-            np.swapaxes(np.asarray(traces["log_weights"]), 0, 1),
-        )
-    return xr.Dataset(data, coords={"chain": walker, "draw": steps, **_dim_names(d)})
