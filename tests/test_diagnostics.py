@@ -286,7 +286,8 @@ def test_plots_go_through_arviz(fitted, tmp_path):
     from matplotlib.figure import Figure
 
     _, res = fitted
-    diag = se.diagnose(res, jax.random.key(3), n_chains=8, n_steps=40)
+    # The arguments of test_diagnose_from_fit_result: its compiled chains are reused.
+    diag = se.diagnose(res, jax.random.key(3), n_chains=16, n_steps=40, thin=2)
     for fig in (diag.plot_trace(), diag.plot_rank(), diag.plot_ess(), diag.plot_pair()):
         assert isinstance(fig, Figure) and fig.axes
     assert len(diag.plot_trace(var="U").axes) == 2  # ArviZ's density and trace panels
