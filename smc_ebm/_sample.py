@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
+from smc_ebm.energies import as_base
 from smc_ebm.energies._base import has_log_partition
 from smc_ebm.energies._gaussian import Gaussian
 from smc_ebm.kernels import KERNELS
@@ -179,6 +180,7 @@ def sample(
         if dim is None:
             raise ValueError("the energy has no `dim`; pass a base as init=.")
         init = Gaussian.standard(int(dim))
+    init = as_base(init)  # NumPyro and flowjax distributions
     _check_base(init)
     dim = int(init.dim)
     if getattr(energy, "dim", dim) != dim:

@@ -25,6 +25,7 @@ from jaxtyping import PRNGKeyArray
 
 from smc_ebm.diagnostics import _arviz
 from smc_ebm.diagnostics._device import summary_stats
+from smc_ebm.energies import as_base
 from smc_ebm.kernels import KERNELS, make_kernel, run_chains
 
 SUMMARY_COLUMNS = ("mean", "sd", "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "r_hat")
@@ -126,6 +127,7 @@ _run_chains = eqx.filter_jit(_chains)
 
 def _initial_points(source: Any, key: PRNGKeyArray, init: Any, n_chains: int) -> Any:
     if init is not None:
+        init = as_base(init)  # NumPyro and flowjax distributions sample (key, n) too
         if hasattr(init, "sample") and callable(init.sample):
             return jnp.asarray(init.sample(key, n_chains))
         x0 = jnp.asarray(init)

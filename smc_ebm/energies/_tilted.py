@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from smc_ebm.energies._adapter import as_base
 from smc_ebm.energies._base import AbstractEnergy
 from smc_ebm.kernels._evaluate import split_energy
 
@@ -34,8 +35,10 @@ class Tilted(AbstractEnergy):
     train_base: bool = eqx.field(static=True, default=False)
 
     def __init__(self, net: Any, base: Any, dim: int | None = None, train_base: bool = False):
+        if getattr(base, "batch_shape", ()) or len(getattr(base, "event_shape", (0,))) > 1:
+            base = as_base(base)  # a NumPyro batch, or a matrix event: flat draws, summed log_prob
         if dim is None:
-            dim = getattr(net, "dim", None)
+            dim = getattr(net, "dim", getattr(base, "dim", None))
         if dim is None:
             for attr in ("event_shape", "shape"):  # numpyro: event_shape; flowjax: shape
                 shape = getattr(base, attr, None)

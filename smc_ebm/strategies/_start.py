@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from smc_ebm.energies import Gaussian
+from smc_ebm.energies import Gaussian, as_base
 from smc_ebm.kernels import evaluate, evaluate_uniform
 from smc_ebm.smc import ESSResampling, anneal, log_mean_exp, resample_indices
 from smc_ebm.strategies._base import WalkerState, check_init_array, exact_start
@@ -30,7 +30,7 @@ def default_base(data: Array, step_size: float, anneal_base: Any = None) -> Any:
     otherwise make the first moves diverge.
     """
     if anneal_base is not None:
-        return anneal_base
+        return as_base(anneal_base)  # NumPyro and flowjax distributions too
     return Gaussian.fit_to(data, min_scale=math.sqrt(float(step_size)))
 
 

@@ -1,0 +1,172 @@
+"""NumPyro front end: energies from models, the distribution adapter, posterior SMC."""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import optax
+import pytest
+from numpyro.distributions import constraints
+
+import smc_ebm as se
+from smc_ebm.energies import as_base, from_numpyro
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def normalised():
+    """x ~ N(1, 2^2) (3-d), r ~ LogNormal(0, 0.5): e^{-U} integrates to 1 in R^4."""
+    numpyro.sample("x", dist.Normal(1.0, 2.0).expand([3]).to_event(1))
+    numpyro.sample("r", dist.LogNormal(0.0, 0.5))
+
+
+def ggm(d):
+    """Zero-mean Gaussian through its precision L L^T, normaliser left out (numpyro.factor)."""
+    chol = numpyro.param("L", jnp.eye(d), constraint=constraints.scaled_unit_lower_cholesky)
+    x = numpyro.sample("x", dist.ImproperUniform(constraints.real_vector, (), (d,)))
+    numpyro.factor("quad", -0.5 * jnp.sum((chol.T @ x) ** 2))
+
+
+def regression(x, y):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    scale = numpyro.param("scale", 1.0, constraint=constraints.positive)
+    numpyro.sample("y", dist.Normal(x @ w, scale), obs=y)
+
+
+def test_energy_is_numpyro_potential_with_jacobian():
+    energy = from_numpyro(normalised)
+    assert energy.dim == 4 and energy.site_names == ("r", "x")
+    z = jnp.array([0.3, -1.0, 0.5, 2.0])  # (log r, x)
+    x, log_r = z[1:], z[0]
+    # -log N(x; 1, 4) - log LogNormal(r; 0, .5) - log r (Jacobian of r = e^z)
+    exact = 0.5 * jnp.sum(((x - 1) / 2) ** 2) + 3 * (math.log(2.0) + 0.5 * LOG_2PI)
+    exact += 0.5 * (log_r / 0.5) ** 2 + math.log(0.5) + 0.5 * LOG_2PI
+    np.testing.assert_allclose(energy(z), exact, rtol=1e-5)
+    sites = energy.constrain(z)
+    np.testing.assert_allclose(sites["r"], jnp.exp(log_r), rtol=1e-6)
+    np.testing.assert_allclose(energy.unconstrain(sites), z, rtol=1e-5, atol=1e-6)
+    batch = energy.constrain(jnp.stack([z, 2 * z]))
+    assert batch["x"].shape == (2, 3) and batch["r"].shape == (2,)
+
+
+def test_params_are_trained_and_fixed_inputs_are_not():
+    x, y = jnp.ones((20, 3)), jnp.zeros(20)
+    energy = from_numpyro(regression, x, y)
+    params, _ = eqx.partition(energy, eqx.is_inexact_array)
+    leaves = jax.tree.leaves(params)
+    assert len(leaves) == 1 and leaves[0].shape == ()  # log scale only: not x, y
+    np.testing.assert_allclose(energy.param_values()["scale"], 1.0)
+    frozen = from_numpyro(regression, x, y, trainable=False)
+    assert not jax.tree.leaves(eqx.partition(frozen, eqx.is_inexact_array)[0])
+    np.testing.assert_allclose(frozen(jnp.zeros(3)), energy(jnp.zeros(3)))
+
+
+def test_factor_adds_its_term():
+    energy = from_numpyro(ggm, 2)
+    z = jnp.array([1.0, -2.0])
+    np.testing.assert_allclose(energy(z), 0.5 * jnp.sum(z**2), rtol=1e-6)
+
+
+def test_bad_models_name_the_site():
+    def discrete():
+        numpyro.sample("k", dist.Poisson(3.0))
+
+    def no_bijection():
+        numpyro.sample("u", dist.ProjectedNormal(jnp.ones(3)))
+
+    def wrong_obs(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("n", 10):
+            numpyro.sample("obs_y", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match="'k' is discrete"):
+        from_numpyro(discrete)
+    with pytest.raises(ValueError, match="'u'.*no bijection"):
+        from_numpyro(no_bijection)
+    with pytest.raises(ValueError, match="'obs_y'.*shape"):
+        from_numpyro(wrong_obs, jnp.zeros(5))
+    with pytest.raises(ValueError, match="no numpyro.param"):
+        from_numpyro(normalised, trainable=True)
+    with pytest.raises(ValueError, match="no trainable"):
+        se.energies.check_trainable(from_numpyro(normalised))
+
+
+def test_sample_a_numpyro_energy_gives_log_z_zero():
+    out = se.sample(
+        from_numpyro(normalised),
+        jax.random.key(0),
+        2000,
+        n_steps=50,
+        n_runs=8,
+        step_size=0.05,
+        init=dist.Normal(0.0, 3.0).expand([4]).to_event(1),
+    )
+    # 8 independent unbiased runs: |t| < 4 fails with probability < 0.01 (t, 7 dof).
+    assert out.log_Z_se < 0.1
+    assert abs(out.log_Z) < 4 * out.log_Z_se + 0.01
+
+
+def test_adapter_everywhere(key):
+    import flowjax.distributions as fd
+
+    gauss = se.energies.Gaussian(jnp.zeros(2), jnp.ones(2))
+    out = se.sample(gauss, key, 200, n_steps=10, n_runs=2, init=fd.Normal(jnp.zeros(2), 3.0))
+    assert np.isfinite(out.log_Z)
+    diag = se.diagnose(gauss, key, n_chains=4, n_steps=8, init=dist.Normal(0, 1).expand([2]))
+    assert diag.n_chains == 4
+    for d in (dist.Normal(0.0, 2.0).expand([2]), dist.Normal(0.0, 2.0).expand([2]).to_event(1)):
+        base = as_base(d)
+        assert base.dim == 2 and float(base.log_partition()) == 0.0 and base.can_sample
+        np.testing.assert_allclose(base(jnp.zeros(2)), 2 * (math.log(2.0) + 0.5 * LOG_2PI))
+        assert base.sample(key, 5).shape == (5, 2)
+    tilted = se.energies.Tilted(lambda x: jnp.zeros(()), dist.Normal(0.0, 1.0).expand([3]))
+    assert tilted.dim == 3 and tilted(jnp.zeros(3)).shape == ()
+    assert tilted.sample_base(key, 4).shape == (4, 3)
+
+
+@pytest.fixture(scope="module")
+def ggm_data():
+    d = 2
+    prec = jnp.array([[2.0, 0.6], [0.6, 1.0]])
+    data = jax.random.multivariate_normal(
+        jax.random.key(0), jnp.zeros(d), jnp.linalg.inv(prec), (1000,)
+    )
+    mle = jnp.linalg.inv(data.T @ data / data.shape[0])
+    return d, data, mle
+
+
+@pytest.mark.parametrize("strategy", ["jarzynski", "pcd"])
+def test_fit_ggm_reaches_the_mle(ggm_data, strategy):
+    d, data, mle = ggm_data
+    energy = from_numpyro(ggm, d, trainable=True)
+    log_z0 = 0.5 * d * LOG_2PI  # exact at L = I
+    if strategy == "jarzynski":
+        strat = se.Jarzynski(128, 0.05, n_observers=256, anneal_base=dist.Normal(0, 1).expand([d]))
+    else:
+        strat = se.PCD(128, 0.05)
+
+    def lr(k):
+        return 0.05 * 0.1 ** (k.astype(jnp.float32) / 100)
+
+    with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes int and float
+        res = se.fit(
+            energy,
+            data,
+            strategy=strat,
+            num_steps=400,
+            key=jax.random.key(1),
+            optimizer=optax.adam(lr),
+            progress=False,
+            log_Z0=log_z0,
+        )
+    chol = res.energy.param_values()["L"]
+    prec = chol @ chol.T
+    # Stationary noise of Adam at lr 5e-5 plus the walkers' O(1/sqrt(N)) error: a few %.
+    assert float(jnp.linalg.norm(prec - mle) / jnp.linalg.norm(mle)) < 0.08
+    if strategy == "jarzynski":
+        exact = 0.5 * d * LOG_2PI - 0.5 * float(jnp.linalg.slogdet(prec)[1])
+        assert abs(res.log_Z - exact) < 0.1
