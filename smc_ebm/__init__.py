@@ -18,6 +18,7 @@ from smc_ebm import (
     strategies,
 )
 from smc_ebm._fit import FitResult, TrainingError, fit
+from smc_ebm._posterior import PosteriorResult, posterior
 from smc_ebm._sample import SampleResult, sample
 from smc_ebm.diagnostics import diagnose
 from smc_ebm.runs import load_run
@@ -46,6 +47,7 @@ __all__ = [
     "IntervalResampling",
     "Jarzynski",
     "NoResampling",
+    "PosteriorResult",
     "SampleResult",
     "ScoreMatching",
     "TrainingError",
@@ -63,6 +65,7 @@ __all__ = [
     "off_until",
     "optim",
     "plots",
+    "posterior",
     "runs",
     "sample",
     "smc",

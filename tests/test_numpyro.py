@@ -170,3 +170,48 @@ def test_fit_ggm_reaches_the_mle(ggm_data, strategy):
     if strategy == "jarzynski":
         exact = 0.5 * d * LOG_2PI - 0.5 * float(jnp.linalg.slogdet(prec)[1])
         assert abs(res.log_Z - exact) < 0.1
+
+
+def _blr(n=20, d=5, noise=0.5):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (x @ rng.normal(size=d) + noise * rng.normal(size=n)).astype(np.float32)
+    cov_y = noise**2 * np.eye(n) + x.astype(np.float64) @ x.T
+    log_z = -0.5 * (n * LOG_2PI + np.linalg.slogdet(cov_y)[1] + y @ np.linalg.solve(cov_y, y))
+    cov = np.linalg.inv(np.eye(d) + x.T.astype(np.float64) @ x / noise**2)
+    return jnp.asarray(x), jnp.asarray(y), float(log_z), cov @ x.T @ y / noise**2, cov
+
+
+def blr_model(x, y):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    numpyro.sample("y", dist.Normal(x @ w, 0.5).to_event(1), obs=y)
+
+
+def test_posterior_evidence_and_moments_of_conjugate_regression():
+    x, y, log_z, mean, cov = _blr()
+    res = se.posterior(blr_model, x, y, key=jax.random.key(0), n_particles=400, n_runs=6)
+    # 6 independent runs, each unbiased for Z up to the adaptive schedule: |t| < 4 (t, 5 dof)
+    # fails with probability 0.01; the se must be small for the check to mean something.
+    assert res.log_evidence_se < 0.15
+    assert abs(res.log_evidence - log_z) < 4 * res.log_evidence_se
+    w = res.samples["w"].reshape(-1, 5)
+    sd = np.sqrt(np.diag(cov))
+    # Runs are independent: the se of the mean of a coordinate is sd_runs / sqrt(6).
+    run_means = res.samples["w"].mean(1)
+    se_mean = run_means.std(0, ddof=1) / np.sqrt(6)
+    assert np.all(np.abs(w.mean(0) - mean) < 5 * se_mean + 0.02 * sd)
+    np.testing.assert_allclose(w.std(0), sd, rtol=0.15)
+    summary = __import__("arviz").summary(res.to_arviz(), kind="stats")
+    assert list(summary.index) == [f"w[{i}]" for i in range(5)]
+
+
+@pytest.mark.slow
+def test_posterior_hmc_and_constrained_sites():
+    def model(y):
+        scale = numpyro.sample("scale", dist.HalfNormal(2.0))
+        numpyro.sample("y", dist.Normal(0.0, scale).expand([y.shape[0]]).to_event(1), obs=y)
+
+    res = se.posterior(
+        model, jnp.ones(4), key=jax.random.key(0), n_particles=300, n_runs=4, kernel="hmc"
+    )
+    assert np.all(res.samples["scale"] > 0) and np.isfinite(res.log_evidence)
