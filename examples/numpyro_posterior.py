@@ -71,7 +71,7 @@ def blackjax_atsmc(key, model, args, n, n_mcmc, step_size, target_ess):
         lambda z: energy.prior_energy(z) - energy(z),
         blackjax.mala.build_kernel(),
         blackjax.mala.init,
-        {"step_size": step_size},
+        {"step_size": jnp.array([step_size])},  # blackjax: shared parameters have a leading 1
         systematic,
         target_ess,
         num_mcmc_steps=n_mcmc,
@@ -88,7 +88,7 @@ def blackjax_atsmc(key, model, args, n, n_mcmc, step_size, target_ess):
             state, info = smc.step(k, state)
             return state, log_z + info.log_likelihood_increment, j + 1, key
 
-        return jax.lax.while_loop(cond, body, (smc.init(z0), 0.0, 0, key))
+        return jax.lax.while_loop(cond, body, (smc.init(z0), jnp.zeros(()), 0, key))
 
     state, log_z, stages, _ = go(k1, z0)
     return float(log_z), int(stages), np.asarray(state.particles)
