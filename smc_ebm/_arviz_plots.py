@@ -114,7 +114,7 @@ def plot_trace(
     ds, coords, label = _select(diag, var, index, group, n_chains)
     if _uses_arviz_1():
         return _arviz_1("plot_trace_dist", ds, path, var_names=[var], coords=coords)
-    from smc_ebm.plots import new_figure, save
+    from smc_ebm._figures import new_figure, save
 
     fig = new_figure((10, 3.2))
     axes = fig.subplots(1, 2, squeeze=False, width_ratios=[1, 3])
@@ -153,7 +153,7 @@ def plot_rank(
     ds, coords, label = _select(diag, var, index, group, n_chains)
     if _uses_arviz_1():
         return _arviz_1("plot_rank", ds, path, var_names=[var], coords=coords)
-    from smc_ebm.plots import new_figure, save
+    from smc_ebm._figures import new_figure, save
 
     fig = new_figure((6.4, 3.6))
     ax = fig.subplots()
@@ -181,7 +181,7 @@ def plot_ess(
     ds, coords, label = _select(diag, var, index, group, None)
     if _uses_arviz_1():
         return _arviz_1("plot_ess", ds, path, var_names=[var], coords=coords)
-    from smc_ebm.plots import new_figure, save
+    from smc_ebm._figures import new_figure, save
 
     fig = new_figure((6.4, 3.6))
     ax = fig.subplots()
@@ -211,7 +211,7 @@ def plot_pair(
     coords = {dim: list(da[dim].values[:k])}
     if _uses_arviz_1():
         return _arviz_1("plot_pair_focus", ds[[var]], path, var_names=[var], coords=coords)
-    from smc_ebm.plots import new_figure, save
+    from smc_ebm._figures import new_figure, save
 
     fig = new_figure((2.6 * (k - 1) + 1.0, 2.6 * (k - 1) + 0.6))
     axes = fig.subplots(k - 1, k - 1, squeeze=False)

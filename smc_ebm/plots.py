@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from smc_ebm._arviz_plots import plot_ess, plot_pair, plot_rank, plot_trace
+from smc_ebm._figures import new_figure, save
 
 __all__ = [
     "figure_set",
@@ -32,25 +33,6 @@ __all__ = [
     "plot_training",
     "save",
 ]
-
-
-def new_figure(figsize: tuple[float, float] = (6.4, 4.0)) -> Any:
-    """A ``Figure`` attached to an Agg canvas, with constrained layout."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save(fig: Any, path: str | Path | None, dpi: int = 110) -> Any:
-    """Save ``fig`` as ``path`` (parents created) when ``path`` is given; return ``fig``."""
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi)
-    return fig
 
 
 def _history(obj: Any) -> dict[str, np.ndarray]:

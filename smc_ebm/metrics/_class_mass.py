@@ -121,7 +121,7 @@ def class_masses(
         ValueError: shapes disagree, a class has fewer than 2 data points, or ``n`` is not
             a multiple of ``n_runs >= 2`` with at least 2 walkers per run.
     """
-    from smc_ebm._sample import sample
+    from smc_ebm import sample  # the public function (not a module import: no cycle)
     from smc_ebm.energies._gaussian import Gaussian
     from smc_ebm.metrics._images import class_proportions
 
