@@ -26,9 +26,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from _flowmc_common import strategies, table, tilted_energy, train  # noqa: E402
 
 import smc_ebm as se  # noqa: E402
+from smc_ebm.recipes import flow_strategies, table, tilted_energy, train  # noqa: E402
 
 # name: (dataset, box, base sigma, default steps, default number of data)
 SETS = {
@@ -74,7 +74,7 @@ def main():
         energy, flow = tilted_energy(
             jax.random.key(1), 2, sigma, 128, 3, jax.random.key(2), flow_kw
         )
-        strats = strategies(n, flow, 0.01, 0.002, 32, 1e-3)
+        strats = flow_strategies(n, flow, 0.01, 0.002, 32, 1e-3)
         if args.only:
             strats = {k: v for k, v in strats.items() if k in args.only.split(",")}
         err_of = eqx.filter_jit(

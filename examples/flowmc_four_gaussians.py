@@ -21,9 +21,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from _flowmc_common import strategies, table, tilted_energy, train  # noqa: E402
 
 import smc_ebm as se  # noqa: E402
+from smc_ebm.recipes import flow_strategies, table, tilted_energy, train  # noqa: E402
 
 BOUNDS = ((-4.5, 4.5), (-2.5, 2.5))
 
@@ -51,7 +51,7 @@ def main():
     centres = data.info["means"]
     flow_kw = dict(n_layers=4, width=32, depth=2)
     energy, flow = tilted_energy(jax.random.key(1), 2, 2.0, 64, 2, jax.random.key(2), flow_kw)
-    strats = strategies(n, flow, 0.02, 0.005, 32, 1e-3)
+    strats = flow_strategies(n, flow, 0.02, 0.005, 32, 1e-3)
     if args.only:
         strats = {k: v for k, v in strats.items() if k in args.only.split(",")}
     weights_of = eqx.filter_jit(

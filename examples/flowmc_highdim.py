@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _flowmc_common import table, train
 
 import smc_ebm as se
+from smc_ebm.recipes import table, train
 
 
 def main():

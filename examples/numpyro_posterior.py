@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -33,9 +32,7 @@ from blackjax.smc.resampling import systematic
 from numpyro.infer import MCMC, NUTS, Predictive
 
 import smc_ebm as se
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _numpyro_blr import blr_data, blr_exact, blr_model  # noqa: E402
+from smc_ebm.recipes import blr_data, blr_exact, blr_model  # noqa: E402
 
 Y8 = jnp.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
 S8 = jnp.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])

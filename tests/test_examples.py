@@ -108,3 +108,10 @@ def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
             assert w["position"].shape == (8, 28 * 28) and w["log_weights"].shape == (8,)
     for figure in ("walkers_by_weight.png", "walkers_pcd.png", "walkers_unweighted.png", "ess.png"):
         assert (tmp_path / "out" / figure).stat().st_size > 0
+
+
+def test_examples_share_code_through_the_package_not_sys_path():
+    """Shared example code lives in ``smc_ebm.recipes``; no script edits ``sys.path``."""
+    for path in sorted(EXAMPLES.glob("*.py")):
+        assert "sys.path" not in path.read_text(), path.name
+    assert not list(EXAMPLES.glob("_*.py"))

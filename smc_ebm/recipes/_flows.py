@@ -1,4 +1,4 @@
-"""Shared pieces of the flowMC examples: the tilted energy and the four strategies."""
+"""The flow examples' recipe: a tilted energy over a flow's base, the four strategies, training."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def tilted_energy(key, dim, sigma, width, depth, flow_key, flow_kw):
     return se.energies.Tilted(net, se.flows.base_distribution(flow)), flow
 
 
-def strategies(n_walkers, flow, step_size, ula_step, n_proposals, flow_lr):
+def flow_strategies(n_walkers, flow, step_size, ula_step, n_proposals, flow_lr):
+    """FlowMC, flow-Jarzynski, Jarzynski (ULA) and PCD as the flow examples configure them."""
     common = dict(
         step_size=step_size,
         flow=flow,
@@ -57,6 +58,7 @@ def train(energy, data, strategy, steps, lr, batch, seed, lr_final=1.0):
 
 
 def table(rows, cols):
+    """Print ``rows`` (name -> values) as a Markdown table with columns ``cols``."""
     head = "| method | " + " | ".join(cols) + " |"
     print(head)
     print("|" + "---|" * (len(cols) + 1))
