@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from smc_ebm.kernels import Kernel, MoveInfo, ula_propose
+from smc_ebm.kernels._base import Kernel, MoveInfo
+from smc_ebm.kernels._langevin import ula_propose
 
 
 @dataclasses.dataclass(frozen=True)

@@ -90,11 +90,6 @@ def group_names(data: Any) -> list[str]:
     return list(data.groups())
 
 
-def rhat(ds: Any) -> Any:
-    """Rank-normalised split R-hat (Vehtari et al., 2021) over ``(chain, draw)``."""
-    return arviz().rhat(ds, method="rank")
-
-
 def ess(ds: Any, method: str = "bulk") -> Any:
     """Effective sample size over ``(chain, draw)`` (``"bulk"`` or ``"tail"``)."""
     return arviz().ess(ds, method=method)

@@ -1,7 +1,13 @@
 """Energies: equinox modules mapping ONE sample ``(d,)`` to a scalar energy."""
 
 from smc_ebm.energies._adapter import DistributionEnergy, as_base, is_distribution
-from smc_ebm.energies._base import AbstractEnergy, energy_batch, has_log_partition, mean_energy
+from smc_ebm.energies._base import (
+    AbstractEnergy,
+    energy_batch,
+    has_log_partition,
+    mean_energy,
+    split_energy,
+)
 from smc_ebm.energies._conv import ConvEnergy, energy_l2_grad
 from smc_ebm.energies._gaussian import Gaussian
 from smc_ebm.energies._gmm import GaussianMixture
@@ -28,4 +34,5 @@ __all__ = [
     "has_log_partition",
     "is_distribution",
     "mean_energy",
+    "split_energy",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -65,3 +66,8 @@ def energy_batch(energy: AbstractEnergy, x: Float[Array, "n dim"]) -> Float[Arra
 def mean_energy(energy: AbstractEnergy, x: Float[Array, "n dim"]) -> Float[Array, ""]:
     """Mean energy of a batch, the data term of the cross-entropy."""
     return jnp.mean(energy_batch(energy, x))
+
+
+def split_energy(energy: eqx.Module) -> tuple[Any, Any]:
+    """Split an energy into its trainable arrays and its static structure."""
+    return eqx.partition(energy, eqx.is_inexact_array)

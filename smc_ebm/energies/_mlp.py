@@ -10,8 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from smc_ebm.energies._base import AbstractEnergy
-from smc_ebm.kernels._evaluate import split_energy
+from smc_ebm.energies._base import AbstractEnergy, split_energy
 
 
 class MLP(AbstractEnergy):

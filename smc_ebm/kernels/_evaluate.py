@@ -10,12 +10,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from smc_ebm.energies._base import split_energy
+
 ParamGradFn = Callable[[Float[Array, " n"]], Any]
-
-
-def split_energy(energy: eqx.Module) -> tuple[Any, Any]:
-    """Split an energy into its trainable arrays and its static structure."""
-    return eqx.partition(energy, eqx.is_inexact_array)
 
 
 # Energies with at most this many trainable numbers per input dimension get per-walker

@@ -83,16 +83,18 @@ def log_density_error(
 
 
 def rhat(chains: Any) -> float:
-    """Max over dimensions of the rank-normalised split R-hat (ArviZ) of ``(C, T, d)`` chains."""
-    import arviz as az
+    """Max over dimensions of the rank-normalised split R-hat of ``(C, T, d)`` chains.
 
-    chains = np.asarray(chains, np.float64)
+    Computed by :func:`smc_ebm.diagnostics.device_rhat` (jitted; equal to ArviZ's ``az.rhat``).
+    """
+    from smc_ebm.diagnostics._device import rhat as device_rhat
+
+    chains = np.asarray(chains)
     if chains.ndim != 3 or chains.shape[0] < 2 or chains.shape[1] < 4:
         raise ValueError(
             f"rhat: chains must have shape (n_chains >= 2, n_draws >= 4, d); got {chains.shape}."
         )
-    r = az.rhat(az.convert_to_dataset(chains))
-    return float(np.max(np.asarray(r["x"])))
+    return float(np.max(np.asarray(device_rhat(jnp.asarray(chains)))))
 
 
 def langevin_chains(
