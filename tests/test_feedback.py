@@ -297,3 +297,60 @@ def test_directional_parameter_derivatives_match_forward_mode(key, name):
     _, ref = jax.jvp(lambda p: jax.vmap(eqx.combine(p, static))(x), (params,), (v,))
     assert d.shape == (40,)
     np.testing.assert_allclose(d, ref, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(ref))))
+
+
+def _sgd_problem(strategy, lr=0.1):
+    from smc_ebm.kernels import split_energy
+
+    data = se.datasets.two_mode_teacher(jax.random.key(0), n=400, dim=2, a=-2.0, b=2.0)
+    energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, 2, scale=1.0)
+    state = strategy.init_state(jax.random.key(2), energy, data.samples, energy.log_partition())
+    params, static = split_energy(energy)
+    opt = optax.sgd(lr)
+    st, grad, _, _, _ = strategy.gradient(jax.random.key(3), state, energy, data.samples)
+    return energy, params, static, opt, opt.init(params), st, grad
+
+
+def test_exact_feedback_correction_is_the_self_term_with_its_sign():
+    """With SGD of rate lr the update's Jacobian is -lr I, so the correction added to walker
+    i's log-weight is q_i lr delta_i . (delta_i - m), delta_i = dU(x_i)/dtheta and
+    m = sum_j q_j delta_j: computed here from per-walker ``jax.grad`` in float64 numpy, with no
+    code of the correction."""
+    from smc_ebm.strategies import _feedback
+
+    lr = 0.1
+    strategy = se.Jarzynski(64, 0.1, feedback_estimator="exact")
+    energy, params, static, opt, opt_state, st, grad = _sgd_problem(strategy, lr)
+    _, _, corr = _feedback.correction(
+        jax.random.key(4), opt, grad, opt_state, params, static, st, exact=True
+    )
+    deltas = jax.vmap(lambda x: jax.grad(lambda p: eqx.combine(p, static)(x))(params))(st.position)
+    d = np.concatenate(
+        [
+            np.asarray(leaf, np.float64).reshape(st.position.shape[0], -1)
+            for leaf in jax.tree.leaves(deltas)
+        ],
+        axis=1,
+    )
+    q = np.asarray(st.grad_weights, np.float64)
+    m = q @ d
+    expected = q * lr * np.sum(d * (d - m), axis=1)
+    np.testing.assert_allclose(np.asarray(corr, np.float64), expected, rtol=2e-3, atol=1e-8)
+    assert np.max(np.abs(expected)) > 1e-4
+
+
+def test_flow_jarzynski_adds_the_correction_to_its_own_walkers():
+    """FlowJarzynski's update rule changes its walkers' log-weights by exactly the correction
+    that the rule's estimator gives for the bare walker state (same key), sign included."""
+    from smc_ebm.strategies import _feedback
+
+    small = dict(n_proposals=8, n_global=1, n_local=1, flow_layers=2, flow_width=8)
+    strategy = se.FlowJarzynski(64, step_size=0.05, feedback_correction=True, **small)
+    energy, params, static, opt, opt_state, st, grad = _sgd_problem(strategy)
+    rule = strategy.update_rule().prepare(opt, opt_state, params)
+    key = jax.random.key(5)
+    _, _, new = rule.update(key, opt, grad, opt_state, params, static, st, jnp.asarray(0))
+    _, _, corr = _feedback.correction(key, opt, grad, opt_state, params, static, st.walkers)
+    got = np.asarray(new.log_weights) - np.asarray(st.log_weights)
+    np.testing.assert_allclose(got, np.asarray(corr), rtol=1e-5, atol=1e-7)
+    assert np.max(np.abs(np.asarray(corr))) > 0
