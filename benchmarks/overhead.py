@@ -29,6 +29,8 @@ Example::
         Jarzynski-plain PCD                             # where Jarzynski's extra time goes
     python benchmarks/overhead.py --strategies Jarzynski Jarzynski-fullcheck PCD
     python benchmarks/overhead.py --strategies Jarzynski Jarzynski-reseed PCD --reps 9
+    python benchmarks/overhead.py --strategies Jarzynski PCD Bare-Jarzynski Bare-PCD \
+        # against a bare lax.scan of the algorithm (benchmarks/bare_scan.py)
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ STRATEGIES = (
     "Jarzynski-plain",
     "Jarzynski-fullcheck",
     "Jarzynski-reseed",
+    "Bare-Jarzynski",
+    "Bare-PCD",
 )
 
 
@@ -118,6 +122,38 @@ class _GenericMLP(se.energies.MLP):
         return None
 
 
+class _Bare:
+    """A bare ``lax.scan`` of the algorithm (benchmarks/bare_scan.py), timed like ``fit``.
+
+    Called as ``bare(steps, resume, seed)``; returns an object with ``chunk_seconds`` (one
+    chunk) and the carry to resume from. Only for the mixture energy.
+    """
+
+    def __init__(self, name, data, energy, args):
+        import bare_scan
+
+        theta = (energy.means, energy.logits)
+        lr = (0.025, 0.125)
+        x0 = data[jax.random.choice(jax.random.key(7), data.shape[0], (args.n_walkers,))]
+        if name == "Bare-Jarzynski":
+            self.fn = bare_scan.make_jarzynski(data, args.step_size, lr, args.ess_threshold)
+            self.carry = (theta, x0, jax.numpy.zeros(args.n_walkers), jax.numpy.zeros(()))
+        else:
+            self.fn = bare_scan.make_pcd(data, args.step_size, lr)
+            self.carry = (theta, x0)
+
+    def __call__(self, steps, resume=None, seed=2):
+        import time
+        import types
+
+        carry = self.carry if resume is None else resume.carry
+        keys = jax.random.split(jax.random.key(seed), steps)
+        t0 = time.perf_counter()
+        carry, _ = self.fn(carry, keys)
+        jax.block_until_ready(carry)
+        return types.SimpleNamespace(chunk_seconds=[time.perf_counter() - t0], carry=carry)
+
+
 def make_strategy(name: str, args: argparse.Namespace):
     h = args.step_size
     if name.startswith("Jarzynski"):
@@ -176,7 +212,15 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.ess_threshold:.4g}, feedback correction "
         f"{'off' if args.no_feedback_correction else 'on'}"
     )
-    runs = {name: (energy, make_strategy(name, args)) for name in args.strategies}
+    runs = {
+        name: (
+            energy,
+            _Bare(name, data.samples, energy, args)
+            if name.startswith("Bare")
+            else make_strategy(name, args),
+        )
+        for name in args.strategies
+    }
     compare(runs, data.samples, optimizer, args, header)
 
 
@@ -192,6 +236,8 @@ def compare(runs: dict, data, optimizer, args: argparse.Namespace, header: str) 
 
     def run(name: str, steps: int, resume=None, seed: int = 2, chunk: int | None = None):
         energy, strategy = runs[name]
+        if isinstance(strategy, _Bare):
+            return strategy(steps, resume, seed)
         with jax.numpy_dtype_promotion("standard"):  # optax.adam under strict promotion
             return se.fit(
                 energy,

@@ -1,0 +1,239 @@
+"""Run configs: read, validate, and build the dataset, energy, strategy and optimizer."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+_TOP_KEYS = {
+    "name",
+    "seed",
+    "steps",
+    "record_every",
+    "batch_size",
+    "chunk_size",
+    "dataset",
+    "energy",
+    "strategy",
+    "optimizer",
+    "diagnostics",
+    "sample",
+}
+_DIAG_DEFAULTS = {
+    "enabled": True,
+    "n_chains": 128,
+    "n_steps": 1000,
+    "kernel": "mala",
+    "step_size": None,
+    "n_warmup": 0,
+    "thin": 1,
+}
+_SAMPLE_KEYS = {"n", "n_steps", "step_size", "kernel", "n_runs"}
+
+
+# ----------------------------------------------------------------------------- config
+def read_config(path: str | Path) -> dict:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``, needs PyYAML) config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist.")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as err:  # pragma: no cover - PyYAML is optional
+            raise ValueError("YAML configs need PyYAML (pip install pyyaml).") from err
+        cfg = yaml.safe_load(text)
+    elif path.suffix == ".toml":
+        try:
+            cfg = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: invalid TOML: {err}") from err
+    else:
+        raise ValueError(f"config must be .toml, .yaml or .yml; got {path.name!r}.")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: the config must be a table of keys.")
+    cfg.setdefault("name", path.stem)
+    cfg.setdefault("_base_dir", str(path.parent.resolve()))
+    return cfg
+
+
+def _section(cfg: Mapping, name: str, required: bool = True) -> dict:
+    sec = cfg.get(name)
+    if sec is None:
+        if required:
+            raise ValueError(f"config: missing section [{name}].")
+        return {}
+    if not isinstance(sec, Mapping):
+        raise ValueError(f"config: [{name}] must be a table; got {type(sec).__name__}.")
+    sec = dict(sec)
+    if name in ("dataset", "energy", "strategy", "optimizer") and "name" not in sec:
+        if not (name == "optimizer" and "per_field" in sec):
+            raise ValueError(f"config: [{name}] needs a name.")
+    return sec
+
+
+def validate_config(cfg: Mapping) -> dict:
+    """Check a config and fill the defaults; raise ``ValueError`` naming the problem."""
+    cfg = copy.deepcopy(dict(cfg))
+    unknown = set(cfg) - _TOP_KEYS - {"_base_dir"}
+    if unknown:
+        raise ValueError(f"config: unknown keys {sorted(unknown)}; allowed {sorted(_TOP_KEYS)}.")
+    if "steps" not in cfg:
+        raise ValueError("config: `steps` (optimizer steps) is required.")
+    for key in ("steps", "seed"):
+        if key in cfg and (not isinstance(cfg[key], int) or isinstance(cfg[key], bool)):
+            raise ValueError(f"config: `{key}` must be an integer; got {cfg[key]!r}.")
+    if cfg["steps"] < 1:
+        raise ValueError(f"config: `steps` must be >= 1; got {cfg['steps']}.")
+    cfg.setdefault("seed", 0)
+    cfg.setdefault("record_every", max(1, cfg["steps"] // 200))
+    cfg.setdefault("chunk_size", 500)
+    cfg.setdefault("name", "run")
+    for name in ("dataset", "energy", "strategy", "optimizer"):
+        cfg[name] = _section(cfg, name)
+    diag = _section(cfg, "diagnostics", required=False)
+    bad = set(diag) - set(_DIAG_DEFAULTS)
+    if bad:
+        raise ValueError(f"config: unknown [diagnostics] keys {sorted(bad)}.")
+    cfg["diagnostics"] = {**_DIAG_DEFAULTS, **diag}
+    if "sample" in cfg:
+        smp = _section(cfg, "sample")
+        bad = set(smp) - _SAMPLE_KEYS
+        if bad:
+            raise ValueError(f"config: unknown [sample] keys {sorted(bad)}.")
+        cfg["sample"] = smp
+    return cfg
+
+
+def _call(section: str, fn: Any, kwargs: Mapping) -> Any:
+    try:
+        return fn(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"config [{section}]: {err}") from err
+
+
+def build_dataset(spec: Mapping, key: Any, base_dir: str | Path = ".") -> Any:
+    """The :class:`~smc_ebm.datasets.Dataset` of a ``[dataset]`` section."""
+    from smc_ebm import datasets
+
+    spec = dict(spec)
+    name = spec.pop("name")
+    image_shape = spec.pop("image_shape", None)
+    if name == "two_mode_teacher":
+        data = _call("dataset", lambda **kw: datasets.two_mode_teacher(key, **kw), spec)
+    elif name == "file":
+        if "path" not in spec:
+            raise ValueError("config [dataset]: name = 'file' needs a path.")
+        path = Path(spec.pop("path"))
+        path = path if path.is_absolute() else Path(base_dir) / path
+        if not path.is_file():
+            raise ValueError(f"config [dataset]: no file {str(path)!r}.")
+        if path.suffix == ".npy":
+            arr = np.load(path)
+        elif path.suffix == ".npz":
+            arr = np.load(path)[spec.pop("key", "samples")]
+        elif path.suffix == ".csv":
+            arr = np.loadtxt(path, delimiter=",", ndmin=2)
+        else:
+            raise ValueError(f"config [dataset]: unsupported file type {path.suffix!r}.")
+        if spec:
+            raise ValueError(f"config [dataset]: unknown keys {sorted(spec)}.")
+        data = datasets.Dataset(samples=np.asarray(arr, np.float32))
+    else:
+        raise ValueError(
+            f"config [dataset]: unknown dataset {name!r}; choose 'two_mode_teacher' or 'file'."
+        )
+    if image_shape is not None:
+        data.info["image_shape"] = tuple(int(s) for s in image_shape)
+    return data
+
+
+def build_energy(spec: Mapping, dim: int, key: Any, data: Any = None) -> Any:
+    """The energy of an ``[energy]`` section, of dimension ``dim``."""
+    import jax.numpy as jnp
+
+    from smc_ebm import energies
+
+    spec = dict(spec)
+    name = spec.pop("name")
+    if name == "GaussianMixture":
+        return _call("energy", lambda **kw: energies.GaussianMixture.init(key, dim=dim, **kw), spec)
+    if name == "MLP":
+        return _call("energy", lambda **kw: energies.MLP(dim, key=key, **kw), spec)
+    if name == "Gaussian":
+        if spec:
+            raise ValueError(f"config [energy]: Gaussian takes no keys; got {sorted(spec)}.")
+        if data is not None:
+            return energies.Gaussian.fit_to(jnp.asarray(data))
+        return energies.Gaussian.standard(dim)
+    raise ValueError(
+        f"config [energy]: unknown energy {name!r}; choose GaussianMixture, MLP or Gaussian."
+    )
+
+
+def build_strategy(spec: Mapping) -> Any:
+    """The strategy of a ``[strategy]`` section (:func:`smc_ebm.strategies.build_strategy`)."""
+    from smc_ebm import strategies
+
+    return strategies.build_strategy(spec)
+
+
+def build_optimizer(spec: Mapping) -> Any:
+    """An optax transformation from an ``[optimizer]`` section (``per_field`` allowed)."""
+    import optax
+
+    from smc_ebm import optim
+
+    spec = dict(spec)
+    if "per_field" in spec:
+        fields = spec.pop("per_field")
+        default = spec.pop("default", None)
+        if spec:
+            raise ValueError(f"config [optimizer]: with per_field, unknown keys {sorted(spec)}.")
+        per = {k: build_optimizer(v) for k, v in fields.items()}
+        return optim.by_field(None if default is None else build_optimizer(default), **per)
+    name = spec.pop("name")
+    fn = getattr(optax, name, None)
+    if fn is None or not callable(fn):
+        raise ValueError(f"config [optimizer]: optax has no optimizer {name!r}.")
+    return _call("optimizer", fn, spec)
+
+
+def _nearest_mode_weight(center: Any) -> Any:
+    import jax.numpy as jnp
+
+    def weight(energy: Any) -> Any:
+        idx = jnp.argmin(jnp.sum((energy.means - center) ** 2, axis=-1))
+        return energy.weights[idx]
+
+    return weight
+
+
+def build_metrics(data: Any, energy: Any) -> tuple[dict, list[float] | None]:
+    """Metrics that apply: the exact KL (teacher and exact log Z known) and mode weights."""
+    import jax.numpy as jnp
+
+    from smc_ebm import metrics
+    from smc_ebm.energies import GaussianMixture, has_log_partition
+
+    out: dict[str, Any] = {}
+    targets = None
+    if data.log_prob is not None and has_log_partition(energy):
+        out["kl"] = metrics.exact_kl(data.samples, data.log_prob)
+    means = data.info.get("means")
+    if means is not None and isinstance(energy, GaussianMixture):
+        for k in range(means.shape[0]):
+            out[f"weight_{k}"] = _nearest_mode_weight(jnp.asarray(means[k]))
+        weights = data.info.get("weights")
+        targets = None if weights is None else [float(w) for w in np.asarray(weights)]
+    return out, targets
+
+
+# ----------------------------------------------------------------------------- fit
