@@ -118,8 +118,14 @@ def _validate_data(data: Any, energy: Any) -> jnp.ndarray:
         raise ValueError(f"data must be a 2-D array of shape (n, dim); got shape {arr.shape}.")
     if arr.shape[0] < 1:
         raise ValueError("data is empty.")
-    if not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
+    dtype = _energy_dtype(energy)
+    exact = np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_
+    if not exact and not (np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize >= 4):
+        # float16, bfloat16 (not a numpy floating type): too coarse for the gradients.
+        warnings.warn(
+            f"data of dtype {arr.dtype} cast to {dtype.name}, the energy's dtype.", stacklevel=3
+        )
+    arr = arr.astype(dtype)  # float32 data and a float64 energy (x64): one dtype in the loop
     if not np.all(np.isfinite(arr)):
         bad = int(np.sum(~np.all(np.isfinite(arr), axis=1)))
         raise ValueError(f"data contains NaN or inf ({bad} rows).")
@@ -137,6 +143,16 @@ def _validate_data(data: Any, energy: Any) -> jnp.ndarray:
     if not bool(jnp.all(jnp.isfinite(u))):
         raise ValueError("the energy is not finite at the data.")
     return arr
+
+
+def _energy_dtype(energy: Any) -> np.dtype:
+    """The widest floating dtype of the energy's arrays (JAX's default float if none)."""
+    dtypes = [
+        np.dtype(x.dtype)
+        for x in jax.tree.leaves(eqx.filter(energy, eqx.is_inexact_array))
+        if jnp.issubdtype(x.dtype, jnp.floating)
+    ]
+    return max(dtypes, key=lambda d: d.itemsize, default=np.dtype(jnp.result_type(float)))
 
 
 # Jitted once at module level: a fresh lambda per ``fit`` call would be traced and compiled at

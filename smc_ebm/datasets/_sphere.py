@@ -41,7 +41,7 @@ def sphere_teacher(
         raise ValueError(f"need n >= 1, dim >= 2, n_neurons >= 1; got {n}, {dim}, {n_neurons}.")
     if weight == 0:
         raise ValueError("weight must be non-zero.")
-    j = jnp.arange(n_neurons, dtype=jnp.float32) * angle
+    j = jnp.arange(n_neurons, dtype=float) * angle
     theta = jnp.zeros((n_neurons, dim)).at[:, 0].set(jnp.cos(j)).at[:, 1].set(jnp.sin(j))
     sign = 1 if weight > 0 else -1
     teacher = ShallowReLU(

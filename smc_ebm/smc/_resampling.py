@@ -70,14 +70,16 @@ def maybe_resample_indices(
     is exact.
     """
     n = log_weights.shape[0]
+    # blackjax's resamplers return int32 ancestors whatever ``jax_enable_x64`` says, while
+    # ``arange`` follows the default integer type: both branches use int32.
     return jax.lax.cond(
         do,
         lambda: (
-            resample_indices(key, log_weights, method),
+            resample_indices(key, log_weights, method).astype(jnp.int32),
             jnp.zeros_like(log_weights),
             log_Z_anchor + log_mean_exp(log_weights),
         ),
-        lambda: (jnp.arange(n), log_weights, log_Z_anchor),
+        lambda: (jnp.arange(n, dtype=jnp.int32), log_weights, log_Z_anchor),
     )
 
 
