@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -16,8 +17,29 @@ import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray
 
+from smc_ebm._checkpoint import (
+    Start,
+    check_result,
+    run_manifest,
+    same_key,
+    state_like,
+)
+from smc_ebm._checkpoint import (
+    load as load_checkpoint,
+)
+from smc_ebm._checkpoint import (
+    save as save_checkpoint,
+)
+from smc_ebm._host import (
+    chunk_steps,
+    history_of,
+    join_history,
+    join_traces,
+    last_finite,
+    validate_data,
+)
 from smc_ebm._loop import TRACE_COUNT, Record, chunk_function
-from smc_ebm.energies import energy_batch, has_log_partition, mean_energy
+from smc_ebm.energies import has_log_partition, mean_energy
 from smc_ebm.kernels import split_energy
 from smc_ebm.strategies import AbstractStrategy, FlowStrategy
 
@@ -59,7 +81,8 @@ class FitResult:
         cross_entropy: final cross-entropy estimate ``log Z + mean_data U`` on all the data.
         steps: number of optimizer steps done.
         wall_time: seconds spent in :func:`fit` (compilation included).
-        interrupted: the run was stopped by ``KeyboardInterrupt`` and this is its state.
+        interrupted: the run was stopped by ``KeyboardInterrupt`` and this is its state
+            (after ``steps`` steps: every chunk that had finished, and the one in flight).
         opt_state, state, strategy: what ``fit(..., resume=result)`` continues from.
         traces: with ``fit(..., trace_walkers=M)``: ``position (T, M, d)``,
             ``log_weights (T, M)``, ``step (T,)``, ``walker (M,)``; else ``None``.
@@ -67,6 +90,7 @@ class FitResult:
             steps, up to the host receiving its records (the first includes compilation, unless
             the chunk was compiled by an earlier call); the time of the steps without
             ``fit``'s setup and final evaluation.
+        key: the ``key`` of the call (a resumed run with another key warns).
     """
 
     energy: Any
@@ -83,6 +107,7 @@ class FitResult:
     strategy: AbstractStrategy
     traces: dict[str, np.ndarray] | None = None
     chunk_seconds: np.ndarray | None = None
+    key: Any = None
 
     @property
     def flow(self) -> Any:
@@ -112,55 +137,6 @@ class FitResult:
         return summarize(self)
 
 
-def _validate_data(data: Any, energy: Any) -> jnp.ndarray:
-    arr = np.asarray(data)
-    if arr.ndim != 2:
-        raise ValueError(f"data must be a 2-D array of shape (n, dim); got shape {arr.shape}.")
-    if arr.shape[0] < 1:
-        raise ValueError("data is empty.")
-    dtype = _energy_dtype(energy)
-    exact = np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_
-    if not exact and not (np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize >= 4):
-        # float16, bfloat16 (not a numpy floating type): too coarse for the gradients.
-        warnings.warn(
-            f"data of dtype {arr.dtype} cast to {dtype.name}, the energy's dtype.", stacklevel=3
-        )
-    arr = arr.astype(dtype)  # float32 data and a float64 energy (x64): one dtype in the loop
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.sum(~np.all(np.isfinite(arr), axis=1)))
-        raise ValueError(f"data contains NaN or inf ({bad} rows).")
-    dim = getattr(energy, "dim", None)
-    if dim is not None and int(dim) != arr.shape[1]:
-        raise ValueError(
-            f"data dimension {arr.shape[1]} does not match the energy's dimension {dim}."
-        )
-    arr = jnp.asarray(arr)
-    u = _energies(energy, arr[: min(64, arr.shape[0])])
-    if u.ndim != 1:
-        raise ValueError(
-            f"the energy must map one sample (dim,) to a scalar; got shape {u.shape[1:]}."
-        )
-    if not bool(jnp.all(jnp.isfinite(u))):
-        raise ValueError("the energy is not finite at the data.")
-    return arr
-
-
-def _energy_dtype(energy: Any) -> np.dtype:
-    """The widest floating dtype of the energy's arrays (JAX's default float if none)."""
-    dtypes = [
-        np.dtype(x.dtype)
-        for x in jax.tree.leaves(eqx.filter(energy, eqx.is_inexact_array))
-        if jnp.issubdtype(x.dtype, jnp.floating)
-    ]
-    return max(dtypes, key=lambda d: d.itemsize, default=np.dtype(jnp.result_type(float)))
-
-
-# Jitted once at module level: a fresh lambda per ``fit`` call would be traced and compiled at
-# every call (about 0.1 s each on a CPU).
-_energies = eqx.filter_jit(energy_batch)
-_mean_energy = eqx.filter_jit(mean_energy)
-
-
 def fit(
     energy: eqx.Module,
     data: Any,
@@ -175,8 +151,10 @@ def fit(
     record_every: int = 1,
     progress: bool = True,
     chunk_size: int = 500,
-    resume: FitResult | None = None,
+    resume: FitResult | str | os.PathLike | None = None,
     trace_walkers: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
 ) -> FitResult:
     r"""Train an energy by maximum likelihood (minimise the cross-entropy).
 
@@ -204,7 +182,17 @@ def fit(
         record_every: record the history every this many steps.
         progress: show a tqdm progress bar.
         chunk_size: steps per compiled chunk (rounded to a multiple of ``record_every``).
-        resume: continue from a previous :class:`FitResult` (same strategy and optimizer).
+        resume: continue from a previous :class:`FitResult` or from a checkpoint directory
+            (``checkpoint=`` of an earlier call), with the same energy (its structure),
+            strategy, optimizer and data dimension (else ``ValueError`` naming the difference).
+            Step ``k`` draws its random numbers from ``(key, k)`` alone, so with the same
+            ``key`` the resumed run equals the uninterrupted one bitwise; its history holds
+            the earlier records then the new ones.
+        checkpoint: a directory where the state (parameters, optimizer and strategy states,
+            history, key, step) is written at the end and every ``checkpoint_every`` steps,
+            atomically, with a manifest of checksums; ``fit(..., resume=checkpoint)`` continues.
+        checkpoint_every: steps between checkpoints (a multiple of ``record_every``; chunks
+            are shortened to end at every checkpoint).
         trace_walkers: record the positions ``(T, M, d)`` and log-weights ``(T, M)`` of the
             first ``M = trace_walkers`` walker slots at every record, in ``result.traces``
             (for trace and rank plots through ``result.to_arviz()``). A slot is a walker
@@ -233,33 +221,44 @@ def fit(
         raise ValueError(f"record_every must be >= 1; got {record_every}.")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
-    data = _validate_data(data, energy)
+    if checkpoint_every is not None and (checkpoint is None or checkpoint_every < 1):
+        raise ValueError("checkpoint_every must be >= 1 and needs checkpoint=PATH.")
+    data = validate_data(data, energy)
     n_data, dim = data.shape
     if trace_walkers < 0:
         raise ValueError(f"trace_walkers must be >= 0; got {trace_walkers}.")
     strategy.validate(dim, n_data)
     metrics = dict(metrics or {})
     key_init, key_run = jax.random.split(key)
-
-    if resume is not None:
-        energy = resume.energy
-        params, static = split_energy(energy)
-        opt_state, state, step0 = resume.opt_state, resume.state, resume.steps
-        key_run = jax.random.fold_in(key_run, step0)
-    else:
-        params, static = split_energy(energy)
-        opt_state = optimizer.init(params)
+    params, static = split_energy(energy)
+    opt_like = jax.eval_shape(optimizer.init, params)
+    manifest = run_manifest(strategy, optimizer, opt_like, params, dim)
+    if resume is None:
         if log_Z0 is None and has_log_partition(energy):
             log_Z0 = float(energy.log_partition())
         state = strategy.init_state(key_init, energy, data, log_Z0)
-        step0 = 0
+        start = Start(params, optimizer.init(params), state, 0, {}, None, key)
+    elif isinstance(resume, FitResult):
+        check_result(resume, params, strategy, opt_like, dim)
+        old = split_energy(resume.energy)[0]
+        hist, traces = resume.history, resume.traces
+        start = Start(old, resume.opt_state, resume.state, resume.steps, hist, traces, resume.key)
+    else:
+        like = state_like(strategy, key_init, energy, data, log_Z0)
+        start = load_checkpoint(resume, manifest, params, opt_like, like)
+    if start.key is not None and not same_key(start.key, key):
+        warnings.warn(
+            "resumed with another key than the run's: the steps from here draw other random "
+            "numbers than the uninterrupted run would.",
+            stacklevel=2,
+        )
 
-    chunk_records = max(1, chunk_size // record_every)
-    chunk_steps = chunk_records * record_every
+    step0 = start.step
+    steps_per_chunk = chunk_steps(chunk_size, record_every, checkpoint_every)
     end_step = step0 + num_steps
     rule = strategy.update_rule()
     if rule is not None:
-        rule = rule.prepare(optimizer, opt_state, params)
+        rule = rule.prepare(optimizer, start.opt_state, start.params)
     chunk, check_names = chunk_function(
         strategy,
         optimizer,
@@ -268,7 +267,7 @@ def fit(
         tuple(metrics.items()),
         batch_size,
         record_every,
-        chunk_records,
+        steps_per_chunk // record_every,
         trace_walkers,
     )
     names = (*Record._fields, *metrics)
@@ -276,41 +275,67 @@ def fit(
         names = (*names, "_trace_position", "_trace_log_weights")
     chunks_out: list[tuple] = []
     chunk_seconds: list[float] = []
-    carry = (params, opt_state, state, jnp.asarray(0), jnp.asarray(0))
-    end = jnp.asarray(end_step)
+    carry = (start.params, start.opt_state, start.state, jnp.asarray(0), jnp.asarray(0))
+    end, start_arr = jnp.asarray(end_step), jnp.asarray(step0)
+    # Chunks (and so records and checkpoints) are aligned with the absolute step: a resumed
+    # run's first chunk starts before its first step and skips the steps before it.
+    first0 = step0 - step0 % steps_per_chunk
+    lo = step0 - step0 % record_every
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_steps, desc="fit", unit="step", dynamic_ncols=True)
     interrupted = False
-    step = step0
+    step, first, err, pending = step0, first0, 0, None
+
+    def assemble(carry, done, err_step=None):
+        last = err_step if err_step is not None else done
+        new = history_of(chunks_out, names, first0, record_every, lo, last)
+        partial = step0 % record_every != 0  # resumed between two records
+        tr = join_traces(start.traces, new, trace_walkers, partial) if trace_walkers else None
+        hist = join_history(start.history, new, partial)
+        return Start(carry[0], carry[1], carry[2], done, hist, tr, key), hist, tr
+
+    def save(carry, done):
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, assemble(carry, done)[0], manifest)
+
+    def take():
+        """Wait for the chunk in flight and keep it (its records, its carry)."""
+        nonlocal carry, step, first, err, pending
+        (new_carry, out_dev), t_chunk = pending
+        rec, mvals, traces = jax.device_get(out_dev)  # waits for the chunk: its last outputs
+        chunk_seconds.append(time.perf_counter() - t_chunk)
+        code = int(new_carry[3])
+        if code:
+            new_carry, _ = last_finite(chunk, carry, new_carry, first, step0, data, key_run)
+        done_to = min(first + steps_per_chunk, end_step)
+        chunks_out.append((*rec, *mvals, *traces))
+        carry, err, pending = new_carry, code, None
+        if code:
+            return
+        if bar is not None:
+            bar.update(done_to - step)
+            last = (done_to - 1 - first) // record_every  # the last record of an active step
+            ess, log_z, h = rec[0][last], rec[1][last], rec[2][last]
+            bar.set_postfix(ess=f"{ess:.3f}", log_Z=f"{log_z:.3f}", H=f"{h:.3f}")
+        step, first = done_to, first + steps_per_chunk
+        if checkpoint_every is not None and step % checkpoint_every == 0 and step < end_step:
+            save(carry, step)
+
     try:
-        while step < end_step:
-            t_chunk = time.perf_counter()
-            new_carry, out = chunk(carry, jnp.asarray(step), data, key_run, end)
-            rec, mvals, traces = jax.device_get(out)  # waits for the chunk: its last outputs
-            out = (*rec, *mvals, *traces)
-            chunk_seconds.append(time.perf_counter() - t_chunk)
-            err = int(new_carry[3])
-            if err:
-                new_carry, failed_state = _last_finite(chunk, carry, new_carry, step, data, key_run)
-            carry = new_carry
-            chunks_out.append(out)
-            done = min(chunk_steps, end_step - step)
-            if err:
-                break
-            step += done
-            if bar is not None:
-                bar.update(done)
-                last = -(-done // record_every) - 1  # the last record of an active step
-                bar.set_postfix(
-                    ess=f"{out[0][last]:.3f}",
-                    log_Z=f"{out[1][last]:.3f}",
-                    H=f"{out[2][last]:.3f}",
-                )
+        while step < end_step and not err:
+            pending = (chunk(carry, jnp.asarray(first), start_arr, data, key_run, end), None)
+            pending = (pending[0], time.perf_counter())
+            take()
     except KeyboardInterrupt:
         interrupted = True
+        if pending is not None:  # the chunk in flight: wait for it rather than lose it
+            try:
+                take()
+            except KeyboardInterrupt:
+                pass
         warnings.warn(
             f"fit interrupted after {step - step0} steps; returning the state at that point.",
             stacklevel=2,
@@ -319,25 +344,12 @@ def fit(
         if bar is not None:
             bar.close()
 
-    params, opt_state, state, err, err_step = carry
-    history = _history(
-        chunks_out,
-        names,
-        step0,
-        record_every,
-        step if not int(err) else None,
-        int(err_step) if int(err) else None,
-    )
-    done_steps = int(err_step) if int(err) else step
-    traces = None
-    if trace_walkers:
-        pos, logw = history.pop("_trace_position"), history.pop("_trace_log_weights")
-        traces = {
-            "position": pos,
-            "log_weights": logw,
-            "step": history["step"],
-            "walker": np.arange(pos.shape[1]) if pos.ndim == 3 else np.arange(trace_walkers),
-        }
+    err_step = int(carry[4]) if err else None
+    done_steps = err_step if err else step
+    saved, history, traces = assemble(carry, done_steps, err_step)
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, saved, manifest)
+    params, opt_state, state = carry[:3]
     result = _result(
         params,
         static,
@@ -351,44 +363,15 @@ def fit(
         interrupted,
         traces,
         np.asarray(chunk_seconds),
+        key,
     )
-    if int(err):
-        raise TrainingError(int(err_step), check_names[int(err) - 1], result)
+    if err:
+        raise TrainingError(err_step, check_names[err - 1], result)
     return result
 
 
-def _last_finite(chunk, carry, bad_carry, step, data, key_run):
-    """The carry just before the failing step, recovered by replaying the chunk up to it.
-
-    ``bad_carry`` holds the state of the failing step ``err_step`` (the chunk carries it and
-    skips the steps after it). The chunk is a deterministic function of its inputs, so running
-    it again from ``carry`` (the chunk's start) with ``end_step = err_step`` gives the state
-    after the last finite step, with the error code and step of ``bad_carry``. (Should a
-    replay meet an earlier failure, the replay is repeated up to that one.)
-
-    Returns ``(carry, failed_state)``: the recovered carry and the strategy state after the
-    failing step.
-    """
-    err, err_step, failed = bad_carry[3], bad_carry[4], bad_carry[2]
-    while True:
-        good, _ = chunk(carry, jnp.asarray(step), data, key_run, err_step)
-        if not int(good[3]):
-            return (*good[:3], err, err_step), failed
-        err, err_step, failed = good[3], good[4], good[2]
-
-
-def _history(chunks_out, names, step0, record_every, end_step, err_step) -> dict[str, np.ndarray]:
-    if not chunks_out:
-        cols = [np.zeros(0) for _ in names]
-    else:
-        cols = [np.concatenate([np.asarray(c[i]) for c in chunks_out]) for i in range(len(names))]
-    steps = step0 + record_every * np.arange(len(cols[0]) if cols else 0)
-    last = err_step if err_step is not None else end_step
-    keep = steps < last if last is not None else np.ones_like(steps, bool)
-    hist = {"step": steps[keep]}
-    for name, col in zip(names, cols, strict=True):
-        hist[name] = col[keep]
-    return hist
+# Jitted once at module level (a fresh lambda per call would be compiled at every call).
+_mean_energy = eqx.filter_jit(mean_energy)
 
 
 def _result(
@@ -404,6 +387,7 @@ def _result(
     interrupted,
     traces=None,
     chunk_seconds=None,
+    key=None,
 ):
     energy = eqx.combine(params, static)
     ess, log_z = strategy.ess_and_log_Z(state)
@@ -425,4 +409,5 @@ def _result(
         strategy=strategy,
         traces=traces,
         chunk_seconds=chunk_seconds,
+        key=key,
     )

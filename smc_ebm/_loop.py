@@ -59,14 +59,16 @@ def build_chunk(
 ):
     """The jitted training chunk: ``chunk_records`` records of ``record_every`` steps.
 
-    ``chunk(carry, first_step, data, key_run, end_step)`` is one ``lax.scan``; steps at or
-    after ``end_step`` (and after a non-finite quantity) are skipped. Returns the chunk and
+    ``chunk(carry, first_step, start_step, data, key_run, end_step)`` is one ``lax.scan`` of the
+    steps from ``first_step``; steps before ``start_step`` (a resumed run whose first chunk starts
+    before its first step, so that chunks and records stay aligned with the absolute step), at or
+    after ``end_step`` and after a non-finite quantity are skipped. Returns the chunk and
     the list that names its checks (filled when the chunk is traced).
     """
     check_names: list[str] = []
 
     @jax.jit
-    def chunk(carry, first_step, data, key_run, end_step):
+    def chunk(carry, first_step, start_step, data, key_run, end_step):
         TRACE_COUNT["chunk"] += 1
         n_data = data.dtype, data.shape[0]
 
@@ -121,7 +123,7 @@ def build_chunk(
                 nan = jnp.asarray(jnp.nan, data.dtype)
                 return carry, Record(nan, nan, nan, jnp.asarray(0, jnp.int32), nan, nan)
 
-            active = (err == 0) & (step < end_step)
+            active = (err == 0) & (step >= start_step) & (step < end_step)
             return jax.lax.cond(active, do, skip, None)
 
         def one_record(carry, first_step):

@@ -221,13 +221,16 @@ def test_resume_continues(small):
     a, r = small["a"], small["resumed"]
     data, _ = _small_problem()
     assert r.steps == 70
-    np.testing.assert_array_equal(r.history["step"], np.arange(50, 70))
-    # The first record of the resumed run is the final state of the first run.
-    np.testing.assert_allclose(r.history["log_Z"][0], a.log_Z, rtol=1e-6)
+    # The history of the resumed run is the first run's, then the new records.
+    np.testing.assert_array_equal(r.history["step"], np.arange(70))
+    for name in a.history:
+        np.testing.assert_array_equal(r.history[name][:50], a.history[name])
+    # The first new record is the final state of the first run.
+    np.testing.assert_allclose(r.history["log_Z"][50], a.log_Z, rtol=1e-6)
     ess_a, _ = a.strategy.ess_and_log_Z(a.state)
-    np.testing.assert_allclose(r.history["ess"][0], float(ess_a), rtol=1e-6)
+    np.testing.assert_allclose(r.history["ess"][50], float(ess_a), rtol=1e-6)
     kl_a = se.metrics.exact_kl(data.samples, data.log_prob)(a.energy)
-    np.testing.assert_allclose(r.history["kl"][0], float(kl_a), rtol=1e-5)
+    np.testing.assert_allclose(r.history["kl"][50], float(kl_a), rtol=1e-5)
     # ... and it keeps learning from there.
     assert r.history["kl"][-1] < a.history["kl"][0]
     assert not np.allclose(np.asarray(r.energy.means), np.asarray(a.energy.means))

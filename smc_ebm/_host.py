@@ -1,0 +1,153 @@
+"""Host-side pieces of ``fit``: the data check, the history's assembly, the failing-step replay."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from smc_ebm.energies import energy_batch
+
+# Jitted once at module level: a fresh lambda per ``fit`` call would be traced and compiled at
+# every call (about 0.1 s each on a CPU).
+_energies = eqx.filter_jit(energy_batch)
+
+
+def validate_data(data: Any, energy: Any) -> jnp.ndarray:
+    arr = np.asarray(data)
+    if arr.ndim != 2:
+        raise ValueError(f"data must be a 2-D array of shape (n, dim); got shape {arr.shape}.")
+    if arr.shape[0] < 1:
+        raise ValueError("data is empty.")
+    dtype = energy_dtype(energy)
+    exact = np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_
+    if not exact and not (np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize >= 4):
+        # float16, bfloat16 (not a numpy floating type): too coarse for the gradients.
+        warnings.warn(
+            f"data of dtype {arr.dtype} cast to {dtype.name}, the energy's dtype.", stacklevel=3
+        )
+    arr = arr.astype(dtype)  # float32 data and a float64 energy (x64): one dtype in the loop
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.sum(~np.all(np.isfinite(arr), axis=1)))
+        raise ValueError(f"data contains NaN or inf ({bad} rows).")
+    dim = getattr(energy, "dim", None)
+    if dim is not None and int(dim) != arr.shape[1]:
+        raise ValueError(
+            f"data dimension {arr.shape[1]} does not match the energy's dimension {dim}."
+        )
+    arr = jnp.asarray(arr)
+    u = _energies(energy, arr[: min(64, arr.shape[0])])
+    if u.ndim != 1:
+        raise ValueError(
+            f"the energy must map one sample (dim,) to a scalar; got shape {u.shape[1:]}."
+        )
+    if not bool(jnp.all(jnp.isfinite(u))):
+        raise ValueError("the energy is not finite at the data.")
+    return arr
+
+
+def energy_dtype(energy: Any) -> np.dtype:
+    """The widest floating dtype of the energy's arrays (JAX's default float if none)."""
+    dtypes = [
+        np.dtype(x.dtype)
+        for x in jax.tree.leaves(eqx.filter(energy, eqx.is_inexact_array))
+        if jnp.issubdtype(x.dtype, jnp.floating)
+    ]
+    return max(dtypes, key=lambda d: d.itemsize, default=np.dtype(jnp.result_type(float)))
+
+
+def last_finite(chunk, carry, bad_carry, first, start, data, key_run):
+    """The carry just before the failing step, recovered by replaying the chunk up to it.
+
+    ``bad_carry`` holds the state of the failing step ``err_step`` (the chunk carries it and
+    skips the steps after it). The chunk is a deterministic function of its inputs, so running
+    it again from ``carry`` (the chunk's start) with ``end_step = err_step`` gives the state
+    after the last finite step, with the error code and step of ``bad_carry``. (Should a
+    replay meet an earlier failure, the replay is repeated up to that one.)
+
+    Returns ``(carry, failed_state)``: the recovered carry and the strategy state after the
+    failing step.
+    """
+    err, err_step, failed = bad_carry[3], bad_carry[4], bad_carry[2]
+    while True:
+        good, _ = chunk(carry, jnp.asarray(first), jnp.asarray(start), data, key_run, err_step)
+        if not int(good[3]):
+            return (*good[:3], err, err_step), failed
+        err, err_step, failed = good[3], good[4], good[2]
+
+
+def history_of(chunks_out, names, first, record_every, lo, last) -> dict[str, np.ndarray]:
+    """The records of the steps in ``[lo, last)``, as numpy columns (with ``step``).
+
+    ``chunks_out`` holds the chunks' records, the first chunk starting at step ``first``.
+    """
+    if not chunks_out:
+        cols = [np.zeros(0) for _ in names]
+    else:
+        cols = [np.concatenate([np.asarray(c[i]) for c in chunks_out]) for i in range(len(names))]
+    steps = first + record_every * np.arange(len(cols[0]) if cols else 0)
+    keep = (steps >= lo) & (steps < last)
+    hist = {"step": steps[keep]}
+    for name, col in zip(names, cols, strict=True):
+        hist[name] = col[keep]
+    return hist
+
+
+def join_history(old: dict, new: dict, partial: bool) -> dict[str, np.ndarray]:
+    """The records ``old`` then ``new``.
+
+    With ``partial``, the first new record is the rest of the old last record's window (a run
+    resumed between two records): only its resampling count is kept, added to the old one's.
+    """
+    if not old:
+        return new
+    if not new or len(new["step"]) == 0:
+        return {k: np.asarray(v) for k, v in old.items()}
+    if partial:
+        if len(old["step"]) == 0 or old["step"][-1] != new["step"][0]:
+            raise ValueError("cannot join the histories: the resumed run starts at another step.")
+        old = {k: np.asarray(v).copy() for k, v in old.items()}
+        if "resampled" in old:
+            old["resampled"][-1] += new["resampled"][0]
+        new = {k: v[1:] for k, v in new.items()}
+    if set(old) != set(new):
+        raise ValueError(
+            f"cannot join the histories: columns {sorted(old)} before, {sorted(new)} now "
+            "(the metrics differ)."
+        )
+    return {k: np.concatenate([np.asarray(old[k]), new[k]]) for k in new}
+
+
+def join_traces(old: dict | None, new: dict, trace_walkers: int, partial: bool) -> dict:
+    """Pop the trace columns of the history ``new`` into the traces of ``fit``, after ``old``."""
+    pos, logw = new.pop("_trace_position"), new.pop("_trace_log_weights")
+    if old and len(new["step"]) == 0:
+        return dict(old)
+    walker = np.arange(pos.shape[1]) if pos.ndim == 3 else np.arange(trace_walkers)
+    tr = {"position": pos, "log_weights": logw, "step": new["step"]}
+    if old:
+        skip = 1 if partial else 0  # the rest of the old last record's window
+        tr = {k: np.concatenate([old[k], v[skip:]]) for k, v in tr.items()}
+    return {**tr, "walker": walker}
+
+
+def chunk_steps(chunk_size: int, record_every: int, checkpoint_every: int | None) -> int:
+    """Steps per compiled chunk: a multiple of ``record_every`` near ``chunk_size``.
+
+    With checkpoints, the largest such number at most ``chunk_size`` that divides
+    ``checkpoint_every`` (so that chunks end at every checkpoint).
+    """
+    records = max(1, chunk_size // record_every)
+    if checkpoint_every is None:
+        return records * record_every
+    if checkpoint_every % record_every:
+        raise ValueError(
+            f"checkpoint_every ({checkpoint_every}) must be a multiple of record_every "
+            f"({record_every})."
+        )
+    c = checkpoint_every // record_every
+    return max(d for d in range(1, min(records, c) + 1) if c % d == 0) * record_every
