@@ -155,6 +155,10 @@ def sample(
     Returns:
         A :class:`SampleResult`.
 
+    Raises:
+        FloatingPointError: a walker's position or log-weight is not finite at the end (a
+            step size that diverges); nothing non-finite is returned silently.
+
     Example:
         >>> import jax, smc_ebm as se
         >>> gmm = se.energies.GaussianMixture.init(jax.random.key(0), 2, 2, scale=2.0)
@@ -195,6 +199,14 @@ def sample(
     x, a, log_ratio, n_res, acc = _run(
         keys, energy, init, x0, int(n_steps), float(step_size), kernel, resampling
     )
+    finite = jnp.all(jnp.isfinite(x), axis=-1) & jnp.isfinite(a)
+    if not bool(jnp.all(finite)) or not bool(jnp.all(jnp.isfinite(log_ratio))):
+        bad = int(jnp.sum(~finite))
+        raise FloatingPointError(
+            f"sample: {bad} of {n} walkers ended with a non-finite position or log-weight "
+            f"(step_size={step_size}, kernel={kernel!r}); a step size too large for the "
+            f"energy's curvature is the usual cause: try a smaller one or more n_steps."
+        )
     log_z_runs = log_ratio + init.log_partition()
     # Pooled log-weights: log Z_r + log softmax(A_r)_i, so that softmax over all walkers
     # gives Z_r p_ri / sum_r Z_r.

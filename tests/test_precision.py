@@ -100,3 +100,10 @@ def test_integer_data_is_cast_silently():
             progress=False,
         )
     assert res.walkers.dtype == jnp.float32
+
+
+def test_sample_with_a_diverging_step_size_raises():
+    """No silent NaN: a step size of 1e6 on a unit-scale mixture blows the walkers up."""
+    energy = GaussianMixture.init(jax.random.key(0), 2, 2, scale=1.0)
+    with pytest.raises(FloatingPointError, match="step_size=1000000.0"):
+        se.sample(energy, jax.random.key(1), 64, n_steps=5, step_size=1e6, n_runs=2)
