@@ -41,7 +41,6 @@ config, the summary, the diagnostics and sampling figures), ``history.npz``,
 and ``figures/*.png``. :func:`load_run` gives the energy and the history back.
 """
 
-
 from smc_ebm.runs._config import (
     FORMAT_VERSION,
     build_dataset,

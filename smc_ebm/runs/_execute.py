@@ -150,5 +150,3 @@ def fit_config(
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=_json_default))
     say(f"run written to {run_dir}")
     return run_dir
-
-

@@ -11,9 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from smc_ebm.runs._config import build_energy
-
-from smc_ebm.runs._config import FORMAT_VERSION
+from smc_ebm.runs._config import FORMAT_VERSION, build_energy
 
 
 @dataclasses.dataclass
@@ -148,4 +146,3 @@ def load_run(path: str | Path) -> Run:
         figures=[path / f for f in meta.get("figures", [])],
         meta=meta,
     )
-
