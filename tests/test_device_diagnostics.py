@@ -67,7 +67,7 @@ def _reference(x):
     dims = ("chain", "draw", *(f"d{i}" for i in range(x.ndim - 2)))
     ds = _arviz.xarray().Dataset({"x": (dims, x)})
     results = {
-        "r_hat": _arviz.rhat(ds),
+        "r_hat": _arviz.arviz().rhat(ds),
         "ess_bulk": _arviz.ess(ds, "bulk"),
         "ess_tail": _arviz.ess(ds, "tail"),
         "mcse_mean": _arviz.mcse(ds, "mean"),
