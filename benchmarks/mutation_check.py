@@ -4,8 +4,9 @@ Each mutant is one textual change to the package (a 10% error in a term of the J
 increment, a wrong sign, a missing reset, ...). For each, the package is copied to a temporary
 folder, the change applied, and the default suite's relevant test files run against the copy
 (``-x``: the first failure kills the mutant; a test file of the default suite failing is enough to
-make the default suite fail). The script prints, per mutant, killed or SURVIVED, the test that
-killed it and the time, then the mutation score.
+make the default suite fail). The unmutated copy is run first as a control (it must pass). The
+script prints, per mutant, killed (a test failed), SURVIVED, or BROKEN (an import or collection
+error, which does not count as a kill), the test that killed it and the time, then the score.
 
     python benchmarks/mutation_check.py                  # all mutants (about 20-40 min on 2 cores)
     python benchmarks/mutation_check.py --only ais_sign  # one mutant
@@ -112,11 +113,12 @@ def run_mutant(name: str, timeout: float) -> tuple[str, str, float]:
         shutil.copytree(ROOT / "smc_ebm", tmp / "smc_ebm")
         shutil.copytree(ROOT / "tests", tmp / "tests")
         shutil.copy(ROOT / "pyproject.toml", tmp / "pyproject.toml")
-        target = tmp / path
-        text = target.read_text()
-        if text.count(old) != 1:
-            return "ERROR", f"the text to mutate occurs {text.count(old)} times in {path}", 0.0
-        target.write_text(text.replace(old, new))
+        if path is not None:
+            target = tmp / path
+            text = target.read_text()
+            if text.count(old) != 1:
+                return "ERROR", f"the text to mutate occurs {text.count(old)} times in {path}", 0.0
+            target.write_text(text.replace(old, new))
         env = {**os.environ, "PYTHONPATH": str(tmp)}
         cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
         t0 = time.perf_counter()
@@ -130,7 +132,10 @@ def run_mutant(name: str, timeout: float) -> tuple[str, str, float]:
         failed = [line for line in out.stdout.splitlines() if line.startswith("FAILED")]
         if out.returncode == 0:
             return "SURVIVED", "", seconds
-        return "killed", failed[0][7:] if failed else out.stdout[-300:], seconds
+        if not failed:
+            # A collection or import error is not a test that caught the bug.
+            return "BROKEN", out.stdout[-300:].replace("\n", " | "), seconds
+        return "killed", failed[0][7:], seconds
 
 
 def main(argv=None) -> int:
@@ -144,6 +149,14 @@ def main(argv=None) -> int:
             print(f"{name}: {path}: {old.strip()!r} -> {new.strip()!r}")
         return 0
     names = args.only or list(MUTANTS)
+    # Control: the unmutated copy must pass the same test files, or no kill means anything.
+    every_test = sorted({t for *_, tests in MUTANTS.values() for t in tests})
+    MUTANTS["(control: no mutation)"] = (None, "", "", every_test)
+    status, test, seconds = run_mutant("(control: no mutation)", args.timeout)
+    print(f"{'(control: no mutation)':32} {status:9} {seconds:7.1f} s  {test}", flush=True)
+    if status != "SURVIVED":
+        print("the unmutated package fails its tests; fix that first")
+        return 2
     results = {}
     for name in names:
         status, test, seconds = run_mutant(name, args.timeout)
