@@ -96,7 +96,7 @@ def mode_index(means: jax.Array) -> int:
 
 def in_mode_a(x: jax.Array) -> jax.Array:
     """Points on the ``A e_1`` side of the midpoint between the teacher's modes."""
-    return x[:, 0] < 0.5 * (A + B)
+    return (x[:, 0] < 0.5 * (A + B)).astype(x.dtype)
 
 
 def weighted_fraction(x: jax.Array, log_w: jax.Array) -> float:

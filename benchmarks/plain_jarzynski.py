@@ -45,7 +45,7 @@ def log_ula_kernel(params, x, y, h):
 def systematic(key, log_w):
     n = log_w.shape[0]
     cdf = jnp.cumsum(jax.nn.softmax(log_w))
-    u = (jax.random.uniform(key) + jnp.arange(n)) / n
+    u = (jax.random.uniform(key, dtype=log_w.dtype) + jnp.arange(n, dtype=log_w.dtype)) / n
     return jnp.minimum(jnp.searchsorted(cdf, u), n - 1)
 
 
