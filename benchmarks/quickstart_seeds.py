@@ -34,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--tiny", action="store_true", help="d=3, 200 points, 60 steps, 2 seeds")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "quickstart.json")
+    default_out = Path(__file__).parent / "results" / "quickstart.json"
+    p.add_argument("--out", type=Path, default=default_out)
     args = p.parse_args(argv)
     args.size = dict(dim=50, n=10_000, steps=8000)
     if args.tiny:
@@ -111,7 +112,8 @@ def main(argv=None) -> int:
         runs.append(run_seed(seed, args.size))
         r = runs[-1]
         print(
-            f"seed {seed:2d}: weight {r['weight']:.4f} (last quarter {r['weight_last_quarter']:.4f})"
+            f"seed {seed:2d}: weight {r['weight']:.4f}"
+            f" (last quarter {r['weight_last_quarter']:.4f})"
             f"  data {r['data_fraction']:.4f}  walkers {r['walker_fraction']:.4f}"
             f"  log Z error {r['log_Z_error']:+.3f}  {r['seconds']:.0f} s",
             flush=True,

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from _stats import promotion_for
 
-import smc_ebm as se
 from smc_ebm.smc import (
     RESAMPLERS,
     ESSResampling,
@@ -145,14 +144,6 @@ def test_interval_resampling():
 
 def test_no_resampling():
     np.testing.assert_array_equal(_decisions(NoResampling(), [0, 5, 50], [0.0, 0.01, 1e-9]), False)
-
-
-def test_public_names_are_the_same_objects():
-    assert se.ESSResampling is ESSResampling
-    assert se.IntervalResampling is IntervalResampling
-    assert se.NoResampling is NoResampling
-    assert se.off_until is off_until
-    assert set(RESAMPLERS) == {"systematic", "stratified", "multinomial", "residual"}
 
 
 @pytest.mark.parametrize("method", METHODS)
