@@ -15,9 +15,16 @@ import smc_ebm
 
 
 def _installed_location():
-    dist = importlib.metadata.distribution("smc_ebm")
-    direct = dist.read_text("direct_url.json")
-    info = json.loads(direct) if direct else {}
+    # The distribution pip installed has a direct_url.json; ``pip install .`` also leaves a
+    # build's smc_ebm.egg-info in the checkout, which does not count.
+    installed = [
+        d
+        for d in importlib.metadata.distributions(name="smc_ebm")
+        if d.read_text("direct_url.json") is not None
+    ]
+    assert installed, "smc_ebm is not installed by pip"
+    dist = installed[0]
+    info = json.loads(dist.read_text("direct_url.json"))
     if info.get("dir_info", {}).get("editable", False):
         return Path(unquote(urlparse(info["url"]).path)).resolve() / "smc_ebm", True
     return Path(dist.locate_file("smc_ebm")).resolve(), False
