@@ -38,6 +38,7 @@ from smc_ebm._host import (
     last_finite,
     validate_data,
 )
+from smc_ebm._live import STOP, Progress, poll_every, running, wait
 from smc_ebm._loop import TRACE_COUNT, Record, chunk_function
 from smc_ebm.energies import has_log_partition, mean_energy
 from smc_ebm.kernels import split_energy
@@ -81,8 +82,8 @@ class FitResult:
         cross_entropy: final cross-entropy estimate ``log Z + mean_data U`` on all the data.
         steps: number of optimizer steps done.
         wall_time: seconds spent in :func:`fit` (compilation included).
-        interrupted: the run was stopped by ``KeyboardInterrupt`` and this is its state
-            (after ``steps`` steps: every chunk that had finished, and the one in flight).
+        interrupted: the run was stopped by Ctrl-C or SIGTERM and this is its state after
+            ``steps`` steps (every step done; ``fit(..., resume=result)`` continues it).
         opt_state, state, strategy: what ``fit(..., resume=result)`` continues from.
         traces: with ``fit(..., trace_walkers=M)``: ``position (T, M, d)``,
             ``log_weights (T, M)``, ``step (T,)``, ``walker (M,)``; else ``None``.
@@ -161,9 +162,11 @@ def fit(
     Each step ``k``: ``D_k = mean_batch dU_k/dtheta - E_model[dU_k/dtheta]`` (the model term
     from ``strategy``), ``theta_{k+1} = optimizer(theta_k, D_k)``, then the strategy's
     walkers follow the target from ``theta_k`` to ``theta_{k+1}``. The loop is a jitted
-    ``lax.scan`` over chunks of ``chunk_size`` steps: nothing is synchronised with the host
-    inside a chunk, and the chunk compiles once. A progress bar between chunks shows the
-    step, ESS, log Z and cross-entropy.
+    ``lax.scan`` over chunks of ``chunk_size`` steps, compiled once. Inside a chunk, the only
+    contact with the host is a poll about every 0.2 s (an ``io_callback``): it moves the live
+    progress bar and lets Ctrl-C or SIGTERM stop the run at that step, keeping every step
+    done (a second Ctrl-C gives up the chunk in flight). The bar shows the ESS, log Z and
+    cross-entropy after each chunk, for the strategies that have them.
 
     Args:
         energy: an equinox module mapping ``(dim,) -> ()``; its inexact arrays are trained.
@@ -180,7 +183,7 @@ def fit(
         metrics: name -> jittable function of the energy returning a scalar, evaluated
             every ``record_every`` steps inside the compiled loop (e.g. the exact KL).
         record_every: record the history every this many steps.
-        progress: show a tqdm progress bar.
+        progress: show a live tqdm progress bar.
         chunk_size: steps per compiled chunk (rounded to a multiple of ``record_every``).
         resume: continue from a previous :class:`FitResult` or from a checkpoint directory
             (``checkpoint=`` of an earlier call), with the same energy (its structure),
@@ -275,19 +278,19 @@ def fit(
         names = (*names, "_trace_position", "_trace_log_weights")
     chunks_out: list[tuple] = []
     chunk_seconds: list[float] = []
-    carry = (start.params, start.opt_state, start.state, jnp.asarray(0), jnp.asarray(0))
+    # The error code and step are int32 in every branch of the chunk (the carry's types never
+    # change, so the chunk compiles once).
+    zero = jnp.asarray(0, jnp.int32)
+    carry = (start.params, start.opt_state, start.state, zero, zero)
     end, start_arr = jnp.asarray(end_step), jnp.asarray(step0)
     # Chunks (and so records and checkpoints) are aligned with the absolute step: a resumed
     # run's first chunk starts before its first step and skips the steps before it.
     first0 = step0 - step0 % steps_per_chunk
     lo = step0 - step0 % record_every
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=num_steps, desc="fit", unit="step", dynamic_ncols=True)
+    bar = Progress(num_steps, step0) if progress else None
     interrupted = False
     step, first, err, pending = step0, first0, 0, None
+    every = jnp.asarray(poll_every(None))
 
     def assemble(carry, done, err_step=None):
         last = err_step if err_step is not None else done
@@ -303,46 +306,51 @@ def fit(
 
     def take():
         """Wait for the chunk in flight and keep it (its records, its carry)."""
-        nonlocal carry, step, first, err, pending
+        nonlocal carry, step, first, err, pending, interrupted, every
         (new_carry, out_dev), t_chunk = pending
-        rec, mvals, traces = jax.device_get(out_dev)  # waits for the chunk: its last outputs
-        chunk_seconds.append(time.perf_counter() - t_chunk)
+        new_carry, (rec, mvals, traces) = wait((new_carry, out_dev))
+        seconds = time.perf_counter() - t_chunk
+        chunk_seconds.append(seconds)
         code = int(new_carry[3])
+        done_to = min(first + steps_per_chunk, end_step)
+        if code == -1:  # stopped on request at step new_carry[4]: keep the steps before it
+            done_to, interrupted, code = int(new_carry[4]), True, 0
+            new_carry = (*new_carry[:3], zero, zero)
         if code:
             new_carry, _ = last_finite(chunk, carry, new_carry, first, step0, data, key_run)
-        done_to = min(first + steps_per_chunk, end_step)
         chunks_out.append((*rec, *mvals, *traces))
         carry, err, pending = new_carry, code, None
         if code:
             return
-        if bar is not None:
-            bar.update(done_to - step)
+        if done_to > step:
+            every = jnp.asarray(poll_every(seconds / (done_to - step)))
+        if bar is not None and done_to > step:
             last = (done_to - 1 - first) // record_every  # the last record of an active step
-            ess, log_z, h = rec[0][last], rec[1][last], rec[2][last]
-            bar.set_postfix(ess=f"{ess:.3f}", log_Z=f"{log_z:.3f}", H=f"{h:.3f}")
+            bar.show(done_to, ess=rec[0][last], log_Z=rec[1][last], H=rec[2][last])
         step, first = done_to, first + steps_per_chunk
         if checkpoint_every is not None and step % checkpoint_every == 0 and step < end_step:
             save(carry, step)
 
-    try:
-        while step < end_step and not err:
-            pending = (chunk(carry, jnp.asarray(first), start_arr, data, key_run, end), None)
-            pending = (pending[0], time.perf_counter())
-            take()
-    except KeyboardInterrupt:
-        interrupted = True
-        if pending is not None:  # the chunk in flight: wait for it rather than lose it
-            try:
+    # Ctrl-C or SIGTERM stops the chunk in flight at its next poll (smc_ebm._live.running); a second
+    # one raises KeyboardInterrupt here and gives up the chunk in flight.
+    with running():
+        try:
+            while step < end_step and not err and not STOP.is_set():
+                t_chunk = time.perf_counter()
+                out = chunk(carry, jnp.asarray(first), start_arr, data, key_run, end, every)
+                pending = (out, t_chunk)
                 take()
-            except KeyboardInterrupt:
-                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            interrupted = interrupted or STOP.is_set() or pending is not None
+            if bar is not None:
+                bar.close()
+    if interrupted:
         warnings.warn(
             f"fit interrupted after {step - step0} steps; returning the state at that point.",
             stacklevel=2,
         )
-    finally:
-        if bar is not None:
-            bar.close()
 
     err_step = int(carry[4]) if err else None
     done_steps = err_step if err else step

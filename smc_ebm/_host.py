@@ -74,7 +74,10 @@ def last_finite(chunk, carry, bad_carry, first, start, data, key_run):
     """
     err, err_step, failed = bad_carry[3], bad_carry[4], bad_carry[2]
     while True:
-        good, _ = chunk(carry, jnp.asarray(first), jnp.asarray(start), data, key_run, err_step)
+        never = jnp.asarray(0)  # no polls: a replay does not stop on request
+        good, _ = chunk(
+            carry, jnp.asarray(first), jnp.asarray(start), data, key_run, err_step, never
+        )
         if not int(good[3]):
             return (*good[:3], err, err_step), failed
         err, err_step, failed = good[3], good[4], good[2]

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from smc_ebm._live import ask_host
 from smc_ebm.strategies import all_finite
 
 # Incremented each time the chunk function is traced; tests use it to prove that the
@@ -59,16 +60,23 @@ def build_chunk(
 ):
     """The jitted training chunk: ``chunk_records`` records of ``record_every`` steps.
 
-    ``chunk(carry, first_step, start_step, data, key_run, end_step)`` is one ``lax.scan`` of the
-    steps from ``first_step``; steps before ``start_step`` (a resumed run whose first chunk starts
-    before its first step, so that chunks and records stay aligned with the absolute step), at or
-    after ``end_step`` and after a non-finite quantity are skipped. Returns the chunk and
-    the list that names its checks (filled when the chunk is traced).
+    ``chunk(carry, first_step, start_step, data, key_run, end_step, poll_every)`` is one
+    ``lax.scan`` of the steps from ``first_step``; steps before ``start_step`` (a resumed run
+    whose first chunk starts before its first step, so that chunks and records stay aligned with
+    the absolute step), at or after ``end_step`` and after a non-finite quantity are skipped.
+
+    Every ``poll_every`` steps (0: never) the chunk calls the host (``smc_ebm._live.poll``): it
+    reports the step to the live progress bar and learns whether a stop was asked for (Ctrl-C,
+    SIGTERM). A stop skips the rest of the chunk and is carried as error code ``-1`` at the
+    first step not taken, so the host keeps every step done. ``fit`` spaces the polls about
+    ``smc_ebm._live.POLL_SECONDS`` apart, so they cost one host round trip per that time.
+
+    Returns the chunk and the list that names its checks (filled when the chunk is traced).
     """
     check_names: list[str] = []
 
     @jax.jit
-    def chunk(carry, first_step, start_step, data, key_run, end_step):
+    def chunk(carry, first_step, start_step, data, key_run, end_step, poll_every):
         TRACE_COUNT["chunk"] += 1
         n_data = data.dtype, data.shape[0]
 
@@ -116,19 +124,41 @@ def build_chunk(
                 # replays the chunk up to that step to recover the last finite state: keeping
                 # the old state here would need a conditional that copies the walkers (n x d,
                 # more than once) at every step.
-                new_carry = (new_params, new_opt, st, code, jnp.where(code > 0, step, err_step))
+                code = code.astype(jnp.int32)
+                bad_step = jnp.where(code > 0, step, err_step).astype(jnp.int32)
+                new_carry = (new_params, new_opt, st, code, bad_step)
                 return new_carry, rec
 
+            nan = jnp.asarray(jnp.nan, data.dtype)
+            blank = Record(nan, nan, nan, jnp.asarray(0, jnp.int32), nan, nan)
+
             def skip(_):
-                nan = jnp.asarray(jnp.nan, data.dtype)
-                return carry, Record(nan, nan, nan, jnp.asarray(0, jnp.int32), nan, nan)
+                return carry, blank
+
+            def halt(_):  # a stop was asked for: this step and the rest are not taken
+                code, at = jnp.asarray(-1, jnp.int32), step.astype(jnp.int32)
+                return (params, opt_state, state, code, at), blank
 
             active = (err == 0) & (step >= start_step) & (step < end_step)
-            return jax.lax.cond(active, do, skip, None)
+            every = jnp.maximum(poll_every, 1)
+            polled = active & (poll_every > 0) & (jnp.mod(step, every) == 0)
+            stop = jax.lax.cond(polled, ask_host, lambda s: jnp.asarray(False), step)
+            branch = jnp.where(stop, 2, active.astype(jnp.int32))
+            return jax.lax.switch(branch, (skip, do, halt), None)
 
         def one_record(carry, first_step):
-            energy_k = eqx.combine(carry[0], static)
-            mvals = tuple(jnp.asarray(f(energy_k), data.dtype) for f in metrics.values())
+            # Metrics only for records with a step to take (not for a chunk's padding).
+            live = (carry[3] == 0) & (first_step + record_every > start_step)
+            live = live & (first_step < end_step)
+            mvals = tuple(
+                jax.lax.cond(
+                    live,
+                    lambda p, f=f: jnp.asarray(f(eqx.combine(p, static)), data.dtype),
+                    lambda p: jnp.asarray(jnp.nan, data.dtype),
+                    carry[0],
+                )
+                for f in metrics.values()
+            )
             traces = ()
             if trace_walkers:
                 xw, aw = strategy.walkers(carry[2])
