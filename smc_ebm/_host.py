@@ -154,3 +154,38 @@ def chunk_steps(chunk_size: int, record_every: int, checkpoint_every: int | None
         )
     c = checkpoint_every // record_every
     return max(d for d in range(1, min(records, c) + 1) if c % d == 0) * record_every
+
+
+def chunk_warnings(rec, n_walkers: int) -> list[tuple[str, str]]:
+    """``(kind, message)`` for what a finished chunk shows is going wrong without an error.
+
+    ``rec`` is the chunk's records of the steps taken (``Record`` fields first: ESS, log Z,
+    cross-entropy, resampled, loss, acceptance). Warned: moves almost never accepted (a MALA
+    or i-SIR step size too large), and weights collapsed onto one walker at every record
+    (log Z and the model term then rest on one walker).
+    """
+    out = []
+    ess, acc = np.asarray(rec[0]), np.asarray(rec[5])
+    active = len(ess)
+    if active == 0:
+        return out
+    acc = acc[np.isfinite(acc)]
+    if acc.size and float(acc.mean()) < 0.01:
+        out.append(
+            (
+                "acceptance",
+                f"the walkers' moves were accepted {100 * float(acc.mean()):.2f}% of the time "
+                f"over the last {active} records: the step size is too large for this energy.",
+            )
+        )
+    ess = ess[np.isfinite(ess)]
+    if n_walkers > 1 and ess.size and float(ess.max()) * n_walkers < 1.5:
+        out.append(
+            (
+                "ess",
+                f"the weights' ESS stayed at one walker (of {n_walkers}) for the last {active} "
+                "records: log Z, the cross-entropy and the model term rest on one walker. "
+                "Resample more often (a higher ESS threshold) or take a smaller step size.",
+            )
+        )
+    return out

@@ -132,19 +132,19 @@ def build_chunk(
             nan = jnp.asarray(jnp.nan, data.dtype)
             blank = Record(nan, nan, nan, jnp.asarray(0, jnp.int32), nan, nan)
 
-            def skip(_):
-                return carry, blank
-
-            def halt(_):  # a stop was asked for: this step and the rest are not taken
-                code, at = jnp.asarray(-1, jnp.int32), step.astype(jnp.int32)
-                return (params, opt_state, state, code, at), blank
-
             active = (err == 0) & (step >= start_step) & (step < end_step)
             every = jnp.maximum(poll_every, 1)
             polled = active & (poll_every > 0) & (jnp.mod(step, every) == 0)
             stop = jax.lax.cond(polled, ask_host, lambda s: jnp.asarray(False), step)
-            branch = jnp.where(stop, 2, active.astype(jnp.int32))
-            return jax.lax.switch(branch, (skip, do, halt), None)
+
+            def skip(_):
+                # A stop asked for at this step: it and the rest are not taken, carried as
+                # error code -1 at this step (int32, as ``do``'s code, so types never change).
+                code = jnp.where(stop, jnp.asarray(-1, jnp.int32), err)
+                at = jnp.where(stop, step.astype(jnp.int32), err_step)
+                return (params, opt_state, state, code, at), blank
+
+            return jax.lax.cond(active & ~stop, do, skip, None)
 
         def one_record(carry, first_step):
             # Metrics only for records with a step to take (not for a chunk's padding).

@@ -1,6 +1,7 @@
 """Bad input raises ValueError naming the problem; divergence raises TrainingError."""
 
 import dataclasses
+import warnings
 
 import equinox as eqx
 import jax
@@ -352,3 +353,29 @@ def test_huge_learning_rate_raises_training_error(problem):
     with pytest.raises(se.TrainingError) as info:
         _fit(energy, data, se.PCD(32, 0.1), optimizer=optax.sgd(1e30), num_steps=30)
     _assert_training_error(info.value, energy)
+
+
+# --------------------------------------------------------------------------- silent failures
+def test_mala_that_never_accepts_warns_and_a_healthy_run_does_not(problem):
+    """MALA at h = 100 on unit-scale modes rejects every move: ``fit`` says so."""
+    data, energy = problem
+    with pytest.warns(RuntimeWarning, match="accepted 0.00% of the time"):
+        _fit(energy, data, se.Jarzynski(32, 100.0, kernel="mala"), num_steps=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        _fit(energy, data, se.Jarzynski(32, 0.1, kernel="mala"), num_steps=20)
+
+
+def test_weights_collapsed_onto_one_walker_warn():
+    """The check on a chunk's records: ESS at one walker of 100 at every record warns; one
+    record above that does not; NaN ESS (PCD) and acceptance 1 (ULA) never warn."""
+    from smc_ebm._host import chunk_warnings
+
+    n = 100
+    one = np.full(5, 1.0 / n)
+    rec = [one, one * 0, one * 0, one * 0, one * 0, np.ones(5)]
+    assert [k for k, _ in chunk_warnings(rec, n)] == ["ess"]
+    rec[0] = np.array([1 / n, 1 / n, 3 / n, 1 / n, 1 / n])
+    assert chunk_warnings(rec, n) == []
+    rec[0] = np.full(5, np.nan)
+    assert chunk_warnings(rec, n) == []
