@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -40,6 +40,7 @@ from smc_ebm._host import (
 from smc_ebm._live import STOP, Progress, poll_every, running, wait
 from smc_ebm._loop import TRACE_COUNT, Record, chunk_function
 from smc_ebm._result import FitResult, TrainingError, make_result
+from smc_ebm._sharding import place, place_data, walker_mesh
 from smc_ebm.energies import has_log_partition
 from smc_ebm.kernels import split_energy
 from smc_ebm.strategies import AbstractStrategy
@@ -65,6 +66,7 @@ def fit(
     trace_walkers: int = 0,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
+    devices: Sequence[Any] | None = None,
 ) -> FitResult:
     r"""Train an energy by maximum likelihood (minimise the cross-entropy).
 
@@ -109,6 +111,11 @@ def fit(
             first ``M = trace_walkers`` walker slots at every record, in ``result.traces``
             (for trace and rank plots through ``result.to_arviz()``). A slot is a walker
             until it is resampled, after which it holds a copy of its ancestor.
+        devices: split the walkers (and the data, when they divide evenly) over these
+            devices, e.g. ``jax.devices()``; the parameters are replicated and resampling
+            stays global, so results equal the one-device run up to the order of sums
+            (``smc_ebm._sharding``). The number of walkers must be a multiple of the number
+            of devices. Default: one device.
 
     Returns:
         A :class:`FitResult`.
@@ -165,6 +172,15 @@ def fit(
             stacklevel=2,
         )
 
+    n_walkers = int(strategy.walkers(start.state)[0].shape[0])
+    if devices is not None:
+        mesh = walker_mesh(devices, n_walkers)
+        placed = (place(start.params, mesh, None), place(start.opt_state, mesh, None))
+        start = start._replace(
+            params=placed[0], opt_state=placed[1], state=place(start.state, mesh, n_walkers)
+        )
+        data = place_data(data, mesh, batch_size is not None)
+        key_run = place(key_run, mesh, None)
     step0 = start.step
     steps_per_chunk = chunk_steps(chunk_size, record_every, checkpoint_every)
     end_step = step0 + num_steps
@@ -200,7 +216,7 @@ def fit(
     interrupted = False
     step, first, err, pending = step0, first0, 0, None
     every = jnp.asarray(poll_every(None))
-    n_walkers, warned = int(strategy.walkers(start.state)[0].shape[0]), set()
+    warned: set[str] = set()
 
     def assemble(carry, done, err_step=None):
         last = err_step if err_step is not None else done
@@ -218,7 +234,7 @@ def fit(
         """Wait for the chunk in flight and keep it (its records, its carry)."""
         nonlocal carry, step, first, err, pending, interrupted, every
         (new_carry, out_dev), t_chunk = pending
-        new_carry, (rec, mvals, traces) = wait((new_carry, out_dev))
+        rec, mvals, traces = wait(out_dev, also=new_carry)  # the carry stays on the device
         seconds = time.perf_counter() - t_chunk
         chunk_seconds.append(seconds)
         code = int(new_carry[3])

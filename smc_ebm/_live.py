@@ -67,13 +67,13 @@ def poll_every(step_seconds: float | None) -> int:
     return max(1, min(2**30, math.floor(POLL_SECONDS / step_seconds)))
 
 
-def wait(tree: Any, interval: float = 0.002) -> Any:
-    """``jax.device_get(tree)``, waiting in short sleeps so that Ctrl-C is seen at once.
+def wait(tree: Any, also: Any = (), interval: float = 0.002) -> Any:
+    """``jax.device_get(tree)`` once ``tree`` and ``also`` (left on the device) are ready.
 
-    A blocking ``device_get`` holds the main thread in C++ until the arrays are ready, and
-    Python runs its signal handlers only between bytecodes.
+    It waits in short sleeps: a blocking ``device_get`` holds the main thread in C++ until
+    the arrays are ready, and Python runs its signal handlers only between bytecodes.
     """
-    leaves = [x for x in jax.tree.leaves(tree) if isinstance(x, jax.Array)]
+    leaves = [x for x in jax.tree.leaves((tree, also)) if isinstance(x, jax.Array)]
     while not all(x.is_ready() for x in leaves):
         time.sleep(interval)
     return jax.device_get(tree)

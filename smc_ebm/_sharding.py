@@ -1,0 +1,66 @@
+"""Walkers across devices: a one-axis ``jax.sharding.Mesh`` over the walker axis.
+
+``fit(..., devices=jax.devices())`` places every array of the strategy's state whose leading
+axis is the walker axis with ``NamedSharding(mesh, P("walkers"))`` and everything else (the
+parameters, the optimizer state, the key) replicated. The data are split over the devices
+along their first axis when it divides evenly (and the data term is a full-batch mean), else
+replicated. The compiled chunk is then partitioned by XLA (GSPMD): per-walker moves run where
+their walkers live, and the weighted means, the ESS, log Z and the resampling's cumulative sum
+become cross-device reductions. Resampling is global (the same ancestors as on one device),
+so results equal the one-device run up to the order of floating-point sums.
+
+Under ``jax.distributed.initialize()`` the same code spans hosts: pass ``jax.devices()``
+(all processes' devices) on every process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = "walkers"
+
+
+def walker_mesh(devices: Sequence[Any], n_walkers: int) -> Mesh:
+    """A one-axis mesh named ``"walkers"`` over ``devices``; ``n_walkers`` must divide."""
+    devices = list(devices)
+    if not devices:
+        raise ValueError("devices must hold at least one device.")
+    if n_walkers % len(devices):
+        raise ValueError(
+            f"the {n_walkers} walkers cannot be split evenly over {len(devices)} devices: "
+            "choose a number of walkers that is a multiple of the number of devices."
+        )
+    return Mesh(np.array(devices), (AXIS,))
+
+
+def place(tree: Any, mesh: Mesh, n: int | None) -> Any:
+    """``tree`` on the mesh: arrays with leading axis ``n`` split, the rest replicated.
+
+    ``n=None`` replicates everything.
+    """
+    split = NamedSharding(mesh, PartitionSpec(AXIS))
+    whole = NamedSharding(mesh, PartitionSpec())
+
+    def put(x):
+        if not isinstance(x, jax.Array | np.ndarray):
+            return x
+        lead = n is not None and x.ndim >= 1 and x.shape[0] == n
+        return jax.device_put(x, split if lead else whole)
+
+    return jax.tree.map(put, tree)
+
+
+def place_data(data: Any, mesh: Mesh, minibatched: bool) -> Any:
+    """The data on the mesh: split along their first axis, or replicated.
+
+    Split when the first axis divides evenly and every step uses the whole data set;
+    replicated otherwise (a minibatch would gather rows from every device).
+    """
+    n_dev = mesh.devices.size
+    n = data.shape[0] if (not minibatched and data.shape[0] % n_dev == 0) else None
+    return place(data, mesh, n)

@@ -1,0 +1,101 @@
+"""Walkers split over devices (``fit(..., devices=...)``) give the one-device run.
+
+The check runs in a subprocess with four forced CPU devices
+(``--xla_force_host_platform_device_count=4``), so that the rest of the suite keeps one. For
+Jarzynski with ESS resampling, mini-batched Jarzynski, PCD and FlowMC, 60 steps on 1, 2 and
+4 devices: the walkers, log-weights and parameters agree to 1e-4 (the sums run in another
+order across devices, float32 rounding ~1e-7 per step; a real error, such as a reduction over
+one device's walkers only, is of order one), the resampling decisions are the same, and the
+state's per-walker arrays are split over the devices.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, jax, numpy as np, optax, smc_ebm as se
+    data = se.datasets.two_mode_teacher(jax.random.key(0), n=400, dim=3).samples
+    energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, 3, scale=0.1)
+    flow = se.flows.make_flow(jax.random.key(3), 3)
+    strategies = {
+        "jarzynski": se.Jarzynski(64, 0.2, resampling=se.ESSResampling(0.9)),
+        "minibatched": se.Jarzynski(64, 0.2, walker_batch=16),
+        "pcd": se.PCD(64, 0.2),
+        "flowmc": se.FlowMC(64, flow=flow),
+    }
+    out = {}
+    for name, st in strategies.items():
+        runs = []
+        for n in (None, 2, 4):
+            devices = None if n is None else jax.devices()[:n]
+            r = se.fit(energy, data, strategy=st, optimizer=optax.sgd(0.05), num_steps=60,
+                       key=jax.random.key(2), progress=False, chunk_size=20, devices=devices)
+            lead = [x for x in jax.tree.leaves(r.state)
+                    if isinstance(x, jax.Array) and x.ndim and x.shape[0] == 64]
+            runs.append(dict(
+                walkers=np.asarray(r.walkers).tolist(),
+                log_weights=np.asarray(r.log_weights).tolist(),
+                params=[np.asarray(x).tolist() for x in jax.tree.leaves(r.energy)
+                        if hasattr(x, "shape")],
+                resampled=np.asarray(r.history["resampled"]).tolist(),
+                n_devices=min(len(x.sharding.device_set) for x in lead),
+            ))
+        out[name] = runs
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT") :])
+
+
+@pytest.mark.parametrize("name", ["jarzynski", "minibatched", "pcd", "flowmc"])
+def test_walkers_split_over_devices_give_the_one_device_run(runs, name):
+    import numpy as np
+
+    one, *split = runs[name]
+    assert one["n_devices"] == 1
+    for n, run in zip((2, 4), split, strict=True):
+        assert run["n_devices"] == n, (name, n, run["n_devices"])
+        assert run["resampled"] == one["resampled"], name
+        for key in ("walkers", "log_weights"):
+            np.testing.assert_allclose(run[key], one[key], atol=1e-4, err_msg=f"{name} {key}")
+        for a, b in zip(run["params"], one["params"], strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-4, err_msg=f"{name} params")
+    if name == "jarzynski":
+        assert sum(one["resampled"]) > 0  # the comparison covers steps with resampling
+
+
+def test_walkers_that_do_not_divide_are_refused():
+    import jax
+    import optax
+
+    import smc_ebm as se
+
+    data = se.datasets.two_mode_teacher(jax.random.key(0), n=50, dim=2).samples
+    energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, 2, scale=0.1)
+    with pytest.raises(ValueError, match="cannot be split evenly"):
+        se.fit(
+            energy,
+            data,
+            strategy=se.PCD(7, 0.1),
+            optimizer=optax.sgd(0.1),
+            num_steps=1,
+            key=jax.random.key(2),
+            progress=False,
+            devices=[jax.devices()[0]] * 2,
+        )
