@@ -213,9 +213,9 @@ def test_a_signal_stops_inside_a_chunk_within_a_second(sig, monkeypatch):
         cut = _fit(3000, **{**over, "progress": True})
     waited = time.perf_counter() - sent["time"]
     assert cut.interrupted
-    # Stopped at the poll that sent the signal or a later one (the first chunk of a call polls every 8 steps; how
-    # many polls pass before the signal's byte is read depends on the scheduler), long before
-    # the chunk's end, within a second.
+    # Stopped at the poll that sent the signal or a later one (the first chunk of a call polls
+    # every 8 steps; how many polls pass before the signal's byte is read depends on the
+    # scheduler), long before the chunk's end, within a second.
     assert sent["step"] <= cut.steps < 1000, (sent, cut.steps)
     assert waited < 1.0
     assert cut.history["step"].tolist() == list(range(cut.steps))
