@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
+from smc_ebm._sharding import place_populations
 from smc_ebm.energies import as_base
 from smc_ebm.energies._base import has_log_partition
 from smc_ebm.energies._gaussian import Gaussian
@@ -120,6 +121,7 @@ def sample(
     kernel: str = "ula",
     resampling: ESSResampling | IntervalResampling | NoResampling | None = None,
     n_runs: int = 4,
+    devices: Any = None,
 ) -> SampleResult:
     r"""Draw weighted samples of :math:`\rho \propto e^{-U}` and estimate :math:`\log Z`.
 
@@ -151,6 +153,9 @@ def sample(
             :class:`~smc_ebm.ESSResampling` at 0.5, systematic).
         n_runs: independent runs (``>= 2`` for an error bar from their spread; with 1 the
             error bar comes from the final weights and ignores the resamplings).
+        devices: split the work over these devices (e.g. ``jax.devices()``): whole runs per
+            device when ``n_runs`` is a multiple of their number, else each run's walkers.
+            Default: one device.
 
     Returns:
         A :class:`SampleResult`.
@@ -196,6 +201,8 @@ def sample(
     k_init, k_run, k_res = jax.random.split(key, 3)
     x0 = init.sample(k_init, n).reshape(n_runs, m, dim)
     keys = jax.random.split(k_run, n_runs)
+    if devices is not None:
+        x0, keys = place_populations(x0, keys, devices)
     x, a, log_ratio, n_res, acc = _run(
         keys, energy, init, x0, int(n_steps), float(step_size), kernel, resampling
     )

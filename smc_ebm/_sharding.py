@@ -64,3 +64,26 @@ def place_data(data: Any, mesh: Mesh, minibatched: bool) -> Any:
     n_dev = mesh.devices.size
     n = data.shape[0] if (not minibatched and data.shape[0] % n_dev == 0) else None
     return place(data, mesh, n)
+
+
+def place_populations(x0: Any, keys: Any, devices: Sequence[Any]) -> tuple[Any, Any]:
+    """``sample``'s starts ``(runs, m, d)`` and run keys on a mesh over ``devices``.
+
+    Whole runs go to each device when their number divides evenly (no communication: each
+    run resamples on its own device); otherwise each run's walkers are split, and its
+    resampling is a cross-device operation.
+    """
+    n_dev = len(list(devices))
+    runs, m = x0.shape[0], x0.shape[1]
+    mesh = Mesh(np.array(list(devices)), (AXIS,))
+    if runs % n_dev == 0:
+        by_run = NamedSharding(mesh, PartitionSpec(AXIS))
+        return jax.device_put(x0, by_run), jax.device_put(keys, by_run)
+    if m % n_dev == 0:
+        by_walker = NamedSharding(mesh, PartitionSpec(None, AXIS))
+        whole = NamedSharding(mesh, PartitionSpec())
+        return jax.device_put(x0, by_walker), jax.device_put(keys, whole)
+    raise ValueError(
+        f"neither the {runs} runs nor their {m} walkers each can be split evenly over "
+        f"{n_dev} devices."
+    )

@@ -36,3 +36,10 @@ def test_benchmark_runs_tiny(script, tmp_path, monkeypatch):
     _load(script).main(["--tiny", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved["summary"]
+
+
+def test_scaling_runs_quick(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    out = _load("scaling").main(["--quick", "--devices", "0", "--out", str(tmp_path / "s")])
+    assert len(out["walkers"]) == 2 and (tmp_path / "s.json").exists()
+    assert (tmp_path / "s.png").exists()

@@ -3,7 +3,8 @@
 The check runs in a subprocess with four forced CPU devices
 (``--xla_force_host_platform_device_count=4``), so that the rest of the suite keeps one. For
 Jarzynski with ESS resampling, mini-batched Jarzynski, PCD and FlowMC, 60 steps on 1, 2 and
-4 devices: the walkers, log-weights and parameters agree to 1e-4 (the sums run in another
+4 devices, and ``se.sample`` with whole runs or each run's walkers split: the walkers,
+log-weights and parameters (log Z for ``sample``) agree to 1e-4 (the sums run in another
 order across devices, float32 rounding ~1e-7 per step; a real error, such as a reduction over
 one device's walkers only, is of order one), the resampling decisions are the same, and the
 state's per-walker arrays are split over the devices.
@@ -47,6 +48,16 @@ SCRIPT = textwrap.dedent(
                 n_devices=min(len(x.sharding.device_set) for x in lead),
             ))
         out[name] = runs
+    gmm = se.energies.GaussianMixture.init(jax.random.key(4), 3, 3, scale=2.0)
+    for name, runs_ in (("sample_by_run", 4), ("sample_by_walker", 2)):
+        res = []
+        for n in (None, 2, 4):
+            devices = None if n is None else jax.devices()[:n]
+            r = se.sample(gmm, jax.random.key(5), 256, n_steps=50, n_runs=runs_, devices=devices)
+            res.append(dict(walkers=r.samples.tolist(), log_weights=r.log_weights.tolist(),
+                            params=[[r.log_Z]], resampled=r.n_resampled.tolist(),
+                            n_devices=n or 1))
+        out[name] = res
     print("RESULT" + json.dumps(out))
     """
 )
@@ -63,7 +74,9 @@ def runs():
     return json.loads(line[len("RESULT") :])
 
 
-@pytest.mark.parametrize("name", ["jarzynski", "minibatched", "pcd", "flowmc"])
+@pytest.mark.parametrize(
+    "name", ["jarzynski", "minibatched", "pcd", "flowmc", "sample_by_run", "sample_by_walker"]
+)
 def test_walkers_split_over_devices_give_the_one_device_run(runs, name):
     import numpy as np
 
