@@ -43,3 +43,9 @@ def test_scaling_runs_quick(tmp_path, monkeypatch):
     out = _load("scaling").main(["--quick", "--devices", "0", "--out", str(tmp_path / "s")])
     assert len(out["walkers"]) == 2 and (tmp_path / "s.json").exists()
     assert (tmp_path / "s.png").exists()
+
+
+def test_gpu_check_runs_quick(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    out = _load("gpu_check").main(["--quick", "--out", str(tmp_path / "g.json")])
+    assert out["runs"][0]["steps"] == 20 and (tmp_path / "g.json").exists()
