@@ -41,7 +41,7 @@ from smc_ebm._live import STOP, Progress, poll_every, running, wait
 from smc_ebm._loop import TRACE_COUNT, Record, chunk_function
 from smc_ebm._result import FitResult, TrainingError, make_result
 from smc_ebm._sharding import place, place_data, walker_mesh
-from smc_ebm.energies import has_log_partition
+from smc_ebm.energies import check_trainable, has_log_partition
 from smc_ebm.kernels import split_energy
 from smc_ebm.strategies import AbstractStrategy
 
@@ -150,6 +150,9 @@ def fit(
     metrics = dict(metrics or {})
     key_init, key_run = jax.random.split(key)
     params, static = split_energy(energy)
+    check_trainable(energy)  # a NumPyro model without param sites: named
+    if not jax.tree.leaves(params):
+        raise ValueError("the energy has no trainable (floating-point) array: nothing to fit.")
     opt_like = jax.eval_shape(optimizer.init, params)
     manifest = run_manifest(strategy, optimizer, opt_like, params, dim)
     if resume is None:

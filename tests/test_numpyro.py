@@ -91,8 +91,16 @@ def test_bad_models_name_the_site():
         from_numpyro(wrong_obs, jnp.zeros(5))
     with pytest.raises(ValueError, match="no numpyro.param"):
         from_numpyro(normalised, trainable=True)
-    with pytest.raises(ValueError, match="no trainable"):
-        se.energies.check_trainable(from_numpyro(normalised))
+    with pytest.raises(ValueError, match="no trainable numpyro.param site"):
+        se.fit(
+            from_numpyro(normalised),
+            np.zeros((10, 4), np.float32),
+            strategy=se.PCD(4, 0.1),
+            optimizer=optax.sgd(0.1),
+            num_steps=1,
+            key=jax.random.key(0),
+            progress=False,
+        )
 
 
 @pytest.mark.slow
