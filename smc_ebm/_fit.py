@@ -29,6 +29,7 @@ from smc_ebm._checkpoint import (
     save as save_checkpoint,
 )
 from smc_ebm._host import (
+    check_counts,
     chunk_steps,
     chunk_warnings,
     history_of,
@@ -134,6 +135,14 @@ def fit(
         ...              progress=False)
     """
     start_time = time.perf_counter()
+    check_counts(
+        num_steps=num_steps,
+        record_every=record_every,
+        chunk_size=chunk_size,
+        batch_size=batch_size,
+        trace_walkers=trace_walkers,
+        checkpoint_every=checkpoint_every,
+    )
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0; got {num_steps}.")
     if record_every < 1:

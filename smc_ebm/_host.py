@@ -189,3 +189,21 @@ def chunk_warnings(rec, n_walkers: int) -> list[tuple[str, str]]:
             )
         )
     return out
+
+
+STEP_LIMIT = 2**31 - 1  # steps are counted in int32 on the device
+
+
+def check_counts(**counts: Any) -> None:
+    """Check integer arguments of ``fit`` before they reach the device.
+
+    Raises ``TypeError`` unless each count is an integer (or ``None``), and ``ValueError``
+    when one is too large for the device's int32 step counter.
+    """
+    for name, value in counts.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise TypeError(f"{name} must be an integer; got {value!r}.")
+        if value > STEP_LIMIT:
+            raise ValueError(f"{name} must be at most 2^31 - 1 (an int32 count); got {value}.")

@@ -1,0 +1,126 @@
+"""Property-based checks of ``fit``'s argument validation: any input either runs or raises
+``ValueError``/``TypeError`` with a message, never a JAX-internal error or a silent NaN."""
+
+import math
+
+import jax
+import numpy as np
+import optax
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import smc_ebm as se
+
+DATA = np.asarray(se.datasets.two_mode_teacher(jax.random.key(0), n=64, dim=2).samples)
+ENERGY = se.energies.GaussianMixture.init(jax.random.key(1), 2, 2, scale=0.1)
+OPTIMIZER = optax.sgd(0.01)
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+ints = st.one_of(st.integers(-3, 12), st.sampled_from([0, 1, 2**31, 2**63, 1.5, True, "3"]))
+floats = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([0.1, 0.5])
+)
+
+
+def _run_or_refuse(call):
+    try:
+        return call()
+    except (ValueError, TypeError) as err:
+        assert str(err), "an error without a message"
+        return None
+
+
+@SETTINGS
+@given(
+    num_steps=st.integers(-2, 6),
+    record_every=ints,
+    chunk_size=ints,
+    batch_size=st.one_of(st.none(), ints),
+    trace_walkers=ints,
+    checkpoint_every=st.one_of(st.none(), ints),
+)
+def test_fit_loop_arguments_run_or_are_refused(
+    num_steps, record_every, chunk_size, batch_size, trace_walkers, checkpoint_every
+):
+    result = _run_or_refuse(
+        lambda: se.fit(
+            ENERGY,
+            DATA,
+            strategy=se.PCD(8, 0.1),
+            optimizer=OPTIMIZER,
+            num_steps=num_steps,
+            key=jax.random.key(2),
+            progress=False,
+            record_every=record_every,
+            chunk_size=chunk_size,
+            batch_size=batch_size,
+            trace_walkers=trace_walkers,
+            checkpoint_every=checkpoint_every,
+        )
+    )
+    if result is not None:
+        assert result.steps == num_steps
+        assert np.all(np.isfinite(np.asarray(result.walkers)))
+
+
+@SETTINGS
+@given(
+    n_walkers=st.integers(-1, 9),
+    step_size=floats,
+    threshold=floats,
+    kernel=st.sampled_from(["ula", "mala", "hmc", ""]),
+)
+def test_jarzynski_hyperparameters_run_or_are_refused(n_walkers, step_size, threshold, kernel):
+    def call():
+        strategy = se.Jarzynski(
+            n_walkers, step_size, resampling=se.ESSResampling(threshold), kernel=kernel
+        )
+        return se.fit(
+            ENERGY,
+            DATA,
+            strategy=strategy,
+            optimizer=OPTIMIZER,
+            num_steps=3,
+            key=jax.random.key(2),
+            progress=False,
+        )
+
+    try:
+        result = _run_or_refuse(call)
+    except se.TrainingError as err:  # a huge but finite step size: named, with the last state
+        assert math.isfinite(step_size) and step_size > 0, err
+        return
+    if result is not None:
+        assert math.isfinite(step_size) and step_size > 0
+        assert np.all(np.isfinite(np.asarray(result.walkers)))
+
+
+@SETTINGS
+@given(
+    rows=st.integers(0, 5),
+    cols=st.integers(0, 3),
+    fill=st.sampled_from([0.0, np.nan, np.inf, 1e38]),
+    dtype=st.sampled_from([np.float32, np.float64, np.int32, np.bool_]),
+)
+def test_bad_data_run_or_are_refused(rows, cols, fill, dtype):
+    with np.errstate(invalid="ignore", over="ignore"):
+        data = np.full((rows, cols), fill).astype(dtype)
+
+    def call():
+        return se.fit(
+            ENERGY,
+            data,
+            strategy=se.PCD(8, 0.1),
+            optimizer=OPTIMIZER,
+            num_steps=2,
+            key=jax.random.key(2),
+            progress=False,
+        )
+
+    try:
+        result = _run_or_refuse(call)
+    except se.TrainingError:  # huge finite data: named, with the last finite state
+        assert fill == 1e38
+        return
+    if result is not None:
+        assert np.all(np.isfinite(np.asarray(result.walkers)))
