@@ -142,7 +142,10 @@ def test_history_keys_shapes_and_values(small):
     assert h["ess"][0] == 1.0
     np.testing.assert_allclose(h["log_Z"][0], float(energy0.log_partition()), rtol=1e-6)
     u0 = _mean_u(energy0, data.samples)
-    np.testing.assert_allclose(h["cross_entropy"][0], h["log_Z"][0] + u0, rtol=1e-5)
+    # ... and the exact cross-entropy (closed-form log Z plus the data's mean energy).
+    np.testing.assert_allclose(
+        h["cross_entropy"][0], float(energy0.log_partition()) + u0, rtol=1e-5
+    )
     kl0 = float(jnp.mean(jax.vmap(data.log_prob)(data.samples))) + u0
     kl0 += float(energy0.log_partition())
     np.testing.assert_allclose(h["kl"][0], kl0, rtol=1e-5)
@@ -152,9 +155,11 @@ def test_history_keys_shapes_and_values(small):
     assert res.steps == 50 and not res.interrupted
     assert res.walkers.shape == (N_SMALL, SMALL_DIM) and res.log_weights.shape == (N_SMALL,)
     np.testing.assert_allclose(res.weights.sum(), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(
-        res.cross_entropy, res.log_Z + _mean_u(res.energy, data.samples), rtol=1e-5
-    )
+    # The final cross-entropy estimate against the exact one of the learned mixture. Its error
+    # is the running log Z's: sd 0.10 over 12 seeds of this setting (200 walkers, 50 steps;
+    # mean -0.03), so 4 sd = 0.42.
+    exact_ce = float(res.energy.log_partition()) + _mean_u(res.energy, data.samples)
+    assert abs(res.cross_entropy - exact_ce) < 0.42, (res.cross_entropy, exact_ce)
     assert res.wall_time > 0
 
 
