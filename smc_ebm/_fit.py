@@ -38,7 +38,7 @@ from smc_ebm._host import (
     last_finite,
     validate_data,
 )
-from smc_ebm._live import STOP, Progress, poll_every, running, wait
+from smc_ebm._live import STOP, Progress, poll_every, running, step_seconds, wait
 from smc_ebm._loop import TRACE_COUNT, Record, chunk_function
 from smc_ebm._result import FitResult, TrainingError, make_result
 from smc_ebm._sharding import place, place_data, walker_mesh
@@ -75,7 +75,7 @@ def fit(
     from ``strategy``), ``theta_{k+1} = optimizer(theta_k, D_k)``, then the strategy's
     walkers follow the target from ``theta_k`` to ``theta_{k+1}``. The loop is a jitted
     ``lax.scan`` over chunks of ``chunk_size`` steps, compiled once. Inside a chunk, the only
-    contact with the host is a poll about every 0.2 s (an ``io_callback``): it moves the live
+    contact with the host is a poll about every 0.5 s (an ``io_callback``): it moves the live
     progress bar and lets Ctrl-C or SIGTERM stop the run at that step, keeping every step
     done (a second Ctrl-C gives up the chunk in flight). The bar shows the ESS, log Z and
     cross-entropy after each chunk, for the strategies that have them.
@@ -227,7 +227,7 @@ def fit(
     bar = Progress(num_steps, step0) if progress else None
     interrupted = False
     step, first, err, pending = step0, first0, 0, None
-    every = jnp.asarray(poll_every(None))
+    every = jnp.asarray(poll_every(step_seconds(chunk)))
     warned: set[str] = set()
 
     def assemble(carry, done, err_step=None):
@@ -261,7 +261,7 @@ def fit(
         if code:
             return
         if done_to > step:
-            every = jnp.asarray(poll_every(seconds / (done_to - step)))
+            every = jnp.asarray(poll_every(step_seconds(chunk, seconds / (done_to - step))))
             lo_i = (max(step, first) - first) // record_every
             hi_i = (done_to - 1 - first) // record_every + 1
             for kind, message in chunk_warnings([r[lo_i:hi_i] for r in rec], n_walkers):
