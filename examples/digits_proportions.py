@@ -65,6 +65,7 @@ import numpy as np
 import optax
 
 import smc_ebm as se
+from smc_ebm.recipes import output_dir
 
 TARGETS = (4, 2, 1)
 
@@ -444,7 +445,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"classifier: logistic regression, held-out accuracy {clf.test_accuracy:.4f} "
         f"({clf.n_test} test images)"
     )
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir(args.out_dir)
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "target": target.tolist()}
     out["classifier_accuracy"] = clf.test_accuracy
     for name in args.strategies:

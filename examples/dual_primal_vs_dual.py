@@ -31,6 +31,7 @@ import matplotlib
 import numpy as np
 
 import smc_ebm as se
+from smc_ebm.recipes import output_dir
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -105,9 +106,9 @@ def main():
     p.add_argument("--record-every", type=int, default=20)
     p.add_argument("--teachers", nargs="+", default=list(TEACHERS), choices=list(TEACHERS))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", type=Path, default=Path("dual_out"))
+    p.add_argument("--out-dir", type=Path, default=Path("outputs/dual_primal_vs_dual"))
     args = p.parse_args()
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir(args.out_dir)
     results = {}
     fig, axes = plt.subplots(
         2, len(args.teachers), figsize=(5 * len(args.teachers), 7), squeeze=False

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 import smc_ebm as se
+from smc_ebm.recipes import output_dir
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -41,9 +42,9 @@ def main():
     p.add_argument("--step-size", type=float, default=0.02)
     p.add_argument("--record-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", type=Path, default=Path("dual_out"))
+    p.add_argument("--out-dir", type=Path, default=Path("outputs/dual_restart_sweep"))
     args = p.parse_args()
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir(args.out_dir)
     kd, kt, ke, kf = jax.random.split(jax.random.key(args.seed), 4)
     data = se.datasets.sphere_teacher(kd, args.n_data, args.dim, angle=args.angle)
     test = data.teacher.sample(kt, args.n_test)

@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 import smc_ebm as se
+from smc_ebm.recipes import output_dir
 
 STRATEGIES = ("Jarzynski", "PCD", "CD", "Unweighted")
 TARGET = 0.25
@@ -266,7 +267,7 @@ def _json_safe(obj: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir(args.out_dir)
     print(f"jax {jax.__version__} on {jax.devices()}")
     t0 = time.perf_counter()
     runs = [run_seed(seed, args) for seed in range(args.seeds)]

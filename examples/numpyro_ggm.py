@@ -31,6 +31,7 @@ import optax
 from numpyro.distributions import constraints
 
 import smc_ebm as se
+from smc_ebm.recipes import output_dir
 
 
 def ggm(d):
@@ -129,7 +130,7 @@ def main(argv=None):
                 flush=True,
             )
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     (out / "ggm.json").write_text(json.dumps({"args": vars(a), "rows": rows}, indent=1))
     return rows
 

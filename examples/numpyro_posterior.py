@@ -32,7 +32,7 @@ from blackjax.smc.resampling import systematic
 from numpyro.infer import MCMC, NUTS, Predictive
 
 import smc_ebm as se
-from smc_ebm.recipes import blr_data, blr_exact, blr_model  # noqa: E402
+from smc_ebm.recipes import blr_data, blr_exact, blr_model, output_dir  # noqa: E402
 
 Y8 = jnp.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
 S8 = jnp.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
@@ -220,7 +220,7 @@ def main(argv=None):
     if not a.skip_schools:
         result["schools"] = schools(a.seeds[0], 2 * a.n_particles, a.n_runs, a.nuts_draws)
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     (out / "posterior.json").write_text(json.dumps(result, indent=1, default=float))
     return result
 

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 import smc_ebm as se
+from smc_ebm.recipes import output_dir
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -42,9 +43,9 @@ def main():
     p.add_argument("--step-size", type=float, default=0.1)
     p.add_argument("--record-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", type=Path, default=Path("dual_out"))
+    p.add_argument("--out-dir", type=Path, default=Path("outputs/score_matching_vs_jarzynski"))
     args = p.parse_args()
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir(args.out_dir)
     kd, ki, kf = jax.random.split(jax.random.key(args.seed), 3)
     data = se.datasets.two_mode_teacher(kd, n=args.n_data, dim=args.dim)
     shift = jax.random.normal(ki, (2, args.dim))

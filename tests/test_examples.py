@@ -115,3 +115,33 @@ def test_examples_share_code_through_the_package_not_sys_path():
     for path in sorted(EXAMPLES.glob("*.py")):
         assert "sys.path" not in path.read_text(), path.name
     assert not list(EXAMPLES.glob("_*.py"))
+
+
+def test_no_example_writes_into_the_repository_by_default():
+    """Outputs go under outputs/ (ignored by git) unless --out says otherwise; docs/ figures
+    are regenerated only on request."""
+    ignored = (Path(__file__).resolve().parents[1] / ".gitignore").read_text().split()
+    assert "outputs/" in ignored
+    for path in sorted(EXAMPLES.glob("*.py")):
+        text = path.read_text()
+        assert 'default="docs/' not in text and 'default=Path("docs' not in text, path.name
+        assert "dual_out" not in text, path.name
+
+
+def test_an_unwritable_output_folder_stops_an_example_before_its_run(tmp_path, monkeypatch):
+    import sys
+
+    import pytest
+
+    from smc_ebm.recipes import output_dir
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit, match="cannot write into the output folder"):
+        output_dir(blocker / "sub")
+    assert output_dir(tmp_path / "new" / "dir").is_dir()
+    example = _load("flowmc_four_gaussians")
+    monkeypatch.setattr(sys, "argv", ["flowmc_four_gaussians.py", "--out", str(blocker / "x.png")])
+    monkeypatch.setattr(example, "train", lambda *a, **k: pytest.fail("trained before the check"))
+    with pytest.raises(SystemExit, match="cannot write"):
+        example.main()
