@@ -12,6 +12,7 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -102,10 +103,19 @@ def _fit(args: argparse.Namespace) -> int:
     from smc_ebm.runs import fit_config
 
     try:
-        fit_config(args.config, args.out, progress=not args.no_progress, overwrite=args.overwrite)
+        run_dir = fit_config(
+            args.config, args.out, progress=not args.no_progress, overwrite=args.overwrite
+        )
     except ValueError as err:
         print(f"smc-ebm fit: error: {err}", file=sys.stderr)
         return 2
+    meta = json.loads((run_dir / "run.json").read_text())
+    if meta.get("status") == "interrupted":
+        print(f"smc-ebm fit: interrupted after {meta['steps_done']} steps", file=sys.stderr)
+        return 130
+    if meta.get("status") == "failed":
+        print(f"smc-ebm fit: training failed: {meta['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

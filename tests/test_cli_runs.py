@@ -227,3 +227,50 @@ def test_image_grid_and_projected_density(tmp_path):
     assert (tmp_path / "d.png").stat().st_size > 0
     with pytest.raises(ValueError, match="shape"):
         plots.plot_image_grid(imgs, (5, 5))
+
+
+def test_a_failed_run_is_written_as_failed_and_exits_1(tmp_path, capsys):
+    """A step size that diverges: the last finite state is written, marked failed, and the
+    diagnostics, samples and figures are skipped."""
+    import json
+
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(TINY.replace("step_size = 0.1", "step_size = 1e30"))
+    out = tmp_path / "run"
+    assert main(["fit", str(cfg), "--out", str(out), "--no-progress"]) == 1
+    assert "training failed" in capsys.readouterr().err
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "failed" and meta["steps_done"] < 30 and meta["error"]
+    assert meta["diagnostics"] is None and meta["sample"] is None and meta["figures"] == []
+    for name in ("history.npz", "walkers.npz", "energy.eqx"):
+        assert (out / name).is_file(), name
+    walkers = np.load(out / "walkers.npz")["position"]
+    assert np.all(np.isfinite(walkers))
+    assert runs.load_run(out).meta["status"] == "failed"
+
+
+def test_an_interrupted_run_is_written_as_interrupted_and_exits_130(tmp_path, capsys, monkeypatch):
+    """SIGINT during `smc-ebm fit` (sent at the first progress report): the steps done are
+    written, the run is marked interrupted, nothing else runs, and the exit code is 130."""
+    import json
+    import os
+    import signal
+
+    from smc_ebm import _live
+
+    sent = []
+
+    def at(self, step):
+        if not sent:
+            sent.append(step)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(_live.Progress, "at", at)
+    cfg = tmp_path / "long.toml"
+    cfg.write_text(TINY.replace("steps = 30", "steps = 3000000").replace('"tiny"', '"long"'))
+    out = tmp_path / "run"
+    assert main(["fit", str(cfg), "--out", str(out)]) == 130
+    assert "interrupted after" in capsys.readouterr().err
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "interrupted" and 0 <= meta["steps_done"] < 3000000
+    assert meta["diagnostics"] is None and meta["sample"] is None

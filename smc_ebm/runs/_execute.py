@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,19 +73,25 @@ def fit_config(
     metrics, targets = build_metrics(data, energy)
 
     say(f"fit: {cfg['name']}: {cfg['steps']} steps, d={dim}, {data.samples.shape[0]} data")
-    result = fit(
-        energy,
-        data.samples,
-        strategy=strategy,
-        optimizer=optimizer,
-        num_steps=int(cfg["steps"]),
-        key=k_fit,
-        batch_size=cfg.get("batch_size"),
-        metrics=metrics,
-        record_every=int(cfg["record_every"]),
-        chunk_size=int(cfg["chunk_size"]),
-        progress=progress,
-    )
+    status, error = "complete", None
+    try:
+        result = fit(
+            energy,
+            data.samples,
+            strategy=strategy,
+            optimizer=optimizer,
+            num_steps=int(cfg["steps"]),
+            key=k_fit,
+            batch_size=cfg.get("batch_size"),
+            metrics=metrics,
+            record_every=int(cfg["record_every"]),
+            chunk_size=int(cfg["chunk_size"]),
+            progress=progress,
+        )
+    except se.TrainingError as err:  # keep the last finite state, marked as failed
+        result, status, error = err.result, "failed", str(err)
+    if result.interrupted:
+        status = "interrupted"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / f"config{suffix}").write_text(text if text is not None else _to_toml(cfg))
     np.savez(run_dir / "history.npz", **{k: np.asarray(v) for k, v in result.history.items()})
@@ -108,7 +115,17 @@ def fit_config(
         "diagnostics": None,
         "sample": None,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "status": status,
+        "steps_done": int(result.steps),
+        "error": error,
     }
+    if status != "complete":
+        # What was done is written; the diagnostics, samples and figures of an interrupted or
+        # failed run are skipped (they would describe a model nobody asked for).
+        meta["figures"] = []
+        _write_json(run_dir / "run.json", meta)
+        say(f"{status} run ({result.steps} of {cfg['steps']} steps) written to {run_dir}")
+        return run_dir
     diag = None
     dcfg = dict(cfg["diagnostics"])
     if dcfg.pop("enabled"):
@@ -147,6 +164,16 @@ def fit_config(
         out_dir=run_dir / "figures",
     )
     meta["figures"] = [str(p.relative_to(run_dir)) for p in figs]
-    (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=_json_default))
+    _write_json(run_dir / "run.json", meta)
     say(f"run written to {run_dir}")
     return run_dir
+
+
+def _write_json(path: Path, meta: dict) -> None:
+    """Write ``meta`` atomically (a temporary file, fsync, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(meta, indent=2, default=_json_default))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
