@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing run")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    fit.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out (or runs/<name>) from its checkpoint",
+    )
     fit.set_defaults(func=_fit)
 
     report = sub.add_parser(
@@ -104,7 +109,11 @@ def _fit(args: argparse.Namespace) -> int:
 
     try:
         run_dir = fit_config(
-            args.config, args.out, progress=not args.no_progress, overwrite=args.overwrite
+            args.config,
+            args.out,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
+            resume=args.resume,
         )
     except ValueError as err:
         print(f"smc-ebm fit: error: {err}", file=sys.stderr)

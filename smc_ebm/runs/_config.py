@@ -18,6 +18,7 @@ _TOP_KEYS = {
     "record_every",
     "batch_size",
     "chunk_size",
+    "checkpoint_every",
     "dataset",
     "energy",
     "strategy",

@@ -31,8 +31,15 @@ def fit_config(
     progress: bool = True,
     overwrite: bool = False,
     log: Any = print,
+    resume: bool = False,
 ) -> Path:
     """Train as a config says and write the run directory (what ``smc-ebm fit`` does).
+
+    The run directory holds a checkpoint (``checkpoint/``, written every
+    ``checkpoint_every`` steps, default a tenth of the run, and at the end), so that an
+    interrupted run can be continued: ``fit_config(config, run_dir, resume=True)`` (``smc-ebm
+    fit CONFIG --out RUN_DIR --resume``) ends with the same run as an uninterrupted one,
+    bitwise.
 
     Args:
         config: a config file path or an already-read dict.
@@ -40,6 +47,7 @@ def fit_config(
         progress: show the training progress bar.
         overwrite: replace an existing run in ``run_dir``.
         log: called with progress lines (``None``: silent).
+        resume: continue the interrupted run in ``run_dir`` from its checkpoint.
 
     Returns:
         The run directory.
@@ -59,9 +67,16 @@ def fit_config(
     cfg = validate_config(config)
     base_dir = cfg.pop("_base_dir", ".")
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / str(cfg["name"])
-    if (run_dir / "run.json").exists() and not overwrite:
+    checkpoint = run_dir / "checkpoint"
+    done = _resumable(run_dir, checkpoint) if resume else 0
+    if (run_dir / "run.json").exists() and not overwrite and not resume:
         raise ValueError(f"{run_dir} already holds a run; choose another directory or overwrite.")
     say = log if log is not None else (lambda *_: None)
+    every = cfg.get("checkpoint_every")
+    if every is None:
+        r = int(cfg["record_every"])
+        every = max(r, (int(cfg["steps"]) // 10) // r * r)
+    run_dir.mkdir(parents=True, exist_ok=True)
 
     key = jax.random.key(int(cfg["seed"]))
     k_data, k_energy, k_fit, k_diag, k_sample = jax.random.split(key, 5)
@@ -80,13 +95,16 @@ def fit_config(
             data.samples,
             strategy=strategy,
             optimizer=optimizer,
-            num_steps=int(cfg["steps"]),
+            num_steps=int(cfg["steps"]) - done,
             key=k_fit,
             batch_size=cfg.get("batch_size"),
             metrics=metrics,
             record_every=int(cfg["record_every"]),
             chunk_size=int(cfg["chunk_size"]),
             progress=progress,
+            checkpoint=checkpoint,
+            checkpoint_every=every,
+            resume=checkpoint if resume else None,
         )
     except se.TrainingError as err:  # keep the last finite state, marked as failed
         result, status, error = err.result, "failed", str(err)
@@ -177,3 +195,17 @@ def _write_json(path: Path, meta: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _resumable(run_dir: Path, checkpoint: Path) -> int:
+    """The step of ``run_dir``'s checkpoint, if the run there can be resumed."""
+    meta_path = run_dir / "run.json"
+    if not meta_path.is_file() or not (checkpoint / "manifest.json").is_file():
+        raise ValueError(f"{run_dir} holds no run with a checkpoint to resume.")
+    status = json.loads(meta_path.read_text()).get("status", "complete")
+    if status != "interrupted":
+        raise ValueError(
+            f"{run_dir} holds a {status} run; only an interrupted run is resumed (a failed one "
+            "would fail again with the same settings: change the config and start anew)."
+        )
+    return int(json.loads((checkpoint / "manifest.json").read_text())["step"])
