@@ -125,7 +125,7 @@ def build_chunk(
                 # the old state here would need a conditional that copies the walkers (n x d,
                 # more than once) at every step.
                 code = code.astype(jnp.int32)
-                bad_step = jnp.where(code > 0, step, err_step).astype(jnp.int32)
+                bad_step = jnp.where(code > 0, step.astype(jnp.int32), err_step)
                 new_carry = (new_params, new_opt, st, code, bad_step)
                 return new_carry, rec
 
