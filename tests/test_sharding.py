@@ -2,8 +2,9 @@
 
 The check runs in a subprocess with four forced CPU devices
 (``--xla_force_host_platform_device_count=4``), so that the rest of the suite keeps one. For
-Jarzynski with ESS resampling, mini-batched Jarzynski, PCD and FlowMC, 60 steps on 1, 2 and
-4 devices, and ``se.sample`` with whole runs or each run's walkers split: the walkers,
+Jarzynski with ESS resampling (on 1, 2 and 4 devices), mini-batched Jarzynski, PCD and FlowMC
+(on 1 and 4), 60 steps, and ``se.sample`` with whole runs or each run's walkers split (1 and
+4 devices; with 2 runs over 4 devices the walkers are split): the walkers,
 log-weights and parameters (log Z for ``sample``) agree to 1e-4 (the sums run in another
 order across devices, float32 rounding ~1e-7 per step; a real error, such as a reduction over
 one device's walkers only, is of order one), the resampling decisions are the same, and the
@@ -33,7 +34,7 @@ SCRIPT = textwrap.dedent(
     out = {}
     for name, st in strategies.items():
         runs = []
-        for n in (None, 2, 4):
+        for n in ((None, 2, 4) if name == "jarzynski" else (None, 4)):
             devices = None if n is None else jax.devices()[:n]
             r = se.fit(energy, data, strategy=st, optimizer=optax.sgd(0.05), num_steps=60,
                        key=jax.random.key(2), progress=False, chunk_size=20, devices=devices)
@@ -51,7 +52,7 @@ SCRIPT = textwrap.dedent(
     gmm = se.energies.GaussianMixture.init(jax.random.key(4), 3, 3, scale=2.0)
     for name, runs_ in (("sample_by_run", 4), ("sample_by_walker", 2)):
         res = []
-        for n in (None, 2, 4):
+        for n in (None, 4):
             devices = None if n is None else jax.devices()[:n]
             r = se.sample(gmm, jax.random.key(5), 256, n_steps=50, n_runs=runs_, devices=devices)
             res.append(dict(walkers=r.samples.tolist(), log_weights=r.log_weights.tolist(),
@@ -82,7 +83,7 @@ def test_walkers_split_over_devices_give_the_one_device_run(runs, name):
 
     one, *split = runs[name]
     assert one["n_devices"] == 1
-    for n, run in zip((2, 4), split, strict=True):
+    for n, run in zip((2, 4) if len(split) == 2 else (4,), split, strict=True):
         assert run["n_devices"] == n, (name, n, run["n_devices"])
         assert run["resampled"] == one["resampled"], name
         for key in ("walkers", "log_weights"):
