@@ -140,7 +140,8 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync and ``os.replace``."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -195,7 +196,7 @@ def save(path: Any, start: Start, manifest: dict[str, Any]) -> None:
         f"history-{tag}.npz": hist.getvalue(),
     }
     for name, data in blobs.items():
-        _write_atomic(root / name, data)
+        write_atomic(root / name, data)
     full = {
         "format_version": FORMAT_VERSION,
         "step": int(start.step),
@@ -203,7 +204,7 @@ def save(path: Any, start: Start, manifest: dict[str, Any]) -> None:
         **manifest,
         "files": {name: _sha256(data) for name, data in blobs.items()},
     }
-    _write_atomic(root / MANIFEST, json.dumps(full, indent=1).encode())
+    write_atomic(root / MANIFEST, json.dumps(full, indent=1).encode())
     for old in root.iterdir():  # the previous checkpoint's files
         if old.name != MANIFEST and old.name not in blobs:
             old.unlink()

@@ -268,9 +268,9 @@ def fit(
                 if kind not in warned:
                     warned.add(kind)
                     warnings.warn(message, RuntimeWarning, stacklevel=4)
-        if bar is not None and done_to > step:
-            last = (done_to - 1 - first) // record_every  # the last record of an active step
-            bar.show(done_to, ess=rec[0][last], log_Z=rec[1][last], H=rec[2][last])
+            if bar is not None:
+                last = hi_i - 1  # the last record of an active step
+                bar.show(done_to, ess=rec[0][last], log_Z=rec[1][last], H=rec[2][last])
         step, first = done_to, first + steps_per_chunk
         if checkpoint_every is not None and step % checkpoint_every == 0 and step < end_step:
             save(carry, step)

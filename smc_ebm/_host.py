@@ -73,8 +73,8 @@ def last_finite(chunk, carry, bad_carry, first, start, data, key_run):
     failing step.
     """
     err, err_step, failed = bad_carry[3], bad_carry[4], bad_carry[2]
+    never = jnp.asarray(0)  # no polls: a replay does not stop on request
     while True:
-        never = jnp.asarray(0)  # no polls: a replay does not stop on request
         good, _ = chunk(
             carry, jnp.asarray(first), jnp.asarray(start), data, key_run, err_step, never
         )

@@ -25,17 +25,22 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 AXIS = "walkers"
 
 
-def walker_mesh(devices: Sequence[Any], n_walkers: int) -> Mesh:
-    """A one-axis mesh named ``"walkers"`` over ``devices``; ``n_walkers`` must divide."""
+def _mesh(devices: Sequence[Any]) -> Mesh:
     devices = list(devices)
     if not devices:
         raise ValueError("devices must hold at least one device.")
-    if n_walkers % len(devices):
+    return Mesh(np.array(devices), (AXIS,))
+
+
+def walker_mesh(devices: Sequence[Any], n_walkers: int) -> Mesh:
+    """A one-axis mesh named ``"walkers"`` over ``devices``; ``n_walkers`` must divide."""
+    mesh = _mesh(devices)
+    if n_walkers % mesh.devices.size:
         raise ValueError(
-            f"the {n_walkers} walkers cannot be split evenly over {len(devices)} devices: "
+            f"the {n_walkers} walkers cannot be split evenly over {mesh.devices.size} devices: "
             "choose a number of walkers that is a multiple of the number of devices."
         )
-    return Mesh(np.array(devices), (AXIS,))
+    return mesh
 
 
 def place(tree: Any, mesh: Mesh, n: int | None) -> Any:
@@ -73,9 +78,9 @@ def place_populations(x0: Any, keys: Any, devices: Sequence[Any]) -> tuple[Any, 
     run resamples on its own device); otherwise each run's walkers are split, and its
     resampling is a cross-device operation.
     """
-    n_dev = len(list(devices))
+    mesh = _mesh(devices)
+    n_dev = mesh.devices.size
     runs, m = x0.shape[0], x0.shape[1]
-    mesh = Mesh(np.array(list(devices)), (AXIS,))
     if runs % n_dev == 0:
         by_run = NamedSharding(mesh, PartitionSpec(AXIS))
         return jax.device_put(x0, by_run), jax.device_put(keys, by_run)

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument(
         "--quick",
         action="store_true",
-        help=f"small sizes {QUICK} (about 30 s on 2 CPU cores, compilation included)",
+        help=f"small sizes {QUICK} (about 20 s on 2 CPU cores, compilation included)",
     )
     size.add_argument("--full", action="store_true", help=f"the paper's sizes {FULL}")
     demo.set_defaults(func=_demo)

@@ -1,20 +1,17 @@
 """The benchmark scripts behind documented numbers run at a tiny size, and the mutation check's
 mutants still apply to the code (each mutated text occurs exactly once where it points)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from _scripts import load_script
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / f"{name}.py")
 
 
 def test_every_mutant_applies_to_exactly_one_place():

@@ -1,20 +1,17 @@
 """The image example runs end to end at 28x28 on a tiny MNIST-format file (the GPU variant's
 code path, shrunk so that it runs on a CPU in seconds)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
+from _scripts import load_script
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLES / f"{name}.py")
 
 
 def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):

@@ -30,6 +30,19 @@ def _run_or_refuse(call):
         return None
 
 
+def _fit(strategy, data=DATA, num_steps=2, **kw):
+    return se.fit(
+        ENERGY,
+        data,
+        strategy=strategy,
+        optimizer=OPTIMIZER,
+        num_steps=num_steps,
+        key=jax.random.key(2),
+        progress=False,
+        **kw,
+    )
+
+
 @SETTINGS
 @given(
     num_steps=st.integers(-2, 6),
@@ -43,14 +56,9 @@ def test_fit_loop_arguments_run_or_are_refused(
     num_steps, record_every, chunk_size, batch_size, trace_walkers, checkpoint_every
 ):
     result = _run_or_refuse(
-        lambda: se.fit(
-            ENERGY,
-            DATA,
-            strategy=se.PCD(8, 0.1),
-            optimizer=OPTIMIZER,
+        lambda: _fit(
+            se.PCD(8, 0.1),
             num_steps=num_steps,
-            key=jax.random.key(2),
-            progress=False,
             record_every=record_every,
             chunk_size=chunk_size,
             batch_size=batch_size,
@@ -72,17 +80,9 @@ def test_fit_loop_arguments_run_or_are_refused(
 )
 def test_jarzynski_hyperparameters_run_or_are_refused(n_walkers, step_size, threshold, kernel):
     def call():
-        strategy = se.Jarzynski(
-            n_walkers, step_size, resampling=se.ESSResampling(threshold), kernel=kernel
-        )
-        return se.fit(
-            ENERGY,
-            DATA,
-            strategy=strategy,
-            optimizer=OPTIMIZER,
-            num_steps=3,
-            key=jax.random.key(2),
-            progress=False,
+        resampling = se.ESSResampling(threshold)
+        return _fit(
+            se.Jarzynski(n_walkers, step_size, resampling=resampling, kernel=kernel), num_steps=3
         )
 
     try:
@@ -106,19 +106,8 @@ def test_bad_data_run_or_are_refused(rows, cols, fill, dtype):
     with np.errstate(invalid="ignore", over="ignore"):
         data = np.full((rows, cols), fill).astype(dtype)
 
-    def call():
-        return se.fit(
-            ENERGY,
-            data,
-            strategy=se.PCD(8, 0.1),
-            optimizer=OPTIMIZER,
-            num_steps=2,
-            key=jax.random.key(2),
-            progress=False,
-        )
-
     try:
-        result = _run_or_refuse(call)
+        result = _run_or_refuse(lambda: _fit(se.PCD(8, 0.1), data))
     except se.TrainingError:  # huge finite data: named, with the last finite state
         assert fill == 1e38
         return
