@@ -36,10 +36,11 @@ from smc_ebm._host import (
     join_history,
     join_traces,
     last_finite,
+    step_back,
     validate_data,
 )
 from smc_ebm._live import STOP, Progress, poll_every, running, step_seconds, wait
-from smc_ebm._loop import TRACE_COUNT, Record, chunk_function
+from smc_ebm._loop import DATA_ENERGY, TRACE_COUNT, Record, chunk_function
 from smc_ebm._result import FitResult, TrainingError, make_result
 from smc_ebm._sharding import place, place_data, walker_mesh
 from smc_ebm.energies import check_trainable, has_log_partition
@@ -227,6 +228,7 @@ def fit(
     bar = Progress(num_steps, step0) if progress else None
     interrupted = False
     step, first, err, pending = step0, first0, 0, None
+    prev, stepped_back = None, False
     every = jnp.asarray(poll_every(step_seconds(chunk)))
     warned: set[str] = set()
 
@@ -244,7 +246,7 @@ def fit(
 
     def take():
         """Wait for the chunk in flight and keep it (its records, its carry)."""
-        nonlocal carry, step, first, err, pending, interrupted, every
+        nonlocal carry, step, first, err, pending, interrupted, every, prev, stepped_back
         (new_carry, out_dev), t_chunk = pending
         rec, mvals, traces = wait(out_dev, also=new_carry)  # the carry stays on the device
         seconds = time.perf_counter() - t_chunk
@@ -256,7 +258,13 @@ def fit(
             new_carry = (*new_carry[:3], zero, zero)
         if code:
             new_carry, _ = last_finite(chunk, carry, new_carry, first, step0, data, key_run)
+            if check_names[code - 1] == DATA_ENERGY:  # the parameters, not the step, are bad
+                new_carry, stepped_back = step_back(
+                    chunk, carry, new_carry, first, step0, data, key_run, prev
+                )
         chunks_out.append((*rec, *mvals, *traces))
+        # The previous chunk's start is kept for step_back (one more state held on the device).
+        prev = (carry, first)
         carry, err, pending = new_carry, code, None
         if code:
             return
@@ -318,5 +326,8 @@ def fit(
         key,
     )
     if err:
-        raise TrainingError(err_step, check_names[err - 1], result)
+        quantity = check_names[err - 1]
+        if stepped_back:
+            quantity = f"{quantity} under the parameters this step produced"
+        raise TrainingError(err_step, quantity, result)
     return result

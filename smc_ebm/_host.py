@@ -83,6 +83,40 @@ def last_finite(chunk, carry, bad_carry, first, start, data, key_run):
         err, err_step, failed = good[3], good[4], good[2]
 
 
+def step_back(chunk, carry, bad_carry, first, start, data, key_run, prev):
+    """The state one step earlier than ``bad_carry`` (the output of :func:`last_finite`).
+
+    A step that finds the data's energy non-finite started from parameters that the step
+    before it produced; those parameters are finite (they were checked) but useless, and a
+    resume from them fails at once. So the state returned is the one before that step: the
+    chunk is replayed from its start ``carry`` (or, when that step opened the chunk, from the
+    previous chunk's start ``prev = (carry, first)``) up to it. At the run's first step there
+    is nothing earlier and ``bad_carry`` is returned unchanged.
+
+    Returns ``(carry, stepped)``; ``stepped`` says whether the state moved back a step.
+    """
+    err, target = bad_carry[3], int(bad_carry[4]) - 1
+    if target < start:
+        return bad_carry, False
+    if target >= first:
+        src, src_first = carry, first
+    elif prev is not None and target >= prev[1]:
+        src, src_first = prev
+    else:
+        return bad_carry, False
+    never = jnp.asarray(0)
+    good, _ = chunk(
+        src,
+        jnp.asarray(src_first),
+        jnp.asarray(start),
+        data,
+        key_run,
+        jnp.asarray(target, jnp.int32),
+        never,
+    )
+    return (*good[:3], err, jnp.asarray(target, jnp.int32)), True
+
+
 def history_of(chunks_out, names, first, record_every, lo, last) -> dict[str, np.ndarray]:
     """The records of the steps in ``[lo, last)``, as numpy columns (with ``step``).
 

@@ -27,6 +27,8 @@ from smc_ebm.strategies import all_finite
 # Incremented each time the chunk function is traced; tests use it to prove that the
 # training loop compiles once.
 TRACE_COUNT = {"chunk": 0}
+# The check of the data's energy under the parameters a step starts from.
+DATA_ENERGY = "energy of the data"
 
 
 class Record(NamedTuple):
@@ -105,7 +107,7 @@ def build_chunk(
                 st, info = strategy.step(ka, st, energy_k, eqx.combine(new_params, static), step)
                 # 4. every quantity finite?
                 checks = {
-                    "energy of the data": jnp.isfinite(data_u),
+                    DATA_ENERGY: jnp.isfinite(data_u),
                     **info.finite,
                     "parameters": all_finite(new_params),
                 }

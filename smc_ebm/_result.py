@@ -21,7 +21,9 @@ class TrainingError(RuntimeError):
     """A non-finite quantity appeared during training.
 
     Attributes:
-        step: the optimizer step at which it appeared.
+        step: the optimizer step at which it appeared. When the data's energy is the
+            non-finite quantity, the parameters are to blame, and ``step`` is the step that
+            produced them (``result`` is the state before it, whose energy is finite).
         quantity: which quantity (e.g. ``"walker log-weights"``).
         result: a :class:`FitResult` holding the last finite state (nothing learned before
             ``step`` is lost); it can be passed to ``fit(..., resume=...)``.

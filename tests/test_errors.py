@@ -355,6 +355,47 @@ def test_huge_learning_rate_raises_training_error(problem):
     _assert_training_error(info.value, energy)
 
 
+class _Barrier(eqx.Module):
+    """``0.5 (x - m)^2 + sqrt(5 - m)``: finite parameters ``m > 5`` give a NaN energy."""
+
+    m: jax.Array
+
+    def __call__(self, x):
+        return 0.5 * jnp.sum((x - self.m) ** 2) + jnp.sqrt(5.0 - self.m)
+
+
+@pytest.mark.parametrize("chunk_size", [2, 10])
+@pytest.mark.parametrize(
+    "strategy, lr",
+    [(se.CD(None, n_steps=2, step_size=0.1), 1.5), (se.ScoreMatching(), 0.3)],
+    ids=["CD", "SM"],
+)
+def test_parameters_with_a_non_finite_energy_are_not_returned(strategy, lr, chunk_size):
+    """The step that found the data's energy NaN started from parameters that the step before
+    produced: ``error.result`` holds the state before that step, whose energy is finite, so a
+    resume from it works. With exact score matching, SGD(0.3) toward data at 10 takes m to 3
+    after step 0 and to 5.1 after step 1, so step 2 finds the NaN and step 1 is reported;
+    ``chunk_size=2`` puts step 2 at a chunk's start (the previous chunk is replayed). CD's walk
+    is noisy: there only the kept state is checked."""
+    data = 10.0 + 0.01 * np.asarray(jax.random.normal(jax.random.key(3), (256, 1)), np.float32)
+    energy = _Barrier(jnp.zeros((), jnp.float32))
+    kw = {"optimizer": optax.sgd(lr), "num_steps": 8, "chunk_size": chunk_size}
+    with pytest.raises(se.TrainingError) as info:
+        _fit(energy, data, strategy, **kw)
+    err = info.value
+    assert err.step >= 1 and "energy of the data" in err.quantity
+    res = err.result
+    assert res.steps == err.step
+    np.testing.assert_array_equal(res.history["step"], np.arange(err.step))
+    if isinstance(strategy, se.ScoreMatching):
+        assert err.step == 1 and abs(float(res.energy.m) - 3.0) < 0.01  # not 5.1
+    assert float(res.energy.m) < 5.0
+    assert bool(jnp.all(jnp.isfinite(jax.vmap(res.energy)(data))))
+    # A resume with a smaller learning rate goes on from it.
+    more = _fit(energy, data, strategy, **{**kw, "optimizer": optax.sgd(0.01)}, resume=res)
+    assert more.steps == err.step + 8 and float(res.energy.m) < float(more.energy.m) < 5.0
+
+
 # --------------------------------------------------------------------------- silent failures
 def test_mala_that_never_accepts_warns_and_a_healthy_run_does_not(problem):
     """MALA at h = 100 on unit-scale modes rejects every move: ``fit`` says so."""
