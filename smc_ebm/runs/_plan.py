@@ -186,7 +186,7 @@ def plan_run(
     cfg, cfg_problems = config_problems(raw)  # type: ignore[arg-type]
     problems += cfg_problems
     base_dir = str(cfg.pop("_base_dir", "."))
-    parts = _build(cfg, base_dir, problems) if not cfg_problems else {}
+    parts = _build(cfg, base_dir, problems)
     if problems:
         raise ValueError(join_problems(problems))
     if text is None:
@@ -212,14 +212,18 @@ def _build(cfg: dict, base_dir: str, problems: list[str]) -> dict[str, Any]:
     from smc_ebm.energies import check_trainable
 
     def attempt(section: str, fn: Any) -> Any:
+        spec = cfg.get(section)
+        if not spec or not ("name" in spec or "per_field" in spec):
+            return None  # missing or nameless: already named by config_problems
         try:
             return fn()
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, KeyError) as err:
             msg = str(err)
             problems.append(msg if msg.startswith("config") else f"config [{section}]: {msg}")
             return None
 
-    key = jax.random.key(int(cfg["seed"]))
+    seed = cfg["seed"] if isinstance(cfg["seed"], int) else 0  # a bad seed is named already
+    key = jax.random.key(seed)
     k_data, k_energy, k_fit, k_diag, k_sample = jax.random.split(key, 5)
     data = attempt("dataset", lambda: build_dataset(cfg["dataset"], k_data, base_dir))
     energy = None
