@@ -215,3 +215,31 @@ def test_a_run_killed_before_it_finished_is_not_loaded_but_resumed(done_run, tmp
     assert main(["fit", "--resume", str(out), "--no-progress"]) == 0
     a, b = np.load(run / "walkers.npz"), np.load(out / "walkers.npz")
     np.testing.assert_array_equal(a["position"], b["position"])
+
+
+def test_ctrl_c_after_training_is_interrupted_and_resume_writes_the_rest(
+    done_run, tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C while the figures are drawn: the trained state is kept (run.json interrupted,
+    all the steps done, the checkpoint at the end), exit 130, and --resume finishes the run
+    without training again."""
+    from smc_ebm import plots
+
+    run, cfg = done_run
+    out = tmp_path / "run"
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(plots, "figure_set", stop)
+        assert main(["fit", str(cfg), "--out", str(out), "--no-progress"]) == 130
+    assert "--resume" in capsys.readouterr().err
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "interrupted" and meta["steps_done"] == 20
+    assert meta["figures"] == [] and meta["sample"] is None
+    assert json.loads((out / "checkpoint" / "manifest.json").read_text())["step"] == 20
+    assert main(["fit", "--resume", str(out), "--no-progress"]) == 0
+    for name in ("walkers.npz", "samples.npy", "energy.eqx"):
+        assert (out / name).read_bytes() == (run / name).read_bytes(), name
+    assert json.loads((out / "run.json").read_text())["resumed_at"] == [20]

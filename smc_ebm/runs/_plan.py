@@ -144,6 +144,8 @@ def plan_run(
     run_dir = Path(run_dir)
     state = dir_state(run_dir)
     meta, done = None, 0
+    if resume and raw is not None and state in ("missing", "empty"):
+        resume = False  # killed before its first run.json, or never started: start it
     if resume:
         if state != "run":
             raise ValueError(f"{run_dir} holds no run to resume (no {RUN_JSON}).")
