@@ -106,8 +106,11 @@ EXPECTED = {
 DEFAULT = ["checkpoint 3's parameters half-written", "after training, walkers.npz half-written"]
 
 
-def _kill_at(cfg, out, env_extra, when, tmp_path, timeout=180.0):
-    """Run the child until ``when`` holds, then SIGKILL it; what the run left is in ``out``."""
+def _kill_at(cfg, out, env_extra, when, tmp_path, timeout=180.0, before_kill=None):
+    """Run the child until ``when`` holds, then SIGKILL it; what the run left is in ``out``.
+
+    ``before_kill()`` runs while the child is still alive at that moment.
+    """
     mark = tmp_path / f"mark-{out.name}"
     env = {**os.environ, **env_extra, "MARK": str(mark)}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
@@ -123,6 +126,8 @@ def _kill_at(cfg, out, env_extra, when, tmp_path, timeout=180.0):
                 if time.monotonic() - start > timeout:
                     pytest.fail(f"no kill point within {timeout} s:\n{log.read_text()}")
                 time.sleep(0.002)
+            if before_kill is not None:
+                before_kill()
             proc.send_signal(signal.SIGKILL)
         finally:
             proc.kill()
@@ -161,11 +166,11 @@ def _same_run(a, b):
     assert not [p.name for p in b.iterdir() if p.name.endswith(".tmp")]
 
 
-def _kill_then_resume(straight, tmp_path, moment):
+def _kill_then_resume(straight, tmp_path, moment, before_kill=None):
     cfg, reference = straight
     env_extra, when = MOMENTS[moment]
     out = tmp_path / "killed"
-    step = _kill_at(cfg, out, env_extra, when, tmp_path)
+    step = _kill_at(cfg, out, env_extra, when, tmp_path, before_kill=lambda: before_kill(out))
     assert EXPECTED[moment](step), (moment, step)
     if "half-written" in moment:  # the kill landed inside an atomic write
         assert list(out.rglob("*.tmp")), moment
@@ -180,11 +185,18 @@ def _kill_then_resume(straight, tmp_path, moment):
 
 
 @pytest.mark.parametrize("moment", DEFAULT)
-def test_killed_runs_resume_to_the_uninterrupted_run_bitwise(straight, tmp_path, moment):
-    _kill_then_resume(straight, tmp_path, moment)
+def test_killed_runs_resume_to_the_uninterrupted_run_bitwise(straight, tmp_path, moment, capsys):
+    def in_use(out):  # while the child runs, no other process may resume or replace its run
+        before = sorted(p.name for p in out.iterdir())
+        assert main(["fit", "--resume", str(out), "--no-progress"]) == 2
+        assert main(["fit", str(straight[0]), "--out", str(out), "--overwrite"]) == 2
+        assert capsys.readouterr().err.count("in use by another smc-ebm process") == 2
+        assert sorted(p.name for p in out.iterdir()) == before
+
+    _kill_then_resume(straight, tmp_path, moment, before_kill=in_use)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", [m for m in MOMENTS if m not in DEFAULT])
 def test_killed_runs_resume_bitwise_at_more_moments(straight, tmp_path, moment):
-    _kill_then_resume(straight, tmp_path, moment)
+    _kill_then_resume(straight, tmp_path, moment, before_kill=lambda out: None)

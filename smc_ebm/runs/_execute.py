@@ -50,7 +50,9 @@ def fit_config(
         progress: show the training progress bar.
         overwrite: replace the run in ``run_dir`` (everything in it is removed first).
         log: called with progress lines (``None``: silent).
-        resume: continue the interrupted or killed run in ``run_dir`` from its checkpoint.
+        resume: continue the interrupted or killed run in ``run_dir`` from its checkpoint
+            (with a ``config``, which must be the run's own, a run killed before its
+            ``run.json`` was written, or none yet, is started).
 
     Returns:
         The run directory; its ``run.json`` says how the run ended.
