@@ -110,6 +110,10 @@ def test_out_into_a_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
         assert main(["fit", str(cfg), "--out", str(folder), "--no-progress", *extra]) == 2
         assert "holds no run" in capsys.readouterr().err
     assert [p.name for p in folder.iterdir()] == ["thesis.tex"]
+    (folder / "run.json").write_text('{"some": "other tool"}')  # not a run either
+    assert main(["fit", str(cfg), "--out", str(folder), "--overwrite"]) == 2
+    assert "holds no run" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["run.json", "thesis.tex"]
     afile = tmp_path / "afile"
     afile.write_text("x")
     assert main(["fit", str(cfg), "--out", str(afile)]) == 2

@@ -116,7 +116,15 @@ def dir_state(run_dir: Path) -> str:
     if not run_dir.is_dir():
         return "file"
     if (run_dir / RUN_JSON).is_file():
-        return "run"
+        # Only a run.json that smc-ebm wrote makes a run (--overwrite removes everything in
+        # a run directory: a folder that merely holds some run.json is not one).
+        try:
+            meta = json.loads((run_dir / RUN_JSON).read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            return "other"
+        if isinstance(meta, dict) and {"format", "config", "status"} <= set(meta):
+            return "run"
+        return "other"
     if all(_ignorable(p) for p in run_dir.iterdir()):
         return "empty"  # nothing, or only what a run killed before its run.json leaves
     return "other"

@@ -148,7 +148,9 @@ def plan_run(
         resume = False  # killed before its first run.json, or never started: start it
     if resume:
         if state != "run":
-            raise ValueError(f"{run_dir} holds no run to resume (no {RUN_JSON}).")
+            raise ValueError(
+                f"{run_dir} holds no run to resume (no {RUN_JSON} written by smc-ebm fit)."
+            )
         meta = _read_run(run_dir, problems)
         status = (meta or {}).get("status", "complete")
         if meta is not None and status not in ("running", "interrupted"):
@@ -182,8 +184,8 @@ def plan_run(
         )
     elif state == "other":
         problems.append(
-            f"{run_dir} is not empty and holds no run ({RUN_JSON}); choose a new or empty "
-            "directory (--overwrite replaces runs only)."
+            f"{run_dir} is not empty and holds no run (no {RUN_JSON} written by smc-ebm "
+            "fit); choose a new or empty directory (--overwrite replaces runs only)."
         )
     cfg, cfg_problems = config_problems(raw)  # type: ignore[arg-type]
     problems += cfg_problems
