@@ -5,7 +5,8 @@ Subcommands:
         walkers (a small version of Carbone et al., 2023, Sec. 5.1), in about two minutes
         on a laptop CPU.
     fit CONFIG: train as a TOML/YAML config says and write a run directory (config,
-        history, trained energy, walkers, diagnostics, figures).
+        history, trained energy, walkers, diagnostics, figures, checkpoint).
+    fit --resume RUN_DIR: continue an interrupted or killed run from its checkpoint.
     report RUN_DIR: write a self-contained HTML report of a run directory.
 """
 
@@ -74,18 +75,28 @@ def build_parser() -> argparse.ArgumentParser:
             "Train the energy that CONFIG describes (dataset, energy, strategy, optimizer, "
             "steps, seed), then run the diagnostics and the generation it asks for, and "
             "write the run directory: config, run.json, history.npz, walkers.npz, "
-            "energy.eqx, diagnostics.csv and figures/."
+            "energy.eqx, diagnostics.csv, figures/ and checkpoint/. The whole config is "
+            "checked before training. A checkpoint is written every checkpoint_every steps "
+            "(config key; default a tenth of the run) and --resume continues from it. Exit "
+            "status: 0 complete, 1 training failed (non-finite values; the last finite state "
+            "is saved), 2 bad config or run directory, 130 interrupted (Ctrl-C or SIGTERM)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    fit.add_argument("config", help="a .toml, .yaml or .yml config file")
+    fit.add_argument("config", nargs="?", default=None, help="a .toml, .yaml or .yml config file")
     fit.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
-    fit.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    fit.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run (all its files)"
+    )
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     fit.add_argument(
         "--resume",
-        action="store_true",
-        help="continue the interrupted run in --out (or runs/<name>) from its checkpoint",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_DIR",
+        help="continue the interrupted or killed run in RUN_DIR (or --out, or runs/<name>) "
+        "from its checkpoint; CONFIG is then optional (the run's own is used)",
     )
     fit.set_defaults(func=_fit)
 
@@ -107,23 +118,48 @@ def build_parser() -> argparse.ArgumentParser:
 def _fit(args: argparse.Namespace) -> int:
     from smc_ebm.runs import fit_config
 
+    out, resume = args.out, args.resume
+    if isinstance(resume, str):
+        if out is not None and out != resume:
+            print("smc-ebm fit: error: --resume RUN_DIR and --out differ.", file=sys.stderr)
+            return 2
+        out, resume = resume, True
     try:
         run_dir = fit_config(
             args.config,
-            args.out,
+            out,
             progress=not args.no_progress,
             overwrite=args.overwrite,
-            resume=args.resume,
+            resume=resume,
         )
     except ValueError as err:
         print(f"smc-ebm fit: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before training (building, compiling): nothing to keep
+        print("smc-ebm fit: interrupted", file=sys.stderr)
+        return 130
     meta = json.loads((run_dir / "run.json").read_text())
+    again = f"continue it with: smc-ebm fit --resume {run_dir}"
     if meta.get("status") == "interrupted":
-        print(f"smc-ebm fit: interrupted after {meta['steps_done']} steps", file=sys.stderr)
+        print(
+            f"smc-ebm fit: interrupted after {meta['steps_done']} of {meta['config']['steps']} "
+            f"steps; the run and its checkpoint are in {run_dir}; {again}",
+            file=sys.stderr,
+        )
         return 130
     if meta.get("status") == "failed":
-        print(f"smc-ebm fit: training failed: {meta['error']}", file=sys.stderr)
+        err = meta.get("error") or {}
+        what = (
+            f"non-finite {err['quantity']} at step {err['step']}"
+            if "quantity" in err
+            else err.get("message", "?")
+        )
+        print(
+            f"smc-ebm fit: training failed: {what}. The last finite state (after "
+            f"{meta['steps_done']} steps) is saved in {run_dir} (status 'failed', with its "
+            "checkpoint); a smaller step size or learning rate usually helps.",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

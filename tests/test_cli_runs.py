@@ -238,9 +238,15 @@ def test_a_failed_run_is_written_as_failed_and_exits_1(tmp_path, capsys):
     cfg.write_text(TINY.replace("step_size = 0.1", "step_size = 1e30"))
     out = tmp_path / "run"
     assert main(["fit", str(cfg), "--out", str(out), "--no-progress"]) == 1
-    assert "training failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "training failed: non-finite" in err and "Traceback" not in err
     meta = json.loads((out / "run.json").read_text())
-    assert meta["status"] == "failed" and meta["steps_done"] < 30 and meta["error"]
+    assert meta["status"] == "failed" and meta["steps_done"] < 30
+    assert meta["error"]["step"] == meta["steps_done"] and meta["error"]["quantity"]
+    # The last finite state is the checkpoint too; a failed run is not resumed.
+    manifest = json.loads((out / "checkpoint" / "manifest.json").read_text())
+    assert manifest["step"] == meta["steps_done"]
+    assert main(["fit", str(cfg), "--out", str(out), "--resume"]) == 2
     assert meta["diagnostics"] is None and meta["sample"] is None and meta["figures"] == []
     for name in ("history.npz", "walkers.npz", "energy.eqx"):
         assert (out / name).is_file(), name
@@ -273,7 +279,10 @@ def test_an_interrupted_run_is_written_as_interrupted_and_exits_130(tmp_path, ca
     assert "interrupted after" in capsys.readouterr().err
     meta = json.loads((out / "run.json").read_text())
     assert meta["status"] == "interrupted" and 0 <= meta["steps_done"] < 3000000
-    assert meta["diagnostics"] is None and meta["sample"] is None
+    assert meta["diagnostics"] is None and meta["sample"] is None and meta["figures"] == []
+    assert not (out / "figures").exists() and not (out / "samples.npy").exists()
+    manifest = json.loads((out / "checkpoint" / "manifest.json").read_text())
+    assert manifest["step"] == meta["steps_done"]  # the checkpoint is kept
 
 
 def test_an_interrupted_run_resumes_to_the_straight_run_bitwise(tmp_path, monkeypatch):

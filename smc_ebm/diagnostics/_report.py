@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     run = load_run(run_dir)
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "report.html"
+    run.figures = _inside_only(run.figures, run_dir)
     if not any(p.name == "training.png" and p.is_file() for p in run.figures):
         from smc_ebm.plots import plot_training
 
@@ -156,7 +159,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         last = [(k, float(np.asarray(v)[-1])) for k, v in hist.items() if k != "step"]
         parts.append(_table([("step", int(hist["step"][-1])), *last]))
 
-    cfg_files = sorted(run_dir.glob("config.*"))
+    cfg_files = _inside_only(sorted(run_dir.glob("config.*")), run_dir)
     cfg_text = cfg_files[0].read_text() if cfg_files else str(run.config)
     parts += [
         "<h2>Config</h2>",
@@ -164,5 +167,29 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         "</body></html>",
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(parts), encoding="utf-8")
+    tmp = out.with_name(out.name + ".tmp")  # written whole, then renamed into place
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
     return out
+
+
+def _inside_only(paths: list[Path], run_dir: Path) -> list[Path]:
+    """The paths that lie inside ``run_dir`` (links followed).
+
+    The others are skipped with a warning, so that a report never embeds a file from
+    elsewhere (a ``run.json`` edited to name ``/etc/passwd`` as a figure, a link).
+    """
+    root = run_dir.resolve()
+    kept = []
+    for p in paths:
+        if p.resolve().is_relative_to(root):
+            kept.append(p)
+        else:
+            warnings.warn(
+                f"{p} lies outside the run directory {run_dir}: not embedded in the report.",
+                stacklevel=3,
+            )
+    return kept

@@ -6,6 +6,7 @@ the seed (see ``docs/diagnostics.md`` for every key)::
     name = "two_modes"
     seed = 0
     steps = 500
+    # checkpoint_every = 50    # optional: default a tenth of the run; 0: only at the end
 
     [dataset]
     name = "two_mode_teacher"   # or "file" with path = "data.npy" (.npy, .npz, .csv)
@@ -36,9 +37,12 @@ the seed (see ``docs/diagnostics.md`` for every key)::
     n_steps = 200
 
 The run directory holds ``config.toml`` (the file as given), ``run.json`` (the resolved
-config, the summary, the diagnostics and sampling figures), ``history.npz``,
-``walkers.npz``, ``energy.eqx`` (``equinox.tree_serialise_leaves``), ``diagnostics.csv``
-and ``figures/*.png``. :func:`load_run` gives the energy and the history back.
+config, the status, the summary, the diagnostics and sampling figures, the sha256 of every
+other file), ``history.npz``, ``walkers.npz``, ``energy.eqx``
+(``equinox.tree_serialise_leaves``), ``diagnostics.csv``, ``figures/*.png`` and
+``checkpoint/`` (every ``checkpoint_every`` steps, default a tenth of the run; ``smc-ebm fit
+--resume RUN_DIR`` continues from it). :func:`load_run` checks the checksums and gives the
+energy and the history back.
 """
 
 from smc_ebm.runs._config import (

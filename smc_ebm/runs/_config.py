@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from smc_ebm.runs._files import name_problem
+
 FORMAT_VERSION = 1
 _TOP_KEYS = {
     "name",
@@ -65,51 +67,103 @@ def read_config(path: str | Path) -> dict:
     return cfg
 
 
-def _section(cfg: Mapping, name: str, required: bool = True) -> dict:
+def _section(cfg: Mapping, name: str, problems: list[str], required: bool = True) -> dict:
     sec = cfg.get(name)
     if sec is None:
         if required:
-            raise ValueError(f"config: missing section [{name}].")
+            problems.append(f"config: missing section [{name}].")
         return {}
     if not isinstance(sec, Mapping):
-        raise ValueError(f"config: [{name}] must be a table; got {type(sec).__name__}.")
+        problems.append(f"config: [{name}] must be a table; got {type(sec).__name__}.")
+        return {}
     sec = dict(sec)
     if name in ("dataset", "energy", "strategy", "optimizer") and "name" not in sec:
         if not (name == "optimizer" and "per_field" in sec):
-            raise ValueError(f"config: [{name}] needs a name.")
+            problems.append(f"config: [{name}] needs a name.")
     return sec
 
 
-def validate_config(cfg: Mapping) -> dict:
-    """Check a config and fill the defaults; raise ``ValueError`` naming the problem."""
+def _count(where: str, key: str, value: Any, low: int, problems: list[str]) -> None:
+    """A problem unless ``value`` is an integer >= ``low`` (or ``None``)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.append(f"config: {where}`{key}` must be an integer; got {value!r}.")
+    elif value < low:
+        problems.append(f"config: {where}`{key}` must be >= {low}; got {value!r}.")
+
+
+def config_problems(cfg: Mapping) -> tuple[dict, list[str]]:
+    """The config with its defaults filled in, and every problem found in it.
+
+    Its keys, sections and counts are checked; the sections' contents are checked when they
+    are built (``smc_ebm.runs._plan``).
+    """
     cfg = copy.deepcopy(dict(cfg))
+    problems: list[str] = []
     unknown = set(cfg) - _TOP_KEYS - {"_base_dir"}
     if unknown:
-        raise ValueError(f"config: unknown keys {sorted(unknown)}; allowed {sorted(_TOP_KEYS)}.")
+        problems.append(f"config: unknown keys {sorted(unknown)}; allowed {sorted(_TOP_KEYS)}.")
     if "steps" not in cfg:
-        raise ValueError("config: `steps` (optimizer steps) is required.")
-    for key in ("steps", "seed"):
-        if key in cfg and (not isinstance(cfg[key], int) or isinstance(cfg[key], bool)):
-            raise ValueError(f"config: `{key}` must be an integer; got {cfg[key]!r}.")
-    if cfg["steps"] < 1:
-        raise ValueError(f"config: `steps` must be >= 1; got {cfg['steps']}.")
+        problems.append("config: `steps` (optimizer steps) is required.")
+    _count("", "steps", cfg.get("steps"), 1, problems)
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        problems.append(f"config: `seed` must be an integer; got {seed!r}.")
+    steps = cfg.get("steps")
+    steps = steps if isinstance(steps, int) and steps >= 1 else 1
     cfg.setdefault("seed", 0)
-    cfg.setdefault("record_every", max(1, cfg["steps"] // 200))
+    cfg.setdefault("record_every", max(1, steps // 200))
     cfg.setdefault("chunk_size", 500)
     cfg.setdefault("name", "run")
+    for key in ("record_every", "chunk_size", "batch_size"):
+        _count("", key, cfg.get(key), 1, problems)
+    _count("", "checkpoint_every", cfg.get("checkpoint_every"), 0, problems)
+    every, rec = cfg.get("checkpoint_every"), cfg.get("record_every")
+    if isinstance(every, int) and isinstance(rec, int) and every > 0 and rec > 0 and every % rec:
+        problems.append(
+            f"config: `checkpoint_every` ({every}) must be a multiple of `record_every` ({rec})."
+        )
+    bad_name = name_problem(cfg["name"])
+    if bad_name:
+        problems.append(f"config: {bad_name}")
     for name in ("dataset", "energy", "strategy", "optimizer"):
-        cfg[name] = _section(cfg, name)
-    diag = _section(cfg, "diagnostics", required=False)
+        cfg[name] = _section(cfg, name, problems)
+    diag = _section(cfg, "diagnostics", problems, required=False)
     bad = set(diag) - set(_DIAG_DEFAULTS)
     if bad:
-        raise ValueError(f"config: unknown [diagnostics] keys {sorted(bad)}.")
+        problems.append(f"config: unknown [diagnostics] keys {sorted(bad)}.")
+    for key in ("n_chains", "n_steps", "thin"):
+        _count("[diagnostics] ", key, diag.get(key), 1, problems)
+    _count("[diagnostics] ", "n_warmup", diag.get("n_warmup"), 0, problems)
     cfg["diagnostics"] = {**_DIAG_DEFAULTS, **diag}
     if "sample" in cfg:
-        smp = _section(cfg, "sample")
+        smp = _section(cfg, "sample", problems)
         bad = set(smp) - _SAMPLE_KEYS
         if bad:
-            raise ValueError(f"config: unknown [sample] keys {sorted(bad)}.")
+            problems.append(f"config: unknown [sample] keys {sorted(bad)}.")
+        for key in ("n", "n_steps", "n_runs"):
+            _count("[sample] ", key, smp.get(key), 1, problems)
         cfg["sample"] = smp
+    return cfg, problems
+
+
+def join_problems(problems: list[str]) -> str:
+    """One message for one problem or several (each on its own line)."""
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def validate_config(cfg: Mapping) -> dict:
+    """Check a config and fill the defaults.
+
+    Raises ``ValueError`` naming every problem found in its keys, sections and counts
+    (``smc-ebm fit`` also builds each section before training and names what fails).
+    """
+    cfg, problems = config_problems(cfg)
+    if problems:
+        raise ValueError(join_problems(problems))
     return cfg
 
 

@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import os
-import time
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from smc_ebm.runs._config import (
-    FORMAT_VERSION,
-    build_dataset,
-    build_energy,
-    build_metrics,
-    build_optimizer,
-    build_strategy,
-    read_config,
-    validate_config,
+from smc_ebm.runs._files import (
+    RUN_JSON,
+    file_sha256,
+    fsync_tree,
+    to_bytes,
+    write_atomic,
+    write_json,
 )
-from smc_ebm.runs._store import _exact_log_z, _json_default, _to_toml
+from smc_ebm.runs._plan import CHECKPOINT, Plan, open_run, plan_run
+from smc_ebm.runs._store import _exact_log_z, _json_default
 
 
 def fit_config(
-    config: str | Path | Mapping,
+    config: str | Path | Mapping | None,
     run_dir: str | Path | None = None,
     *,
     progress: bool = True,
@@ -35,121 +33,147 @@ def fit_config(
 ) -> Path:
     """Train as a config says and write the run directory (what ``smc-ebm fit`` does).
 
-    The run directory holds a checkpoint (``checkpoint/``, written every
-    ``checkpoint_every`` steps, default a tenth of the run, and at the end), so that an
-    interrupted run can be continued: ``fit_config(config, run_dir, resume=True)`` (``smc-ebm
-    fit CONFIG --out RUN_DIR --resume``) ends with the same run as an uninterrupted one,
-    bitwise.
+    The whole config is checked first (every problem named in one ``ValueError``), and the
+    run directory too: a new or empty directory, or a run to replace (``overwrite``) or to
+    continue (``resume``). ``run.json`` says ``"status": "running"`` from the start and
+    ``"complete"``, ``"interrupted"`` or ``"failed"`` at the end. The directory holds a
+    checkpoint (``checkpoint/``, written every ``checkpoint_every`` steps, default a tenth
+    of the run, and at the end), so that a run that was interrupted, or killed, continues:
+    ``fit_config(None, run_dir, resume=True)`` (``smc-ebm fit --resume RUN_DIR``) ends with
+    the same run as an uninterrupted one, bitwise. Every file is written atomically and
+    ``run.json`` records their sha256, checked by :func:`load_run`.
 
     Args:
-        config: a config file path or an already-read dict.
+        config: a config file path or an already-read dict (``None`` with ``resume``: the
+            run's own config).
         run_dir: the run directory (default ``runs/<name>``).
         progress: show the training progress bar.
-        overwrite: replace an existing run in ``run_dir``.
+        overwrite: replace the run in ``run_dir`` (everything in it is removed first).
         log: called with progress lines (``None``: silent).
-        resume: continue the interrupted run in ``run_dir`` from its checkpoint.
+        resume: continue the interrupted or killed run in ``run_dir`` from its checkpoint
+            (with a ``config``, which must be the run's own, a run killed before its
+            ``run.json`` was written, or none yet, is started).
 
     Returns:
-        The run directory.
+        The run directory; its ``run.json`` says how the run ended.
+
+    Raises:
+        ValueError: a bad config, dataset file, run name or run directory (all named).
     """
+    plan = plan_run(config, run_dir, overwrite=overwrite, resume=resume)
+    say = log if log is not None else (lambda *_: None)
+    lock = open_run(plan)
+    try:
+        return _run(plan, say, progress)
+    finally:
+        lock.release()
+
+
+def _run(plan: Plan, say: Any, progress: bool) -> Path:
     import equinox as eqx
-    import jax
 
     import smc_ebm as se  # the public API: fit, diagnose, sample, plots
 
-    fit, sample, diagnose, plots = se.fit, se.sample, se.diagnose, se.plots
-    Gaussian = se.energies.Gaussian
-
-    text, suffix = None, ".toml"
-    if not isinstance(config, Mapping):
-        text, suffix = Path(config).read_text(), Path(config).suffix
-        config = read_config(config)
-    cfg = validate_config(config)
-    base_dir = cfg.pop("_base_dir", ".")
-    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / str(cfg["name"])
-    checkpoint = run_dir / "checkpoint"
-    done = _resumable(run_dir, checkpoint) if resume else 0
-    if (run_dir / "run.json").exists() and not overwrite and not resume:
-        raise ValueError(f"{run_dir} already holds a run; choose another directory or overwrite.")
-    say = log if log is not None else (lambda *_: None)
-    every = cfg.get("checkpoint_every")
-    if every is None:
-        r = int(cfg["record_every"])
-        every = max(r, (int(cfg["steps"]) // 10) // r * r)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-    key = jax.random.key(int(cfg["seed"]))
-    k_data, k_energy, k_fit, k_diag, k_sample = jax.random.split(key, 5)
-    data = build_dataset(cfg["dataset"], k_data, base_dir)
-    dim = data.dim
-    energy = build_energy(cfg["energy"], dim, k_energy, data.samples)
-    strategy = build_strategy(cfg["strategy"])
-    optimizer = build_optimizer(cfg["optimizer"])
-    metrics, targets = build_metrics(data, energy)
-
-    say(f"fit: {cfg['name']}: {cfg['steps']} steps, d={dim}, {data.samples.shape[0]} data")
+    cfg, run_dir, parts = plan.cfg, plan.run_dir, plan.parts
+    data = parts["data"]
+    k_fit, k_diag, k_sample = parts["keys"]
+    checkpoint = run_dir / CHECKPOINT
+    steps = int(cfg["steps"])
+    where = f" from step {plan.done}" if plan.resume else ""
+    say(f"fit: {cfg['name']}: {steps} steps{where}, d={data.dim}, {data.samples.shape[0]} data")
     status, error = "complete", None
     try:
-        result = fit(
-            energy,
+        result = se.fit(
+            parts["energy"],
             data.samples,
-            strategy=strategy,
-            optimizer=optimizer,
-            num_steps=int(cfg["steps"]) - done,
+            strategy=parts["strategy"],
+            optimizer=parts["optimizer"],
+            num_steps=steps - plan.done,
             key=k_fit,
             batch_size=cfg.get("batch_size"),
-            metrics=metrics,
+            metrics=parts["metrics"],
             record_every=int(cfg["record_every"]),
             chunk_size=int(cfg["chunk_size"]),
             progress=progress,
             checkpoint=checkpoint,
-            checkpoint_every=every,
-            resume=checkpoint if resume else None,
+            checkpoint_every=plan.checkpoint_every,
+            resume=checkpoint if plan.done else None,
         )
-    except se.TrainingError as err:  # keep the last finite state, marked as failed
-        result, status, error = err.result, "failed", str(err)
+    except se.TrainingError as err:  # the last finite state is kept, marked as failed
+        result, status = err.result, "failed"
+        error = {"step": err.step, "quantity": err.quantity, "message": str(err)}
+    except ValueError as err:  # what fit refuses before its first step
+        meta = {**(plan.meta or {}), "status": "failed", "error": {"message": str(err)}}
+        write_json(run_dir / RUN_JSON, meta, _json_default)
+        raise
     if result.interrupted:
         status = "interrupted"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / f"config{suffix}").write_text(text if text is not None else _to_toml(cfg))
-    np.savez(run_dir / "history.npz", **{k: np.asarray(v) for k, v in result.history.items()})
-    np.savez(
-        run_dir / "walkers.npz",
-        position=np.asarray(result.walkers),
-        log_weights=np.asarray(result.log_weights),
-    )
-    eqx.tree_serialise_leaves(run_dir / "energy.eqx", result.energy)
+    files = {
+        "history.npz": to_bytes(
+            lambda f: np.savez(f, **{k: np.asarray(v) for k, v in result.history.items()})
+        ),
+        "walkers.npz": to_bytes(
+            lambda f: np.savez(
+                f, position=np.asarray(result.walkers), log_weights=np.asarray(result.log_weights)
+            )
+        ),
+        "energy.eqx": to_bytes(lambda f: eqx.tree_serialise_leaves(f, result.energy)),
+    }
+    sums = {name: write_atomic(run_dir / name, blob) for name, blob in files.items()}
+    sums.update({p.name: file_sha256(p) for p in sorted(run_dir.glob("config.*"))})
     summary = result.summary()
     say(str(summary))
-
     meta: dict[str, Any] = {
-        "format": FORMAT_VERSION,
-        "config": cfg,
-        "dim": dim,
+        **(plan.meta or {}),
+        "dim": data.dim,
         "summary": summary.to_dict(),
-        "targets": targets,
+        "targets": parts["targets"],
         "image_shape": data.info.get("image_shape"),
         "exact_log_Z": _exact_log_z(result.energy),
         "diagnostics": None,
         "sample": None,
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "figures": [],
         "status": status,
         "steps_done": int(result.steps),
         "error": error,
+        "files": sums,
     }
     if status != "complete":
-        # What was done is written; the diagnostics, samples and figures of an interrupted or
-        # failed run are skipped (they would describe a model nobody asked for).
-        meta["figures"] = []
-        _write_json(run_dir / "run.json", meta)
-        say(f"{status} run ({result.steps} of {cfg['steps']} steps) written to {run_dir}")
+        # What was done is written, with its checkpoint; the diagnostics, samples and figures
+        # of an interrupted or failed run are skipped (they would describe a model nobody
+        # asked for).
+        write_json(run_dir / RUN_JSON, meta, _json_default)
+        say(f"{status} run ({result.steps} of {steps} steps) written to {run_dir}")
         return run_dir
+    try:
+        _finish(plan, result, meta, (k_diag, k_sample), say)
+    except KeyboardInterrupt:
+        # Trained to the end (its checkpoint says so) but stopped in the diagnostics, the
+        # sampling or the figures: --resume writes them.
+        meta.update(status="interrupted", diagnostics=None, sample=None, figures=[])
+        write_json(run_dir / RUN_JSON, meta, _json_default)
+        say(f"interrupted after training, before its outputs; written to {run_dir}")
+        return run_dir
+    write_json(run_dir / RUN_JSON, meta, _json_default)
+    say(f"run written to {run_dir}")
+    return run_dir
+
+
+def _finish(plan: Plan, result: Any, meta: dict, keys: tuple, say: Any) -> None:
+    """Diagnostics, generation and figures of a complete run, into ``meta`` and its files."""
+    import smc_ebm as se
+
+    cfg, run_dir, data = plan.cfg, plan.run_dir, plan.parts["data"]
+    k_diag, k_sample = keys
+    sums = meta["files"]
     diag = None
     dcfg = dict(cfg["diagnostics"])
     if dcfg.pop("enabled"):
         say(f"diagnose: {dcfg['n_chains']} chains x {dcfg['n_steps']} steps ({dcfg['kernel']})")
-        diag = diagnose(result, k_diag, **dcfg)
-        diag.table.to_csv(run_dir / "diagnostics.csv")
+        diag = se.diagnose(result, k_diag, **dcfg)
+        sums["diagnostics.csv"] = write_atomic(
+            run_dir / "diagnostics.csv", diag.table.to_csv().encode()
+        )
         meta["diagnostics"] = diag.headline()
         say(str(diag).splitlines()[0])
     if "sample" in cfg:
@@ -158,8 +182,8 @@ def fit_config(
         say(f"sample: {n} samples")
         # The base: a Gaussian moment-matched to the data, which covers the trained model
         # far better than a standard normal when the data are not centred and scaled.
-        base = Gaussian.fit_to(data.samples)
-        out = sample(result.energy, k_sample, n, init=base, **scfg)
+        base = se.energies.Gaussian.fit_to(data.samples)
+        out = se.sample(result.energy, k_sample, n, init=base, **scfg)
         meta["sample"] = {
             "n": n,
             "log_Z": out.log_Z,
@@ -168,44 +192,28 @@ def fit_config(
             "n_runs": int(out.log_Z_runs.shape[0]),
             "acceptance": out.acceptance,
         }
-        np.save(run_dir / "samples.npy", out.resampled)
+        blob = to_bytes(lambda f: np.save(f, np.asarray(out.resampled)))
+        sums["samples.npy"] = write_atomic(run_dir / "samples.npy", blob)
         say(f"sample: log Z = {out.log_Z:.4f} ± {out.log_Z_se:.4f}")
-    figs = plots.figure_set(
+    # The figures are drawn into a temporary folder, then moved into place whole.
+    tmp, final = run_dir / ".figures.tmp", run_dir / "figures"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    figs = se.plots.figure_set(
         result.history,
         energy=result.energy,
         data=np.asarray(data.samples)[:2000],
         walkers=np.asarray(result.walkers),
         log_weights=np.asarray(result.log_weights),
-        targets=targets,
+        targets=meta["targets"],
         image_shape=meta["image_shape"],
         diagnosis=diag,
-        out_dir=run_dir / "figures",
+        out_dir=tmp,
     )
-    meta["figures"] = [str(p.relative_to(run_dir)) for p in figs]
-    _write_json(run_dir / "run.json", meta)
-    say(f"run written to {run_dir}")
-    return run_dir
-
-
-def _write_json(path: Path, meta: dict) -> None:
-    """Write ``meta`` atomically (a temporary file, fsync, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(meta, indent=2, default=_json_default))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _resumable(run_dir: Path, checkpoint: Path) -> int:
-    """The step of ``run_dir``'s checkpoint, if the run there can be resumed."""
-    meta_path = run_dir / "run.json"
-    if not meta_path.is_file() or not (checkpoint / "manifest.json").is_file():
-        raise ValueError(f"{run_dir} holds no run with a checkpoint to resume.")
-    status = json.loads(meta_path.read_text()).get("status", "complete")
-    if status != "interrupted":
-        raise ValueError(
-            f"{run_dir} holds a {status} run; only an interrupted run is resumed (a failed one "
-            "would fail again with the same settings: change the config and start anew)."
-        )
-    return int(json.loads((checkpoint / "manifest.json").read_text())["step"])
+    fsync_tree(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    meta["figures"] = [f"figures/{p.name}" for p in figs]
+    for p in figs:
+        sums[f"figures/{p.name}"] = file_sha256(final / p.name)

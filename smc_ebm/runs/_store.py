@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from smc_ebm.runs._config import FORMAT_VERSION, build_energy
+from smc_ebm.runs._files import file_sha256
 
 
 @dataclasses.dataclass
@@ -94,6 +95,35 @@ def _to_toml(cfg: Mapping, prefix: str = "") -> str:
 
 
 # ----------------------------------------------------------------------------- load
+def _check_files(path: Path, files: Any) -> None:
+    """Check the files that ``run.json`` lists against their sha256.
+
+    Raises ``ValueError`` naming each one missing or whose sha256 differs (a truncated or
+    altered file). Runs written before checksums (no ``files`` entry) pass.
+    """
+    if files is None:
+        return
+    bad = []
+    for name, digest in dict(files).items():
+        p = path / name
+        if not _inside(p, path):
+            bad.append(f"{name} (outside the run directory)")
+        elif not p.is_file():
+            bad.append(f"{name} (missing)")
+        elif file_sha256(p) != digest:
+            bad.append(f"{name} (corrupted or truncated: its sha256 differs from run.json's)")
+    if bad:
+        raise ValueError(f"run {path}: bad files: " + "; ".join(bad) + ".")
+
+
+def _inside(p: Path, root: Path) -> bool:
+    """Whether ``p`` (links followed) lies inside ``root``."""
+    try:
+        return p.resolve().is_relative_to(root.resolve())
+    except OSError:
+        return False
+
+
 def load_run(path: str | Path) -> Run:
     """Read a run directory written by ``smc-ebm fit`` (:func:`fit_config`).
 
@@ -116,22 +146,46 @@ def load_run(path: str | Path) -> Run:
     meta_path = path / "run.json"
     if not meta_path.is_file():
         raise ValueError(f"{str(path)!r} is not a run directory (no run.json).")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported run format {meta.get('format')!r}.")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{meta_path} is corrupted or truncated: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{path}: unsupported run format {fmt!r}.")
+    if meta.get("status") == "running":
+        raise ValueError(
+            f"{path} holds an unfinished run (status 'running': still running, or killed); "
+            f"continue it with `smc-ebm fit --resume {path}`."
+        )
+    _check_files(path, meta.get("files"))
     cfg = meta["config"]
+
+    def read(name: str, fn: Any) -> Any:
+        try:
+            return fn(path / name)
+        except ValueError:
+            raise
+        except Exception as err:  # BadZipFile, KeyError, EOFError, equinox's errors
+            raise ValueError(f"run file {path / name} cannot be read: {err!r}") from None
+
     # A skeleton of the same structure; its leaves are replaced by the saved ones.
     skeleton = build_energy(cfg["energy"], int(meta["dim"]), jax.random.key(0))
-    energy = eqx.tree_deserialise_leaves(path / "energy.eqx", skeleton)
-    with np.load(path / "history.npz") as h:
-        history = {k: h[k] for k in h.files}
-    with np.load(path / "walkers.npz") as w:
-        walkers, log_weights = w["position"], w["log_weights"]
+    energy = read("energy.eqx", lambda p: eqx.tree_deserialise_leaves(p, skeleton))
+
+    def npz(p: Path) -> dict[str, np.ndarray]:
+        with np.load(p) as z:
+            return {k: z[k] for k in z.files}
+
+    history = read("history.npz", npz)
+    walkers, log_weights = read(
+        "walkers.npz", lambda p: (lambda z: (z["position"], z["log_weights"]))(npz(p))
+    )
     table = None
     if (path / "diagnostics.csv").is_file():
         import pandas as pd
 
-        table = pd.read_csv(path / "diagnostics.csv", index_col=0)
+        table = read("diagnostics.csv", lambda p: pd.read_csv(p, index_col=0))
     return Run(
         path=path,
         config=cfg,
