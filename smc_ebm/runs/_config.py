@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 FORMAT_VERSION = 1
+"""Version of the run-directory format written by :func:`fit_config`."""
 _TOP_KEYS = {
     "name",
     "seed",
