@@ -26,6 +26,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from smc_ebm.kernels._base import Kernel, MoveInfo
 from smc_ebm.kernels._langevin import ula_propose
 
+__all__ = ["EUCLIDEAN", "SPHERE", "Euclidean", "ProjectedLangevin", "Sphere", "manifold_of"]
+
 
 @dataclasses.dataclass(frozen=True)
 class Euclidean:
@@ -103,7 +105,9 @@ class Sphere:
 
 
 EUCLIDEAN = Euclidean()
+"""The flat space, the manifold of every energy without a ``manifold`` attribute."""
 SPHERE = Sphere()
+"""The unit sphere :math:`S^{d-1}`."""
 
 
 def manifold_of(energy: Any) -> Euclidean | Sphere:

@@ -39,8 +39,10 @@ class ShallowReLU(AbstractEnergy):
         width: number of neurons ``m``.
         key: PRNG key for the initial features (uniform on the sphere).
         beta: inverse temperature.
-        theta, w, sigma: explicit parameters (then ``key`` is not needed); the defaults are
-            uniform features, ``w = 1`` (F1 norm 1) and alternating signs ``+1, -1, ...``.
+        theta: explicit ``(m, d)`` features (then ``key`` is not needed); default: uniform
+            on the sphere.
+        w: explicit ``(m,)`` outer weights; default ``w = 1`` (F1 norm 1).
+        sigma: explicit ``(m,)`` signs; default alternating ``+1, -1, ...``.
 
     Example:
         >>> import jax, smc_ebm as se

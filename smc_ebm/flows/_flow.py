@@ -24,6 +24,7 @@ from flowjax.flows import coupling_flow
 from jaxtyping import Array, Float, PRNGKeyArray
 
 FLOW_KINDS = ("affine", "spline")
+"""The kinds of :func:`make_flow`: affine or rational-quadratic spline coupling layers."""
 
 
 def _zero_last_layers(flow: Any) -> Any:

@@ -112,6 +112,7 @@ class MALA(Kernel):
 
 
 KERNELS = {"ula": ULA, "mala": MALA}
+"""Kernel classes by name, as accepted by :func:`make_kernel` and the ``kernel=`` keywords."""
 
 
 def make_kernel(kernel: str | Kernel, step_size: float | Array) -> Kernel:

@@ -13,6 +13,7 @@ import numpy as np
 from smc_ebm.runs._files import name_problem
 
 FORMAT_VERSION = 1
+"""Version of the run-directory format written by :func:`fit_config`."""
 _TOP_KEYS = {
     "name",
     "seed",

@@ -18,6 +18,7 @@ RESAMPLERS: dict[str, Callable] = {
     "multinomial": bjr.multinomial,
     "residual": bjr.residual,
 }
+"""Resampling schemes by name (blackjax's), the ``method`` of the resampling schedules."""
 
 
 def _check_method(method: str) -> None:

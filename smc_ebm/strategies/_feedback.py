@@ -53,8 +53,9 @@ class FeedbackCorrection:
         estimator: ``"probe"`` (one Rademacher probe per step) or ``"exact"`` (each walker's
             own parameter gradient).
         n_active: at most this many walkers entered a step's gradient (a moved batch).
-        get, put: where the :class:`~smc_ebm.strategies.WalkerState` sits in the strategy's
-            state (identity by default): ``get(state)`` and ``put(state, walkers)``.
+        get: where the :class:`~smc_ebm.strategies.WalkerState` sits in the strategy's
+            state: ``get(state)`` returns it (identity by default).
+        put: ``put(state, walkers)`` returns the state with the walker state replaced.
     """
 
     mode: bool | str = "auto"

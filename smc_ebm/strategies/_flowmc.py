@@ -404,7 +404,8 @@ class FlowJarzynski(FlowStrategy):
             :class:`NoResampling`.
         feedback_correction: first-order correction of the walkers' self-influence through
             the parameter update (as in :func:`~smc_ebm.Jarzynski`).
-        **kwargs: any keyword of :class:`FlowMC`.
+
+    The other keywords are those of :class:`FlowMC`.
     """
 
     weighted: bool = True

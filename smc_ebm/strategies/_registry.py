@@ -17,7 +17,6 @@ from smc_ebm.strategies._jarzynski import Jarzynski
 from smc_ebm.strategies._persistent import PCD, Unweighted
 from smc_ebm.strategies._score import ScoreMatching
 
-#: Strategy constructors by name.
 REGISTRY: dict[str, Any] = {
     "Jarzynski": Jarzynski,
     "PCD": PCD,
@@ -28,6 +27,7 @@ REGISTRY: dict[str, Any] = {
     "Dual": Dual,
     "ScoreMatching": ScoreMatching,
 }
+"""Strategy constructors by name (the ``strategy.name`` of run configs and the CLI)."""
 
 #: Resampling schedules by name.
 RESAMPLING: dict[str, Any] = {
