@@ -136,18 +136,41 @@ def same_key(a, b) -> bool:
 
 
 # --------------------------------------------------------------------------- files
-def _sha256(data: bytes) -> str:
+def sha256(data: bytes) -> str:
+    """The hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and ``os.replace``."""
-    tmp = path.with_name(path.name + ".tmp")
+TMP_SUFFIX = ".tmp"
+
+
+def write_atomic(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically; return its sha256.
+
+    A temporary file, fsync, ``os.replace``, then an fsync of the folder: a crash leaves the
+    old file or the new one, never a part of one.
+    """
+    tmp = path.with_name(path.name + TMP_SUFFIX)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return sha256(data)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
 
 
 def is_key(x: Any) -> bool:
@@ -202,7 +225,7 @@ def save(path: Any, start: Start, manifest: dict[str, Any]) -> None:
         "step": int(start.step),
         "key": _key_entry(start.key),
         **manifest,
-        "files": {name: _sha256(data) for name, data in blobs.items()},
+        "files": {name: sha256(data) for name, data in blobs.items()},
     }
     write_atomic(root / MANIFEST, json.dumps(full, indent=1).encode())
     for old in root.iterdir():  # the previous checkpoint's files
@@ -234,7 +257,7 @@ def load(path: Any, manifest: dict[str, Any], params: Any, opt_like: Any, state_
             data = (root / name).read_bytes()
         except FileNotFoundError:
             raise ValueError(f"checkpoint file {root / name} is missing.") from None
-        if _sha256(data) != digest:
+        if sha256(data) != digest:
             raise ValueError(
                 f"corrupted checkpoint file {root / name}: its sha256 does not match the manifest."
             )

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from smc_ebm._checkpoint import TMP_SUFFIX, write_atomic
+
 RUN_JSON = "run.json"
 LOCK = ".lock"
-TMP_SUFFIX = ".tmp"
 # What a run writes besides run.json, its config and its checkpoint: removed when a run is
 # resumed (they are written again) so that nothing of an earlier attempt is left.
 OUTPUTS = (
@@ -33,11 +34,6 @@ OUTPUTS = (
 )
 
 
-def sha256(data: bytes) -> str:
-    """The hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
 def file_sha256(path: Path) -> str:
     """The hex sha256 of the file at ``path``."""
     h = hashlib.sha256()
@@ -45,31 +41,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> str:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename); its sha256."""
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    return sha256(data)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory descriptors
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def to_bytes(write: Callable[[io.BytesIO], Any]) -> bytes:
