@@ -29,6 +29,7 @@ from smc_ebm._checkpoint import (
     save as save_checkpoint,
 )
 from smc_ebm._host import (
+    FrozenWatch,
     check_counts,
     chunk_steps,
     chunk_warnings,
@@ -231,6 +232,7 @@ def fit(
     prev, stepped_back = None, False
     every = jnp.asarray(poll_every(step_seconds(chunk)))
     warned: set[str] = set()
+    watch = FrozenWatch(strategy, start.state, step0)
 
     def assemble(carry, done, err_step=None):
         last = err_step if err_step is not None else done
@@ -272,7 +274,9 @@ def fit(
             every = jnp.asarray(poll_every(step_seconds(chunk, seconds / (done_to - step))))
             lo_i = (max(step, first) - first) // record_every
             hi_i = (done_to - 1 - first) // record_every + 1
-            for kind, message in chunk_warnings([r[lo_i:hi_i] for r in rec], n_walkers):
+            found = chunk_warnings([r[lo_i:hi_i] for r in rec], n_walkers)
+            frozen = watch.check(new_carry[2], done_to)
+            for kind, message in found + ([("frozen", frozen)] if frozen else []):
                 if kind not in warned:
                     warned.add(kind)
                     warnings.warn(message, RuntimeWarning, stacklevel=4)

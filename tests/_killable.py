@@ -48,9 +48,8 @@ def _stalling(write):
 
 
 if os.environ.get("STALL"):
-    _checkpoint._write_atomic = _stalling(_checkpoint._write_atomic)
-    stalled_write = _stalling(_files.write_atomic)
-    for module in (_files, _execute, _plan):
+    stalled_write = _stalling(_checkpoint.write_atomic)  # the one writer, and its imports
+    for module in (_checkpoint, _files, _execute, _plan):
         module.write_atomic = stalled_write
 
 if os.environ.get("PAUSE"):

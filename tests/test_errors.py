@@ -407,6 +407,35 @@ def test_mala_that_never_accepts_warns_and_a_healthy_run_does_not(problem):
         _fit(energy, data, se.Jarzynski(32, 0.1, kernel="mala"), num_steps=20)
 
 
+def test_unmoved_fraction_counts_positions_already_held():
+    """``_unmoved`` against a plain count: 5 of 8 rows (two of them copies of one row) are
+    rows of the reference, in another order; a shift of 1e-6 in one coordinate is a move."""
+    from smc_ebm._host import _projection, _unmoved
+
+    ref = np.asarray(jax.random.normal(jax.random.key(0), (8, 3)), np.float32)
+    now = np.concatenate([ref[[4, 1, 1, 7]], ref[[2]], ref[:3] + 5.0])
+    now[4, 2] = ref[2, 2]  # unchanged row 2
+    plain = np.mean([any((row == r).all() for r in ref) for row in now])
+    assert plain == 5 / 8
+    assert float(_unmoved(_projection(ref), now)) == plain
+    now[0, 1] += 1e-6
+    assert float(_unmoved(_projection(ref), now)) == 4 / 8
+
+
+def test_minibatched_walkers_that_never_survive_a_move_warn(problem):
+    """With ``walker_batch`` and h = 10, the moved walkers are resampled away and the
+    population stops moving (log Z off by tens, every number finite): ``fit`` says so. At
+    h = 0.1 it does not."""
+    data, _ = problem
+    energy = GaussianMixture.init(jax.random.key(1), 2, DIM, scale=1.0)
+    kw = {"optimizer": optax.sgd(0.0), "num_steps": 200}
+    with pytest.warns(RuntimeWarning, match="positions the population already held"):
+        _fit(energy, data, se.Jarzynski(64, 10.0, walker_batch=8), **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        _fit(energy, data, se.Jarzynski(64, 0.1, walker_batch=8), **kw)
+
+
 def test_weights_collapsed_onto_one_walker_warn():
     """The check on a chunk's records: ESS at one walker of 100 at every record warns; one
     record above that does not; NaN ESS (PCD) and acceptance 1 (ULA) never warn."""

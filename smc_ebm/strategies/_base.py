@@ -182,6 +182,11 @@ class AbstractStrategy(abc.ABC):
         dtype = jax.tree.leaves(state)[0].dtype if jax.tree.leaves(state) else jnp.float32
         return jnp.asarray(1.0, dtype), jnp.asarray(jnp.nan, dtype)
 
+    @property
+    def moved_fraction(self) -> float:
+        """The fraction of the walkers that one step moves (below 1 with ``walker_batch``)."""
+        return 1.0
+
     def walkers(self, state: Any) -> tuple[Array, Array]:
         """Final ``(positions (N, d), log_weights (N,))``."""
         return state.position, state.log_weights

@@ -201,6 +201,10 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
         """Whether only ``walker_batch < n_walkers`` walkers move per step (Algorithm 2)."""
         return self.walker_batch is not None and self.walker_batch < self.n_walkers
 
+    @property
+    def moved_fraction(self) -> float:
+        return self.walker_batch / self.n_walkers if self.minibatched else 1.0
+
     def validate(self, dim: int, n_data: int) -> None:
         validate_init(self.init, self.n_walkers, dim)
 
