@@ -255,6 +255,26 @@ def test_a_failed_run_is_written_as_failed_and_exits_1(tmp_path, capsys):
     assert runs.load_run(out).meta["status"] == "failed"
 
 
+def test_diagnostics_and_sampling_that_diverge_are_said_not_fatal(tmp_path, capsys):
+    """Training completes; ULA chains at h = 1e3 diverge in diagnose and in sample: the run is
+    written complete, run.json and the report say what failed, and no outputs are faked."""
+    import json
+
+    cfg = tmp_path / "div.toml"
+    text = TINY.replace("n_chains = 16\n", 'n_chains = 16\nkernel = "ula"\nstep_size = 1e3\n')
+    text = text.replace("n = 128\nn_steps = 20\n", "n = 128\nn_steps = 20\nstep_size = 1e3\n")
+    cfg.write_text(text)
+    out = tmp_path / "run"
+    assert main(["fit", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert "non-finite" in capsys.readouterr().out
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "complete"
+    assert "non-finite" in meta["diagnostics"]["error"] and "non-finite" in meta["sample"]["error"]
+    assert not (out / "diagnostics.csv").exists() and not (out / "samples.npy").exists()
+    report = se.diagnostics.write_report(out).read_text()
+    assert report.count("non-finite") >= 2
+
+
 def test_an_interrupted_run_is_written_as_interrupted_and_exits_130(tmp_path, capsys, monkeypatch):
     """SIGINT during `smc-ebm fit` (sent at the first progress report): the steps done are
     written, the run is marked interrupted, nothing else runs, and the exit code is 130."""

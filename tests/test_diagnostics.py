@@ -204,6 +204,31 @@ def fitted():
     return data, res
 
 
+def test_diagnose_says_when_chains_diverge_or_never_move():
+    """ULA at h = 1e3 on a unit-scale mixture: non-finite chains raise FloatingPointError
+    (they gave a NaN R-hat and numpy's warnings). MALA at h = 1e3 never accepts: a warning
+    names it. Identical constant chains: the NaN R-hat is named, max_rhat ignores it."""
+    import warnings
+
+    e = GaussianMixture.init(jax.random.key(1), 2, 2, scale=1.0)
+    x0 = e.sample(jax.random.key(5), 8)
+    kw = {"n_chains": 8, "n_steps": 100, "init": x0}
+    with pytest.raises(FloatingPointError, match=r"8 of 8 chains .* non-finite"):
+        se.diagnose(e, jax.random.key(0), kernel="ula", step_size=1e3, **kw)
+    with pytest.warns(RuntimeWarning, match="accepted 0.00% of the time") as rec:
+        d = se.diagnose(e, jax.random.key(0), kernel="mala", step_size=1e3, **kw)
+    assert d.acceptance == 0.0 and d.max_rhat > 1e3
+    assert not any("undefined" in str(w.message) for w in rec)
+    same = jnp.broadcast_to(x0[:1], x0.shape)
+    with pytest.warns(RuntimeWarning, match=r"R-hat is undefined \(NaN\) for x\[0\]"):
+        d = se.diagnose(e, jax.random.key(0), kernel="mala", step_size=1e3, **{**kw, "init": same})
+    assert np.isnan(d.max_rhat)
+    with warnings.catch_warnings():  # a healthy run: no word
+        warnings.simplefilter("error")
+        d = se.diagnose(e, jax.random.key(0), kernel="mala", step_size=0.3, **kw)
+    assert np.isfinite(d.max_rhat) and d.acceptance > 0.3
+
+
 def test_fit_records_walker_traces(fitted):
     data, res = fitted
     tr = res.traces

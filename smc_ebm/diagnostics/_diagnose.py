@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import equinox as eqx
@@ -152,6 +153,31 @@ def _initial_points(source: Any, key: PRNGKeyArray, init: Any, n_chains: int) ->
     )
 
 
+def _check_chains(xs: Any, us: Any, accs: Any, kernel: str, step_size: float) -> None:
+    """Raise ``FloatingPointError`` for non-finite chains; warn when moves are never accepted.
+
+    ``xs (draw, chain, d)``, ``us`` and ``accs (draw, chain)``, on the host.
+    """
+    bad = ~(np.isfinite(xs).all(axis=-1) & np.isfinite(us))
+    if bad.any():
+        n_bad, first = int(bad.any(axis=0).sum()), int(np.argmax(bad.any(axis=1)))
+        raise FloatingPointError(
+            f"diagnose: {n_bad} of {bad.shape[1]} chains reached a non-finite position or "
+            f"energy (first at record {first}; kernel={kernel!r}, step_size={step_size}); a "
+            "step size too large for the energy's curvature is the usual cause: try a "
+            "smaller step_size (or kernel='mala', which rejects such moves)."
+        )
+    acc = float(np.mean(accs))
+    if acc < 0.01:
+        warnings.warn(
+            f"diagnose: the chains' moves were accepted {100 * acc:.2f}% of the time "
+            f"(kernel={kernel!r}, step_size={step_size}): the chains hardly move, so R-hat "
+            "and ESS describe their starting points. Take a smaller step_size.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def _table(columns: dict[str, dict[str, Any]]) -> Any:
     """Table with one row per scalar, named ``var[i, j]`` as ArviZ does."""
     import pandas as pd
@@ -247,6 +273,7 @@ def diagnose(
         energy, k_run, x0, int(n_warmup), n_records, int(thin), float(step_size), kernel
     )
     xs, us, accs, columns = jax.device_get((xs, us, accs, columns))
+    _check_chains(xs, us, accs, kernel, float(step_size))
     # (draw, chain, ...) -> (chain, draw, ...)
     xs, us, accs = np.swapaxes(xs, 0, 1), np.swapaxes(us, 0, 1), np.swapaxes(accs, 0, 1)
     coords = {
@@ -271,12 +298,26 @@ def diagnose(
             "U": {k: v[dim] for k, v in columns.items()},
         }
     )
+    undefined = table.index[table["r_hat"].isna()].tolist()
+    if undefined:
+        warnings.warn(
+            f"diagnose: R-hat is undefined (NaN) for {', '.join(undefined[:5])}"
+            f"{' ...' if len(undefined) > 5 else ''}: those chains do not vary (every chain "
+            "constant, or fewer than 4 draws per chain); max_rhat ignores them.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    with warnings.catch_warnings():  # an all-NaN column gives NaN, said above
+        warnings.simplefilter("ignore", RuntimeWarning)
+        max_rhat = float(np.nanmax(table["r_hat"]))
+        min_ess_bulk = float(np.nanmin(table["ess_bulk"]))
+        min_ess_tail = float(np.nanmin(table["ess_tail"]))
     return Diagnosis(
         idata=idata,
         table=table,
-        max_rhat=float(np.nanmax(table["r_hat"])),
-        min_ess_bulk=float(np.nanmin(table["ess_bulk"])),
-        min_ess_tail=float(np.nanmin(table["ess_tail"])),
+        max_rhat=max_rhat,
+        min_ess_bulk=min_ess_bulk,
+        min_ess_tail=min_ess_tail,
         acceptance=float(np.mean(accs)),
         n_chains=int(n_chains),
         n_draws=n_records,

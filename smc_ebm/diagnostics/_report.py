@@ -67,6 +67,8 @@ def _img(path: Path) -> str:
 def _verdict(diag: dict | None) -> str:
     if not diag:
         return '<p class="verdict warn">No diagnostics were run for this run.</p>'
+    if "error" in diag:
+        return f'<p class="verdict bad">The diagnostics failed: {html.escape(diag["error"])}</p>'
     r = diag["max_rhat"]
     if r < 1.01:
         cls, text = "good", "the independent chains agree (max R-hat below 1.01)."
@@ -137,7 +139,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         parts.append("<p>Scalars with the largest R-hat (at most 20):</p>")
         parts.append(t.to_html(float_format=lambda v: f"{v:.4g}", border=0))
 
-    if run.sample:
+    if run.sample and "error" in run.sample:
+        parts.append("<h2>Generation</h2>")
+        parts.append(f'<p class="verdict bad">{html.escape(run.sample["error"])}</p>')
+    elif run.sample:
         s = run.sample
         parts.append("<h2>Generation</h2>")
         line = (

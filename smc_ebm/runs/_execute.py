@@ -170,12 +170,18 @@ def _finish(plan: Plan, result: Any, meta: dict, keys: tuple, say: Any) -> None:
     dcfg = dict(cfg["diagnostics"])
     if dcfg.pop("enabled"):
         say(f"diagnose: {dcfg['n_chains']} chains x {dcfg['n_steps']} steps ({dcfg['kernel']})")
-        diag = se.diagnose(result, k_diag, **dcfg)
-        sums["diagnostics.csv"] = write_atomic(
-            run_dir / "diagnostics.csv", diag.table.to_csv().encode()
-        )
-        meta["diagnostics"] = diag.headline()
-        say(str(diag).splitlines()[0])
+        try:
+            diag = se.diagnose(result, k_diag, **dcfg)
+        except FloatingPointError as err:  # chains that diverged: said, not fatal to the run
+            meta["diagnostics"] = {"error": str(err)}
+            say(str(err))
+        else:
+            sums["diagnostics.csv"] = write_atomic(
+                run_dir / "diagnostics.csv", diag.table.to_csv().encode()
+            )
+            meta["diagnostics"] = diag.headline()
+            say(str(diag).splitlines()[0])
+    out = None
     if "sample" in cfg:
         scfg = dict(cfg["sample"])
         n = int(scfg.pop("n", 1000))
@@ -183,7 +189,12 @@ def _finish(plan: Plan, result: Any, meta: dict, keys: tuple, say: Any) -> None:
         # The base: a Gaussian moment-matched to the data, which covers the trained model
         # far better than a standard normal when the data are not centred and scaled.
         base = se.energies.Gaussian.fit_to(data.samples)
-        out = se.sample(result.energy, k_sample, n, init=base, **scfg)
+        try:
+            out = se.sample(result.energy, k_sample, n, init=base, **scfg)
+        except FloatingPointError as err:
+            meta["sample"] = {"error": str(err)}
+            say(str(err))
+    if out is not None:
         meta["sample"] = {
             "n": n,
             "log_Z": out.log_Z,
