@@ -113,3 +113,101 @@ def test_bad_data_run_or_are_refused(rows, cols, fill, dtype):
         return
     if result is not None:
         assert np.all(np.isfinite(np.asarray(result.walkers)))
+
+
+# --------------------------------------------------------------------------- run configs
+CONFIG = """
+name = "p"
+seed = 0
+steps = 3
+record_every = 1
+
+[dataset]
+name = "two_mode_teacher"
+n = 64
+dim = 2
+
+[energy]
+name = "GaussianMixture"
+n_modes = 2
+scale = 0.5
+
+[strategy]
+name = "Jarzynski"
+n_walkers = 16
+step_size = 0.1
+resampling = { name = "ESSResampling", threshold = 0.5 }
+
+[optimizer]
+name = "sgd"
+learning_rate = 0.05
+
+[diagnostics]
+n_chains = 4
+n_steps = 10
+
+[sample]
+n = 16
+n_steps = 5
+"""
+KEYS = [
+    ("name",),
+    ("seed",),
+    ("steps",),
+    ("record_every",),
+    ("checkpoint_every",),
+    ("dataset", "name"),
+    ("dataset", "n"),
+    ("dataset", "dim"),
+    ("energy", "name"),
+    ("energy", "n_modes"),
+    ("energy", "scale"),
+    ("strategy", "name"),
+    ("strategy", "n_walkers"),
+    ("strategy", "step_size"),
+    ("strategy", "resampling"),
+    ("optimizer", "name"),
+    ("optimizer", "learning_rate"),
+    ("diagnostics", "n_chains"),
+    ("diagnostics", "kernel"),
+    ("sample", "n"),
+    ("sample", "n_steps"),
+    ("extra",),
+    ("strategy", "extra"),
+]
+# What a TOML file can hold (no null); sizes stay small enough to build.
+VALUES = st.one_of(
+    st.integers(-3, 300),
+    st.sampled_from([2**70, 1.5, "3", True, "../x", "", "sgd", "PCD", "ula", [1, 2], {}]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=6),
+    st.dictionaries(st.sampled_from(["name", "threshold", "x"]), st.integers(0, 3), max_size=2),
+)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(edits=st.lists(st.tuples(st.sampled_from(KEYS), VALUES), min_size=1, max_size=3))
+def test_run_configs_are_planned_or_refused_with_a_message(edits):
+    """``smc-ebm fit``'s checks before training (``runs.plan_run``) on a valid config with one
+    to three values replaced: the plan is made or ``ValueError`` names the problem; never
+    another exception, and nothing is written."""
+    import copy
+    import tempfile
+    import tomllib
+    from pathlib import Path
+
+    from smc_ebm.runs._plan import plan_run
+
+    cfg = copy.deepcopy(tomllib.loads(CONFIG))
+    for path, value in edits:
+        node = cfg
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        try:
+            plan_run(cfg, out)
+        except ValueError as err:
+            assert str(err), "an error without a message"
+        assert not out.exists()
