@@ -59,6 +59,15 @@ SCRIPT = textwrap.dedent(
                             params=[[r.log_Z]], resampled=r.n_resampled.tolist(),
                             n_devices=n or 1))
         out[name] = res
+    res = []
+    for n in (None, 4):
+        devices = None if n is None else jax.devices()[:n]
+        d = se.diagnose(gmm, jax.random.key(6), n_chains=16, n_steps=40, devices=devices,
+                        init=gmm.sample(jax.random.key(7), 16))
+        x = d.idata.posterior["x"].values
+        res.append(dict(walkers=x.reshape(-1, 3).tolist(), log_weights=d.table[["mean", "r_hat"]].values.tolist(),
+                        params=[[d.max_rhat]], resampled=[], n_devices=n or 1))
+    out["diagnose"] = res
     print("RESULT" + json.dumps(out))
     """
 )
@@ -76,9 +85,12 @@ def runs():
 
 
 @pytest.mark.parametrize(
-    "name", ["jarzynski", "minibatched", "pcd", "flowmc", "sample_by_run", "sample_by_walker"]
+    "name",
+    ["jarzynski", "minibatched", "pcd", "flowmc", "sample_by_run", "sample_by_walker", "diagnose"],
 )
 def test_walkers_split_over_devices_give_the_one_device_run(runs, name):
+    """(For ``diagnose`` the chains are compared with the table's means and R-hats; its
+    device count is the one asked for, not read back from the arrays.)"""
     import numpy as np
 
     one, *split = runs[name]

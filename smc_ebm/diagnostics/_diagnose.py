@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
+from smc_ebm._sharding import place, walker_mesh
 from smc_ebm.diagnostics import _arviz
 from smc_ebm.diagnostics._device import summary_stats
 from smc_ebm.energies import as_base
@@ -218,6 +220,7 @@ def diagnose(
     init: Any = None,
     n_warmup: int = 0,
     thin: int = 1,
+    devices: Sequence[Any] | None = None,
 ) -> Diagnosis:
     r"""Run independent chains under an energy and measure their convergence.
 
@@ -235,6 +238,9 @@ def diagnose(
             ``sample(key, n)``; default the final walkers of the result.
         n_warmup: steps run and discarded before recording.
         thin: keep one step in ``thin``.
+        devices: split the chains over these devices (``jax.devices()``; ``n_chains`` must
+            be a multiple of their number); the table's statistics are then cross-device
+            reductions. Default: one device.
 
     Returns:
         A :class:`Diagnosis`: the ArviZ object, the summary table and the headline
@@ -266,6 +272,9 @@ def diagnose(
     dim = getattr(energy, "dim", x0.shape[1])
     if x0.shape[1] != dim:
         raise ValueError(f"initial points have dimension {x0.shape[1]}; the energy {dim}.")
+    if devices is not None:
+        mesh = walker_mesh(devices, int(n_chains))
+        x0, energy = place(x0, mesh, int(n_chains)), place(energy, mesh, None)
 
     xr = _arviz.xarray()
     n_records = int(n_steps) // int(thin)
