@@ -1,6 +1,21 @@
 """Monte Carlo helpers shared by the statistical tests (numpy, float64)."""
 
+from statistics import NormalDist
+
 import numpy as np
+
+# The false-alarm probability allowed per test: all of a test's comparisons together.
+FAMILY_BUDGET = 1e-3
+
+
+def z_bound(comparisons, budget=FAMILY_BUDGET):
+    """Standard errors allowed per comparison when a test makes ``comparisons`` of them.
+
+    Bonferroni: each comparison is two-sided at ``budget / comparisons``, so the chance that
+    a correct estimator fails any of them is at most ``budget``:
+    ``z = Phi^-1(1 - budget / (2 m))`` (1 comparison: 3.29; 15: 3.99; 60: 4.31).
+    """
+    return NormalDist().inv_cdf(1.0 - budget / (2.0 * comparisons))
 
 
 def softmax(a):

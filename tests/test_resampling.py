@@ -166,3 +166,18 @@ def test_maybe_resample_indices_resamples_only_when_asked(method, key):
     np.testing.assert_allclose(
         float(anchor_out + log_mean_exp(a_out)), float(anchor + log_mean_exp(a)), rtol=1e-6
     )
+
+
+def test_family_wise_bound_against_the_normal_table():
+    """``z_bound`` against tabulated normal quantiles (two-sided 1e-3: 3.2905; 1e-3 over 15
+    comparisons, i.e. 3.33e-5 two-sided: 3.9875), and its family-wise rate by simulation."""
+    from _stats import z_bound
+
+    assert abs(z_bound(1) - 3.2905) < 1e-4
+    assert abs(z_bound(15) - 3.9875) < 1e-3
+    assert abs(z_bound(10, budget=0.1) - 2.5758) < 1e-4  # 0.01 two-sided
+    # 10 comparisons at budget 0.1: the chance that any |N(0,1)| exceeds the bound is <= 0.1
+    # (about 0.0956 for independent ones). 20000 families: SE 0.0021.
+    z = np.random.default_rng(0).standard_normal((20000, 10))
+    rate = np.mean(np.any(np.abs(z) > z_bound(10, budget=0.1), axis=1))
+    assert abs(rate - 0.0956) < 4 * 0.0021

@@ -65,7 +65,8 @@ SCRIPT = textwrap.dedent(
         d = se.diagnose(gmm, jax.random.key(6), n_chains=16, n_steps=40, devices=devices,
                         init=gmm.sample(jax.random.key(7), 16))
         x = d.idata.posterior["x"].values
-        res.append(dict(walkers=x.reshape(-1, 3).tolist(), log_weights=d.table[["mean", "r_hat"]].values.tolist(),
+        cols = d.table[["mean", "r_hat"]].values.tolist()
+        res.append(dict(walkers=x.reshape(-1, 3).tolist(), log_weights=cols,
                         params=[[d.max_rhat]], resampled=[], n_devices=n or 1))
     out["diagnose"] = res
     print("RESULT" + json.dumps(out))
