@@ -4,6 +4,7 @@ mutants still apply to the code (each mutated text occurs exactly once where it 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _scripts import load_script
 
@@ -46,3 +47,21 @@ def test_gpu_check_runs_quick(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     out = _load("gpu_check").main(["--quick", "--out", str(tmp_path / "g.json")])
     assert out["runs"][0]["steps"] == 20 and (tmp_path / "g.json").exists()
+
+
+def test_flows_family_arguments_and_mixtures(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = _load("flows_family")
+    args = module.parse_args(["--quick", "--only", "flowmc,Flow-Jarzynski"])
+    assert (args.mixtures, args.steps, args.out.name) == (2, 300, "flows_family_quick.json")
+    names = ["FlowMC", "flow-Jarzynski", "Jarzynski (ULA)", "PCD"]
+    assert module.select(names, args.only) == names[:2]
+    for i in range(10):
+        m = module.draw_mixture(1000 + i)
+        assert 3 <= len(m["weights"]) <= 6 and abs(m["weights"].sum() - 1) < 1e-12
+        assert m["weights"].min() >= 0.05 and m["weights"].max() <= 0.5
+        assert 0.03 <= m["variances"].min() and m["variances"].max() <= 0.1
+        gaps = [
+            np.linalg.norm(a - b) for j, a in enumerate(m["means"]) for b in m["means"][j + 1 :]
+        ]
+        assert min(gaps) >= module.MIN_SEP and np.abs(m["means"]).max() <= module.BOX
