@@ -27,7 +27,11 @@ def test_every_mutant_applies_to_exactly_one_place():
             assert (Path(__file__).parent / Path(test).name).exists(), (name, test)
 
 
-@pytest.mark.parametrize("script", ["quickstart_seeds", "bias_study"])
+@pytest.mark.parametrize(
+    # bias_study's tiny run takes about 40 s (two compiled settings): with -m slow
+    "script",
+    ["quickstart_seeds", pytest.param("bias_study", marks=pytest.mark.slow)],
+)
 def test_benchmark_runs_tiny(script, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     out = tmp_path / "out.json"
@@ -36,6 +40,7 @@ def test_benchmark_runs_tiny(script, tmp_path, monkeypatch):
     assert saved["summary"]
 
 
+@pytest.mark.slow  # about 40 s: compiles a step per size
 def test_scaling_runs_quick(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     out = _load("scaling").main(["--quick", "--devices", "0", "--out", str(tmp_path / "s")])

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from _scripts import load_script
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -14,6 +15,7 @@ def _load(name):
     return load_script(EXAMPLES / f"{name}.py")
 
 
+@pytest.mark.slow  # 45-90 s on 2 cores; tests/test_images.py runs the digits fit at 8x8
 def test_digits_example_runs_at_28x28_from_mnist_files(tmp_path):
     rng = np.random.default_rng(0)
     y = np.repeat(np.array([2, 3, 6], np.uint8), 12)
