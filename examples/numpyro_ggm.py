@@ -51,7 +51,7 @@ def teacher(dim, seed):
     return a @ a.T
 
 
-def run(strategy, dim, n_data, n_walkers, steps, lr, step_size, seed):
+def run(strategy, dim, n_data, n_walkers, steps, lr, step_size, seed, n_observers=None):
     prec_true = teacher(dim, seed)
     data = jax.random.multivariate_normal(
         jax.random.key(seed), jnp.zeros(dim), jnp.asarray(np.linalg.inv(prec_true)), (n_data,)
@@ -60,7 +60,7 @@ def run(strategy, dim, n_data, n_walkers, steps, lr, step_size, seed):
     mle = np.linalg.inv(data64.T @ data64 / n_data)
     energy = se.energies.from_numpyro(ggm, dim, trainable=True)
     if strategy == "jarzynski":
-        strat = se.Jarzynski(n_walkers, step_size, n_observers=n_walkers)
+        strat = se.Jarzynski(n_walkers, step_size, n_observers=n_observers or n_walkers)
     else:
         strat = se.PCD(n_walkers, step_size)
 
@@ -116,6 +116,9 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--step-size", type=float, default=0.05)
+    p.add_argument(
+        "--n-observers", type=int, default=None, help="Jarzynski's observers (default n-walkers)"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--strategies", nargs="+", default=["jarzynski", "pcd"])
     p.add_argument("--out", default="outputs/numpyro_ggm")
@@ -123,7 +126,17 @@ def main(argv=None):
     rows = []
     for strategy in a.strategies:
         for seed in a.seeds:
-            row = run(strategy, a.dim, a.n_data, a.n_walkers, a.steps, a.lr, a.step_size, seed)
+            row = run(
+                strategy,
+                a.dim,
+                a.n_data,
+                a.n_walkers,
+                a.steps,
+                a.lr,
+                a.step_size,
+                seed,
+                a.n_observers,
+            )
             rows.append(row)
             print(
                 json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
