@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _stats import z_bound
 
 import smc_ebm as se
 from smc_ebm.diagnostics import _arviz
@@ -144,13 +145,15 @@ def test_rhat_of_independent_gaussian_chains_is_near_one():
     assert list(diag.table.index) == ["x[0]", "x[1]", "U"]
     post = _arviz.group(diag.idata, "posterior")
     assert post["x"].shape == (128, 1000, 2)
-    # The chains sample the target: mean 0 within 5 MCSE, sd 1 within 5 MCSE.
+    # The chains sample the target: mean 0 and sd 1 within z MCSE (ArviZ's, from the
+    # autocorrelation-corrected ESS); 2 means + 2 sds = 4 comparisons.
+    z = z_bound(4)
     t = diag.table
     assert np.all(
-        np.abs(t.loc[["x[0]", "x[1]"], "mean"]) < 5 * t.loc[["x[0]", "x[1]"], "mcse_mean"]
+        np.abs(t.loc[["x[0]", "x[1]"], "mean"]) < z * t.loc[["x[0]", "x[1]"], "mcse_mean"]
     )
     assert np.all(
-        np.abs(t.loc[["x[0]", "x[1]"], "sd"] - 1) < 5 * t.loc[["x[0]", "x[1]"], "mcse_sd"]
+        np.abs(t.loc[["x[0]", "x[1]"], "sd"] - 1) < z * t.loc[["x[0]", "x[1]"], "mcse_sd"]
     )
 
 

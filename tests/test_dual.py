@@ -5,14 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _stats import z_bound
 
 import smc_ebm as se
 import smc_ebm._fit as fit_module
 from smc_ebm.energies import ShallowReLU
 from smc_ebm.kernels import evaluate_uniform, mean_param_grad
 from smc_ebm.manifolds import SPHERE
-
-Z = 4.0  # standard errors allowed in statistical comparisons
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +76,7 @@ def test_shallow_relu_sampler_is_exact():
     b = np.asarray(xu, np.float64) @ np.asarray(t.theta[0], np.float64)
     m2 = p @ b
     s2 = np.sqrt(np.sum(p**2 * (b - m2) ** 2))
-    assert abs(m1 - m2) < Z * np.hypot(s1, s2), (m1, m2, s1, s2)
+    assert abs(m1 - m2) < z_bound(1) * np.hypot(s1, s2), (m1, m2, s1, s2)
     np.testing.assert_allclose(_norms(xs), 1.0, atol=1e-5)
 
 
@@ -198,7 +197,7 @@ def test_restart_fraction_every_and_schedule(teacher5):
     dual = se.Dual(n, step_size=0.02, alpha=1.0, restart_prob=0.3)
     state = _dual_state(teacher5, dual, energy)
     new, _, _ = dual.negative_phase(jax.random.key(9), state, energy, data.samples)
-    assert abs(int(new.restarts) / n - 0.3) < Z * np.sqrt(0.3 * 0.7 / n)
+    assert abs(int(new.restarts) / n - 0.3) < z_bound(1) * np.sqrt(0.3 * 0.7 / n)
     every = se.Dual(10, step_size=0.02, alpha=1.0, restart_every=3)
     got = [float(every.restart_probability(jnp.asarray(k))) for k in range(7)]
     assert got == [0, 0, 1, 0, 0, 1, 0]
@@ -287,9 +286,10 @@ def test_projected_langevin_keeps_the_teacher_invariant():
 
     300 projected moves with h = s/beta = 0.002 (total time 0.6, longer than the relaxation
     time of the free diffusion on S^4, 1/(d-1) = 0.25): E[<x, theta_1>] and E[U] of the moved
-    walkers match independent exact samples within 4 two-sample standard errors (the O(h)
-    discretisation bias is far below them at this step). A move with the wrong noise scale
-    (e.g. sqrt(h) for sqrt(2h)) shifts E[U] by many standard errors.
+    walkers match independent exact samples within z_bound(2) = 3.48 two-sample standard
+    errors (two comparisons; the O(h) discretisation bias is far below them at this step). A
+    move with the wrong noise scale (e.g. sqrt(h) for sqrt(2h)) shifts E[U] by many standard
+    errors.
     """
     t = se.datasets.sphere_teacher(jax.random.key(0), 1, 5, angle=2.87).teacher
     n = 4000
@@ -312,7 +312,7 @@ def test_projected_langevin_keeps_the_teacher_invariant():
     u_r = np.asarray(jax.vmap(t)(jnp.asarray(ref, jnp.float32)), np.float64)
     for a, b in [(x @ th1, ref @ th1), (u_x, u_r)]:
         se_ = np.hypot(a.std(), b.std()) / np.sqrt(n)
-        assert abs(a.mean() - b.mean()) < Z * se_, (a.mean(), b.mean(), se_)
+        assert abs(a.mean() - b.mean()) < z_bound(2) * se_, (a.mean(), b.mean(), se_)
 
 
 def test_euclidean_walkers_refuse_a_sphere_energy():

@@ -114,7 +114,9 @@ def test_sample_a_numpyro_energy_gives_log_z_zero():
         step_size=0.05,
         init=dist.Normal(0.0, 3.0).expand([4]).to_event(1),
     )
-    # 8 independent unbiased runs: |t| < 4 fails with probability < 0.01 (t, 7 dof).
+    # 8 independent unbiased runs: |t| < 4 fails with probability < 0.01 (t, 7 dof). A flat
+    # 4, not z_bound(1) = 3.29: the se comes from the spread of 8 runs and the normal bound
+    # would understate the t_7 tail (the t_7 quantile of the 1e-3 budget is 5.41).
     assert out.log_Z_se < 0.1
     assert abs(out.log_Z) < 4 * out.log_Z_se + 0.01
 
@@ -203,6 +205,9 @@ def test_posterior_evidence_and_moments_of_conjugate_regression():
     res = se.posterior(blr_model, x, y, key=jax.random.key(0), n_particles=400, n_runs=6)
     # 6 independent runs, each unbiased for Z up to the adaptive schedule: |t| < 4 (t, 5 dof)
     # fails with probability 0.01; the se must be small for the check to mean something.
+    # Flat bounds (4 here, 5 for the means below), not z_bound(6) = 3.76: every se in this
+    # test comes from the spread of 6 runs, so the normal bound would understate the t_5 tail
+    # (the t_5 quantile of the 1e-3 budget over 6 comparisons is 10.05).
     assert res.log_evidence_se < 0.15
     assert abs(res.log_evidence - log_z) < 4 * res.log_evidence_se
     w = res.samples["w"].reshape(-1, 5)
