@@ -70,3 +70,19 @@ def test_flows_family_arguments_and_mixtures(monkeypatch):
             np.linalg.norm(a - b) for j, a in enumerate(m["means"]) for b in m["means"][j + 1 :]
         ]
         assert min(gaps) >= module.MIN_SEP and np.abs(m["means"]).max() <= module.BOX
+
+
+def test_every_command_in_the_docs_names_a_script_and_its_flags():
+    """The commands benchmarks/regenerate_docs.py reruns (read from README.md and docs/):
+    each script exists and defines every ``--flag`` the docs pass it (a renamed flag or a
+    removed script makes the docs stale)."""
+    regen = _load("regenerate_docs")
+    cmds = regen.commands()
+    assert len(cmds) >= 40
+    root = BENCHMARKS.parent
+    for page, argv in cmds:
+        script = root / argv[1]
+        assert script.is_file(), (page, argv)
+        source = script.read_text()
+        for flag in (a.split("=")[0] for a in argv[2:] if a.startswith("--")):
+            assert f'"{flag}"' in source, (page, " ".join(argv), flag)
