@@ -176,6 +176,38 @@ def test_feedback_correction_from_starts_the_correction_at_that_step():
         se.Jarzynski(64, 0.1, feedback_estimator="hutchinson")
 
 
+SGD_LR, SGD_STEPS = 0.1, 40
+
+
+def _sgd_path_runs(strategy, metrics=None):
+    """48 seeds of SGD (rate 0.1, 40 steps) on the mean of a unit Gaussian model, the scale
+    held fixed, from mean 0 toward data centred at (1.5, -1); and the data."""
+    data = jnp.array([1.5, -1.0]) + jax.random.normal(jax.random.key(0), (512, 2))
+    data = np.asarray(data, np.float32)
+    energy = Gaussian(jnp.zeros(2), jnp.ones(2))
+    optimizer = se.optim.by_field(mean=optax.sgd(SGD_LR), scale=optax.set_to_zero())
+    runs = [
+        se.fit(
+            energy,
+            data,
+            strategy=strategy,
+            optimizer=optimizer,
+            num_steps=SGD_STEPS,
+            key=jax.random.key(seed),
+            progress=False,
+            metrics=metrics,
+        )
+        for seed in range(48)
+    ]
+    return runs, data
+
+
+def _z_of_mean(values):
+    """Mean over the seeds (axis 0) in units of its standard error."""
+    v = np.asarray(values, np.float64)
+    return v.mean(0) / (v.std(0, ddof=1) / np.sqrt(len(v)))
+
+
 def test_training_path_depends_on_the_walkers_and_matches_the_exact_sgd_path():
     """A run whose parameters follow the walkers: SGD on the mean of a unit Gaussian model,
     whose model term is exactly 0, so the exact path is ``m_k = xbar + 0.9^k (m_0 - xbar)``
@@ -186,36 +218,19 @@ def test_training_path_depends_on_the_walkers_and_matches_the_exact_sgd_path():
     every checkpoint (measured: 7-88), so the check can fail. (It is blind to small errors
     in the weights: a 10% error of the increment's step term, the ULA noise at 2.1 h and a
     flipped feedback correction all pass it; other tests catch those.)"""
-    lr, steps, h, n = 0.1, 40, 0.3, 256
-    data = jnp.array([1.5, -1.0]) + jax.random.normal(jax.random.key(0), (512, 2))
-    data = np.asarray(data, np.float32)
-    xbar = data.astype(np.float64).mean(0)
-    energy = Gaussian(jnp.zeros(2), jnp.ones(2))
-    optimizer = se.optim.by_field(mean=optax.sgd(lr), scale=optax.set_to_zero())
     metrics = {"m0": lambda e: e.mean[0], "m1": lambda e: e.mean[1]}
     checks = [5, 10, 20, 39]
-    exact = xbar + (1 - lr) ** np.asarray(checks)[:, None] * (0.0 - xbar)
 
     def z_scores(strategy):
-        paths = []
-        for seed in range(48):
-            res = se.fit(
-                energy,
-                data,
-                strategy=strategy,
-                optimizer=optimizer,
-                num_steps=steps,
-                key=jax.random.key(seed),
-                progress=False,
-                metrics=metrics,
-            )
-            paths.append(np.stack([res.history["m0"], res.history["m1"]], 1)[checks])
-        p = np.asarray(paths, np.float64)
-        return (p.mean(0) - exact) / (p.std(0, ddof=1) / np.sqrt(len(p)))
+        runs, data = _sgd_path_runs(strategy, metrics)
+        xbar = data.astype(np.float64).mean(0)
+        exact = xbar + (1 - SGD_LR) ** np.asarray(checks)[:, None] * (0.0 - xbar)
+        paths = [np.stack([r.history["m0"], r.history["m1"]], 1)[checks] for r in runs]
+        return _z_of_mean(np.asarray(paths, np.float64) - exact)
 
-    z = z_scores(se.Jarzynski(n, h))
+    z = z_scores(se.Jarzynski(256, 0.3))
     assert np.all(np.abs(z) < z_bound(8)), z
-    assert np.all(np.abs(z_scores(se.PCD(n, h))).max(axis=1) > 7)
+    assert np.all(np.abs(z_scores(se.PCD(256, 0.3))).max(axis=1) > 7)
 
 
 def test_observers_log_z_is_exact_on_a_path_that_the_drivers_steer():
@@ -225,26 +240,10 @@ def test_observers_log_z_is_exact_on_a_path_that_the_drivers_steer():
     errors of it. The uncorrected drivers' log Z drifts low, by the feedback of their own
     errors through the parameter update (measured: -0.037 +- 0.011, 3.2 SE): more than 2 SE
     below, as the maths page says."""
-    data = jnp.array([1.5, -1.0]) + jax.random.normal(jax.random.key(0), (512, 2))
-    data = np.asarray(data, np.float32)
-    energy = Gaussian(jnp.zeros(2), jnp.ones(2))
-    optimizer = se.optim.by_field(mean=optax.sgd(0.1), scale=optax.set_to_zero())
 
     def z_score(strategy):
-        err = []
-        for seed in range(48):
-            res = se.fit(
-                energy,
-                data,
-                strategy=strategy,
-                optimizer=optimizer,
-                num_steps=40,
-                key=jax.random.key(seed),
-                progress=False,
-            )
-            err.append(res.log_Z - np.log(2 * np.pi))
-        err = np.asarray(err)
-        return err.mean() / (err.std(ddof=1) / np.sqrt(err.size))
+        runs, _ = _sgd_path_runs(strategy)
+        return _z_of_mean([r.log_Z - np.log(2 * np.pi) for r in runs])
 
     assert abs(z_score(se.Jarzynski(256, 0.3, n_observers=256))) < z_bound(2)
     assert abs(z_score(se.Jarzynski(256, 0.3))) < z_bound(2)
