@@ -73,11 +73,8 @@ def last_finite(chunk, carry, bad_carry, first, start, data, key_run):
     failing step.
     """
     err, err_step, failed = bad_carry[3], bad_carry[4], bad_carry[2]
-    never = jnp.asarray(0)  # no polls: a replay does not stop on request
     while True:
-        good, _ = chunk(
-            carry, jnp.asarray(first), jnp.asarray(start), data, key_run, err_step, never
-        )
+        good = _replay(chunk, carry, first, start, data, key_run, err_step)
         if not int(good[3]):
             return (*good[:3], err, err_step), failed
         err, err_step, failed = good[3], good[4], good[2]
@@ -104,17 +101,19 @@ def step_back(chunk, carry, bad_carry, first, start, data, key_run, prev):
         src, src_first = prev
     else:
         return bad_carry, False
+    end = jnp.asarray(target, jnp.int32)
+    good = _replay(chunk, src, src_first, start, data, key_run, end)
+    return (*good[:3], err, end), True
+
+
+def _replay(chunk, carry, first, start, data, key_run, end_step):
+    """The carry of the chunk run again from ``carry`` up to ``end_step``.
+
+    Without polls: a replay does not stop on request.
+    """
     never = jnp.asarray(0)
-    good, _ = chunk(
-        src,
-        jnp.asarray(src_first),
-        jnp.asarray(start),
-        data,
-        key_run,
-        jnp.asarray(target, jnp.int32),
-        never,
-    )
-    return (*good[:3], err, jnp.asarray(target, jnp.int32)), True
+    out, _ = chunk(carry, jnp.asarray(first), jnp.asarray(start), data, key_run, end_step, never)
+    return out
 
 
 def history_of(chunks_out, names, first, record_every, lo, last) -> dict[str, np.ndarray]:
