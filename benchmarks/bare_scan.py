@@ -7,7 +7,7 @@ move, energies and x-gradients after it, the weighted parameter gradient), as a 
 implementation would: the library's fused step evaluates each walker once per step instead.
 ``bare_pcd`` is the same loop without weights, with walkers started at data.
 
-    python benchmarks/bare_scan.py --dim 50 --n-walkers 10000 --steps 200
+    python benchmarks/bare_scan.py --dim 50 --num-walkers 10000 --steps 200
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def make_pcd(data, h, lr):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dim", type=int, default=50)
-    p.add_argument("--n-walkers", type=int, default=10_000)
+    p.add_argument("--num-walkers", type=int, default=10_000)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--reps", type=int, default=5)
     args = p.parse_args(argv)
@@ -105,7 +105,7 @@ def main(argv=None) -> None:
     data = jax.random.normal(key, (10_000, args.dim))
     theta = (0.1 * jax.random.normal(jax.random.key(1), (2, args.dim)), jnp.zeros(2))
     lr = (0.025, 0.125)
-    x = data[: args.n_walkers]
+    x = data[: args.num_walkers]
     runs = {
         "bare Jarzynski": (
             make_jarzynski(data, 0.1, lr, 1 / 1.05),

@@ -47,9 +47,9 @@ VARIANTS = ("lib", "lib_nocorr", "plain")
 PAIRS = (("lib", "plain"), ("lib_nocorr", "plain"), ("lib", "lib_nocorr"))
 N_TRAJECTORY = 20  # points of the weight's trajectory kept per run
 SETTINGS = {
-    "paper": dict(dim=50, n_data=10_000, n_walkers=10_000, steps=8000),
-    "small": dict(dim=10, n_data=2000, n_walkers=2000, steps=2000),
-    "tiny": dict(dim=3, n_data=200, n_walkers=100, steps=60),
+    "paper": dict(dim=50, n_data=10_000, num_walkers=10_000, steps=8000),
+    "small": dict(dim=10, n_data=2000, num_walkers=2000, steps=2000),
+    "tiny": dict(dim=3, n_data=200, num_walkers=100, steps=60),
 }
 
 
@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 32; tiny 2)")
     p.add_argument("--seed-start", type=int, default=0, help="first seed")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    for name in ("dim", "n_data", "n_walkers", "steps"):
+    for name in ("dim", "n_data", "num_walkers", "steps"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None, help="override")
     p.add_argument("--step-size", type=float, default=0.1, help="ULA step h")
     p.add_argument("--ess-threshold", type=float, default=1 / 1.05)
@@ -122,7 +122,7 @@ class Library:
     def __call__(self, key, data, student, walkers) -> dict:
         a = self.args
         strategy = se.Jarzynski(
-            a.n_walkers,
+            a.num_walkers,
             a.step_size,
             resampling=se.ESSResampling(threshold=a.ess_threshold, method="systematic"),
             init=walkers,
@@ -190,7 +190,7 @@ def run_seed(seed: int, args: argparse.Namespace, libs: dict) -> dict:
         k_data, n=args.n_data, dim=args.dim, a=A, b=B, weight=TARGET
     )
     student = se.energies.GaussianMixture.init(k_init, 2, args.dim, scale=args.init_scale)
-    walkers = exact_samples(k_walk, student, args.n_walkers)
+    walkers = exact_samples(k_walk, student, args.num_walkers)
     out = {"seed": seed, "data_fraction": float(jnp.mean(in_mode_a(data.samples)))}
     for name in args.variants:
         t0 = time.perf_counter()
@@ -247,7 +247,7 @@ def _pm(s: dict, spec: str = "+.4f") -> str:
 def print_table(summary: dict, args: argparse.Namespace) -> None:
     n = summary["n_seeds"]
     print(
-        f"\n{args.setting}: d={args.dim}, n_data={args.n_data}, N={args.n_walkers}, "
+        f"\n{args.setting}: d={args.dim}, n_data={args.n_data}, N={args.num_walkers}, "
         f"{args.steps} steps, {n} seeds; mean ± SE over seeds"
     )
     print(f"data fraction of the -10 e_1 mode: {_pm(summary['data_fraction'], '.4f')}")

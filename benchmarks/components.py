@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--energy", choices=("gmm", "mlp"), default="gmm")
     p.add_argument("--dim", type=int, default=50)
-    p.add_argument("--n-walkers", type=int, default=10_000)
+    p.add_argument("--num-walkers", type=int, default=10_000)
     p.add_argument("--n-data", type=int, default=10_000)
     p.add_argument("--step-size", type=float, default=0.1)
     p.add_argument("--inner", type=int, default=200, help="steps per compiled call")
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs")
     print(f"platform {platform.platform()}, python {platform.python_version()}")
-    n, d, h = args.n_walkers, args.dim, args.step_size
+    n, d, h = args.num_walkers, args.dim, args.step_size
     teacher = se.datasets.two_mode_teacher(jax.random.key(0), n=args.n_data, dim=d)
     if args.energy == "gmm":
         energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, d, scale=0.01)

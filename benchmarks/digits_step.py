@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--n-walkers", type=int, default=1024)
+    p.add_argument("--num-walkers", type=int, default=1024)
     p.add_argument("--walker-batch", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=128, help="data minibatch")
     p.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32])
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_strategy(name: str, args: argparse.Namespace):
-    n, h, nb = args.n_walkers, args.step_size, args.walker_batch
+    n, h, nb = args.num_walkers, args.step_size, args.walker_batch
     if name == "PCD":
         return se.PCD(n, h, walker_batch=nb)
     return se.Jarzynski(
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     header = (
         f"conv energy, channels {args.channels} "
         f"({se.kernels.n_params(energies[se.energies.ConvEnergy])} parameters), 8x8 digits "
-        f"(batch {args.batch_size}), {args.n_walkers} walkers of which {args.walker_batch} "
+        f"(batch {args.batch_size}), {args.num_walkers} walkers of which {args.walker_batch} "
         f"move per step, Adam {args.lr:g}"
     )
     return compare(runs, data.samples, optax.adam(args.lr), args, header)

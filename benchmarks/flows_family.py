@@ -137,7 +137,7 @@ def write_json(path: Path, payload: dict) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    flow_kw = dict(n_layers=4, width=32, depth=2)
+    flow_kw = dict(num_layers=4, width=32, depth=2)
     energy, flow = tilted_energy(jax.random.key(1), 2, 2.0, 64, 2, jax.random.key(2), flow_kw)
     strats = flow_strategies(args.walkers, flow, 0.02, 0.005, 32, LR)
     names = select(strats, args.only)

@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 import scaling  # noqa: E402
 
 
-def paper_setting(n_walkers: int, dim: int, steps: int) -> dict:
+def paper_setting(num_walkers: int, dim: int, steps: int) -> dict:
     data = se.datasets.two_mode_teacher(jax.random.key(0), n=10_000, dim=dim).samples
     energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, dim, scale=0.1)
     strategy = se.Jarzynski(
-        n_walkers, 0.1, resampling=se.ESSResampling(1 / 1.05, method="systematic")
+        num_walkers, 0.1, resampling=se.ESSResampling(1 / 1.05, method="systematic")
     )
     kw = dict(
         strategy=strategy,
@@ -49,7 +49,7 @@ def paper_setting(n_walkers: int, dim: int, steps: int) -> dict:
     compile_s = time.perf_counter() - t0
     result = se.fit(energy, data, num_steps=steps, key=jax.random.key(2), **kw)
     return {
-        "walkers": n_walkers,
+        "walkers": num_walkers,
         "dim": dim,
         "steps": steps,
         "seconds": float(np.sum(result.chunk_seconds)),

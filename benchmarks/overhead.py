@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=2, help="MLP hidden layers (--energy mlp)")
     p.add_argument("--dim", type=int, default=50)
     p.add_argument("--n-data", type=int, default=10_000)
-    p.add_argument("--n-walkers", type=int, default=10_000)
+    p.add_argument("--num-walkers", type=int, default=10_000)
     p.add_argument("--batch-size", type=int, default=None, help="data minibatch (None: all)")
     p.add_argument("--steps", type=int, default=100, help="S, at least (see --min-seconds)")
     p.add_argument(
@@ -134,10 +134,10 @@ class _Bare:
 
         theta = (energy.means, energy.logits)
         lr = (0.025, 0.125)
-        x0 = data[jax.random.choice(jax.random.key(7), data.shape[0], (args.n_walkers,))]
+        x0 = data[jax.random.choice(jax.random.key(7), data.shape[0], (args.num_walkers,))]
         if name == "Bare-Jarzynski":
             self.fn = bare_scan.make_jarzynski(data, args.step_size, lr, args.ess_threshold)
-            self.carry = (theta, x0, jax.numpy.zeros(args.n_walkers), jax.numpy.zeros(()))
+            self.carry = (theta, x0, jax.numpy.zeros(args.num_walkers), jax.numpy.zeros(()))
         else:
             self.fn = bare_scan.make_pcd(data, args.step_size, lr)
             self.carry = (theta, x0)
@@ -168,13 +168,13 @@ def make_strategy(name: str, args: argparse.Namespace):
             else se.ESSResampling(args.ess_threshold, "systematic")
         )
         strategy = se.Jarzynski(
-            args.n_walkers,
+            args.num_walkers,
             h,
             resampling=resampling,
             feedback_correction=name in ("Jarzynski", "Jarzynski-fullcheck", "Jarzynski-reseed")
             and not args.no_feedback_correction,
             **(
-                {"n_observers": args.n_walkers, "reseed_every": 500}
+                {"num_observers": args.num_walkers, "reseed_every": 500}
                 if name == "Jarzynski-reseed"
                 else {}
             ),
@@ -184,10 +184,10 @@ def make_strategy(name: str, args: argparse.Namespace):
             return _FullCheck(**{f.name: getattr(strategy, f.name) for f in fields})
         return strategy
     if name == "PCD":
-        return se.PCD(args.n_walkers, h)
+        return se.PCD(args.num_walkers, h)
     if name == "Unweighted":
-        return se.Unweighted(args.n_walkers, h)
-    return se.CD(n_steps=4, step_size=h)
+        return se.Unweighted(args.num_walkers, h)
+    return se.CD(num_steps=4, step_size=h)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     header = (
         f"{args.energy} energy ({se.kernels.n_params(energy)} parameters), d = {args.dim}, "
         f"{args.n_data} data (batch {args.batch_size or 'all'}), "
-        f"{args.n_walkers} walkers, record every {args.record_every}; Jarzynski: ESS threshold "
+        f"{args.num_walkers} walkers, record every {args.record_every}; Jarzynski: ESS threshold "
         f"{args.ess_threshold:.4g}, feedback correction "
         f"{'off' if args.no_feedback_correction else 'on'}"
     )

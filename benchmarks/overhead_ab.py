@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ref", default="HEAD~1", help="the other commit")
     p.add_argument("--dim", type=int, default=50)
-    p.add_argument("--n-walkers", type=int, default=10_000)
+    p.add_argument("--num-walkers", type=int, default=10_000)
     p.add_argument("--steps", type=int, default=200, help="steps per repetition")
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--warmup", type=int, default=300)
@@ -70,7 +70,7 @@ def main(argv=None) -> None:
         data = se.datasets.two_mode_teacher(jax.random.key(0), n=10_000, dim=args.dim)
         energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, args.dim, scale=0.1)
         opt = se.optim.by_field(logits=optax.sgd(0.125), means=optax.sgd(0.025))
-        for sname, strategy in strategies(se, args.n_walkers, 0.1).items():
+        for sname, strategy in strategies(se, args.num_walkers, 0.1).items():
             res = se.fit(
                 energy,
                 data.samples,
@@ -101,7 +101,7 @@ def main(argv=None) -> None:
             runs[k] = (se, data, strategy, opt, res)
             times[k].append(1e3 * float(sum(res.chunk_seconds)) / args.steps)
     print(
-        f"d={args.dim}, N={args.n_walkers}, {args.reps} reps x {args.steps} steps, ref {args.ref}"
+        f"d={args.dim}, N={args.num_walkers}, {args.reps} reps x {args.steps} steps, ref {args.ref}"
     )
     print(f"{'version':8} {'strategy':11} {'min ms':>8} {'median ms':>10}")
     for (v, s), t in times.items():

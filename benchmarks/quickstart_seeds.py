@@ -57,10 +57,10 @@ def run_seed(seed: int, size: dict) -> dict:
     dim, n, steps = size["dim"], size["n"], size["steps"]
     data = se.datasets.two_mode_teacher(jax.random.key(3 * seed), n=n, dim=dim)
     energy = se.energies.GaussianMixture.init(
-        jax.random.key(3 * seed + 1), n_modes=2, dim=dim, scale=0.1
+        jax.random.key(3 * seed + 1), num_modes=2, dim=dim, scale=0.1
     )
     strategy = se.Jarzynski(
-        n_walkers=n,
+        num_walkers=n,
         step_size=0.1,
         resampling=se.ESSResampling(threshold=1 / 1.05, method="systematic"),
     )

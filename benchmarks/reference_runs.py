@@ -49,7 +49,7 @@ def _fit_record(name: str, res) -> dict[str, np.ndarray]:
 
 def _gmm_case(dim=5, n=2000):
     data = se.datasets.two_mode_teacher(jax.random.key(0), n=n, dim=dim)
-    energy = se.energies.GaussianMixture.init(jax.random.key(1), n_modes=2, dim=dim, scale=0.1)
+    energy = se.energies.GaussianMixture.init(jax.random.key(1), num_modes=2, dim=dim, scale=0.1)
     return data, energy
 
 
@@ -64,13 +64,13 @@ def runs() -> dict[str, np.ndarray]:
         "jarzynski_mala": se.Jarzynski(256, 0.1, kernel="mala"),
         "jarzynski_batch": se.Jarzynski(512, 0.1, walker_batch=128),
         "jarzynski_batch_grad": se.Jarzynski(512, 0.1, walker_batch=128, walker_grad="batch"),
-        "jarzynski_observers_reseed": se.Jarzynski(256, 0.1, n_observers=256, reseed_every=50),
+        "jarzynski_observers_reseed": se.Jarzynski(256, 0.1, num_observers=256, reseed_every=50),
         "jarzynski_refresh": se.Jarzynski(
-            256, 0.1, refresh_every=40, refresh_steps=20, init="data", n_anneal=20
+            256, 0.1, refresh_every=40, refresh_steps=20, init="data", num_anneal=20
         ),
         "pcd": se.PCD(512, 0.1),
         "unweighted": se.Unweighted(512, 0.1),
-        "cd": se.CD(n_walkers=256, n_steps=3, step_size=0.1),
+        "cd": se.CD(num_walkers=256, num_steps=3, step_size=0.1),
     }
     for name, strategy in strategies.items():
         res = se.fit(
@@ -123,9 +123,9 @@ def runs() -> dict[str, np.ndarray]:
     out.update(_fit_record("score_matching", res))
 
     # Flows: FlowMC and flow-Jarzynski on a tilted 2-d energy.
-    small = dict(n_proposals=16, n_global=1, n_local=2, flow_layers=2, flow_width=16)
+    small = dict(num_proposals=16, num_global=1, num_local=2, flow_layers=2, flow_width=16)
     data2 = se.datasets.two_mode_teacher(jax.random.key(5), n=1000, dim=2)
-    e2 = se.energies.GaussianMixture.init(jax.random.key(6), n_modes=2, dim=2, scale=0.5)
+    e2 = se.energies.GaussianMixture.init(jax.random.key(6), num_modes=2, dim=2, scale=0.5)
     for name, strategy in {
         "flowmc": se.FlowMC(128, step_size=0.05, **small),
         "flow_jarzynski": se.FlowJarzynski(128, step_size=0.05, **small),
@@ -158,17 +158,17 @@ def runs() -> dict[str, np.ndarray]:
     out.update(_fit_record("dual", res))
 
     # sample and diagnose.
-    s = se.sample(energy, jax.random.key(8), 512, n_steps=50, step_size=0.1)
+    s = se.sample(energy, key=jax.random.key(8), num_walkers=512, num_steps=50, step_size=0.1)
     out["sample/samples"] = np.asarray(s.samples)
     out["sample/log_weights"] = np.asarray(s.log_weights)
     out["sample/log_Z"] = np.asarray(s.log_Z)
-    s = se.sample(energy, jax.random.key(8), 256, n_steps=30, step_size=0.1, kernel="mala")
+    s = se.sample(energy, key=jax.random.key(8), num_walkers=256, num_steps=30, step_size=0.1, kernel="mala")
     out["sample_mala/samples"] = np.asarray(s.samples)
     d = se.diagnose(
         energy,
-        jax.random.key(9),
-        n_chains=8,
-        n_steps=100,
+        key=jax.random.key(9),
+        num_chains=8,
+        num_steps=100,
         step_size=0.05,
         init=np.asarray(data.samples[:8]),
     )

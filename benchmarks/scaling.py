@@ -34,10 +34,10 @@ import optax
 import smc_ebm as se
 
 
-def time_per_step(n_walkers: int, dim: int, steps: int, reps: int, devices=None) -> float:
+def time_per_step(num_walkers: int, dim: int, steps: int, reps: int, devices=None) -> float:
     data = se.datasets.two_mode_teacher(jax.random.key(0), n=2000, dim=dim).samples
     energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, dim, scale=0.1)
-    strategy = se.Jarzynski(n_walkers, 0.1, resampling=se.ESSResampling(0.9))
+    strategy = se.Jarzynski(num_walkers, 0.1, resampling=se.ESSResampling(0.9))
     optimizer = se.optim.by_field(logits=optax.sgd(0.125), means=optax.sgd(0.025))
     kw = dict(
         strategy=strategy,
@@ -59,12 +59,12 @@ def exponent(sizes, times) -> float:
     return float(np.polyfit(np.log(sizes), np.log(times), 1)[0])
 
 
-def device_ratio(k: int, n_walkers: int, dim: int, steps: int, reps: int) -> dict:
+def device_ratio(k: int, num_walkers: int, dim: int, steps: int, reps: int) -> dict:
     here = str(Path(__file__).parent)
     code = (
         f"import jax, json, sys; sys.path.insert(0, {here!r}); import scaling as s; "
-        f"one = s.time_per_step({n_walkers}, {dim}, {steps}, {reps}); "
-        f"many = s.time_per_step({n_walkers}, {dim}, {steps}, {reps}, devices=jax.devices()); "
+        f"one = s.time_per_step({num_walkers}, {dim}, {steps}, {reps}); "
+        f"many = s.time_per_step({num_walkers}, {dim}, {steps}, {reps}, devices=jax.devices()); "
         "print('RESULT' + json.dumps([one, many]))"
     )
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={k}"}

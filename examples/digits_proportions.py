@@ -5,10 +5,10 @@ the 8x8 scikit-learn digits (offline; 309 images) by default, or on MNIST 28x28 
 files with ``--mnist PATH`` (a GPU is advised there).
 
 Per seed and strategy, the same budget: ``--steps`` Adam steps with a cosine-decaying learning
-rate, data minibatches of ``--batch-size``, ``--n-walkers`` persistent ULA walkers of which
+rate, data minibatches of ``--batch-size``, ``--num-walkers`` persistent ULA walkers of which
 ``--walker-batch`` move per step (Algorithm 2 of the paper). Jarzynski's walkers start from the
 model, annealed from a standard Gaussian (the confinement term of the energy) in
-``--n-anneal`` weighted steps; resampling is off until ``--resample-from`` of the run, then
+``--num-anneal`` weighted steps; resampling is off until ``--resample-from`` of the run, then
 systematic when the ESS falls below ``--ess-threshold`` (the paper's rule of thumb);
 ``--feedback-correction local`` removes each walker's first-order influence on its own weight
 through Adam's update (off by default: over 20 seeds it put the sixes further from the target,
@@ -48,7 +48,7 @@ of 2000 steps)::
 MNIST (28x28) on a GPU, with the IDX files (or mnist.npz) in ~/data/mnist::
 
     python examples/digits_proportions.py --mnist ~/data/mnist --channels 16 32 64 \\
-        --n-walkers 1024 --walker-batch 256 --steps 20000 --seeds 5
+        --num-walkers 1024 --walker-batch 256 --steps 20000 --seeds 5
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed+seeds-1"
     )
     p.add_argument("--steps", type=int, default=2000, help="optimizer steps per run")
-    p.add_argument("--n-walkers", type=int, default=1024)
+    p.add_argument("--num-walkers", type=int, default=1024)
     p.add_argument("--walker-batch", type=int, default=256, help="walkers moved per step")
     p.add_argument(
         "--walker-grad",
@@ -139,15 +139,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32])
     p.add_argument("--confinement", type=float, default=1.0)
     p.add_argument("--l2-penalty", type=float, default=0.0, help="energy penalty lambda")
-    p.add_argument("--n-anneal", type=int, default=100, help="annealing steps (Jarzynski)")
+    p.add_argument("--num-anneal", type=int, default=100, help="annealing steps (Jarzynski)")
     p.add_argument(
         "--refresh-every",
         type=int,
         default=0,
-        help="Jarzynski: every this many steps, replace --n-refresh random walkers by walkers "
+        help="Jarzynski: every this many steps, replace --num-refresh random walkers by walkers "
         "annealed afresh from the base to the current model (0: never)",
     )
-    p.add_argument("--n-refresh", type=int, default=None, help="default: n-walkers // 16")
+    p.add_argument("--num-refresh", type=int, default=None, help="default: num-walkers // 16")
     p.add_argument("--refresh-steps", type=int, default=None, help="annealing steps of a refresh")
     p.add_argument("--resample-from", type=float, default=0.5, help="fraction of the run")
     p.add_argument("--ess-threshold", type=float, default=0.5)
@@ -175,7 +175,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model-ais",
         type=int,
         default=0,
-        help="also measure the trained model's own class masses: anneal --n-walkers walkers "
+        help="also measure the trained model's own class masses: anneal --num-walkers walkers "
         "from each class's data Gaussian to the model in this many MALA steps "
         "(se.metrics.class_masses; 0: off)",
     )
@@ -203,14 +203,14 @@ def load(args: argparse.Namespace, key) -> tuple[se.datasets.Dataset, se.metrics
         data = se.datasets.digits(k_data, args.labels, args.weights)
         clf = se.metrics.digit_classifier(k_clf, args.labels)
     else:
-        data = se.datasets.mnist(args.mnist, k_data, args.labels, args.weights)
+        data = se.datasets.mnist(args.mnist, key=k_data, labels=args.labels, weights=args.weights)
         loader = functools.partial(se.datasets.mnist, args.mnist)
         clf = se.metrics.digit_classifier(k_clf, args.labels, loader=loader)
     return data, clf
 
 
 def make_strategy(name: str, args: argparse.Namespace, dim: int):
-    h, n, nb = args.step_size, args.n_walkers, args.walker_batch
+    h, n, nb = args.step_size, args.num_walkers, args.walker_batch
     base = se.energies.Gaussian.standard(dim)  # the confinement term's Gaussian
     if name == "PCD":
         return se.PCD(n, h, kernel=args.baseline_kernel, walker_batch=nb)
@@ -220,7 +220,7 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
             h,
             kernel=args.baseline_kernel,
             walker_batch=nb,
-            n_anneal=args.n_anneal,
+            num_anneal=args.num_anneal,
             anneal_base=base,
         )
     start = int(args.resample_from * args.steps)
@@ -233,13 +233,13 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
         resampling=se.ESSResampling(
             se.off_until(start, args.ess_threshold, before=args.early_threshold)
         ),
-        n_anneal=args.n_anneal,
+        num_anneal=args.num_anneal,
         anneal_base=base,
         feedback_correction="local" if args.feedback_correction == "local" else False,
         feedback_correction_from=int(args.correction_from * args.steps),
         feedback_estimator=args.feedback_estimator,
         refresh_every=args.refresh_every,
-        n_refresh=args.n_refresh,
+        num_refresh=args.num_refresh,
         refresh_steps=args.refresh_steps,
     )
 
@@ -271,7 +271,7 @@ def run(name: str, seed: int, args, data, side: int) -> dict:
             batch_size=args.batch_size or None,
             record_every=10,
             progress=not args.no_progress,
-            trace_walkers=args.n_walkers if args.average_last > 0 else 0,
+            trace_walkers=args.num_walkers if args.average_last > 0 else 0,
         )
     return {"result": result, "wall": result.wall_time}
 
@@ -297,7 +297,7 @@ def averaged_proportions(clf, traces: dict, name: str, args: argparse.Namespace)
 def model_proportions(clf, result, seed: int, args: argparse.Namespace) -> dict:
     """The proportions of the trained model, from MALA chains on its frozen final energy.
 
-    ``se.diagnose`` starts ``n_walkers`` chains at the final walkers resampled by weight and
+    ``se.diagnose`` starts ``num_walkers`` chains at the final walkers resampled by weight and
     runs ``args.model_chains`` MALA steps at the training step size (MALA leaves
     :math:`e^{-U}` invariant: no discretisation bias), recorded 20 times. The proportions of
     each record are unweighted; the estimate is their mean over the second half of the
@@ -309,9 +309,9 @@ def model_proportions(clf, result, seed: int, args: argparse.Namespace) -> dict:
     thin = max(1, args.model_chains // 20)
     diag = se.diagnose(
         result,
-        jax.random.key(5000 + seed),
-        n_chains=args.n_walkers,
-        n_steps=thin * max(4, args.model_chains // thin),
+        key=jax.random.key(5000 + seed),
+        num_chains=args.num_walkers,
+        num_steps=thin * max(4, args.model_chains // thin),
         kernel="mala",
         step_size=args.step_size,
         thin=thin,
@@ -329,21 +329,21 @@ def model_proportions(clf, result, seed: int, args: argparse.Namespace) -> dict:
 def model_masses(clf, energy, data, seed: int, args: argparse.Namespace) -> dict:
     """The trained model's class proportions by annealed importance sampling per class.
 
-    ``se.metrics.class_masses``: ``--n-walkers`` walkers per class, in 8 independent runs
+    ``se.metrics.class_masses``: ``--num-walkers`` walkers per class, in 8 independent runs
     (fewer for fewer than 16 walkers), annealed from the moment-matched Gaussian of that
     class's data to the frozen energy in ``args.model_ais`` MALA steps. Also the data's mean
     energy per class, to compare with the mean energy of the mass that the annealing finds.
     """
     res = se.metrics.class_masses(
         energy,
-        jax.random.key(6000 + seed),
         data.samples,
         data.info["labels"],
         clf,
-        n=args.n_walkers,
-        n_steps=args.model_ais,
+        key=jax.random.key(6000 + seed),
+        num_walkers=args.num_walkers,
+        num_steps=args.model_ais,
         step_size=args.step_size,
-        n_runs=max(2, min(8, args.n_walkers // 2)),
+        num_runs=max(2, min(8, args.num_walkers // 2)),
     )
     u = np.asarray(jax.vmap(energy)(data.samples))
     y = np.asarray(data.info["labels"])
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print(
         f"classifier: logistic regression, held-out accuracy {clf.test_accuracy:.4f} "
-        f"({clf.n_test} test images)"
+        f"({clf.num_test} test images)"
     )
     output_dir(args.out_dir)
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "target": target.tolist()}
@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> dict:
                 )
             print(
                 f"  {name} seed {seed}: proportions {np.round(props[-1], 3)}{extra}, "
-                f"ESS {ess_final[-1]:.0f}/{args.n_walkers}, {r['wall']:.0f} s",
+                f"ESS {ess_final[-1]:.0f}/{args.num_walkers}, {r['wall']:.0f} s",
                 flush=True,
             )
             if seed == args.first_seed:

@@ -16,7 +16,7 @@ Default (2-core CPU, a few minutes): 4000 data, 1000 walkers, 20000 primal and 4
 iterations (the dual regime is flat long before). The primal run is flagged as not converged
 when the median KL of its last 10% of records is more than 10% below that of the records
 at 40-50% of the run; its iteration count, hence the speed-up, is then a lower bound.
-The paper's sizes: --n-data 100000 --n-walkers 200000 (GPU).
+The paper's sizes: --n-data 100000 --num-walkers 200000 (GPU).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def plateau(kl):
 def run(args, angle, key):
     kd, kt, ke, kf = jax.random.split(key, 4)
     data = se.datasets.sphere_teacher(kd, args.n_data, args.dim, angle=angle, weight=-10.0)
-    test = data.teacher.sample(kt, args.n_test)
+    test = data.teacher.sample(kt, args.num_test)
     energy = se.energies.ShallowReLU(args.dim, args.width, key=ke, beta=data.teacher.beta)
     metrics = {
         "kl": se.metrics.kl_estimate(test, data.teacher),
@@ -68,7 +68,7 @@ def run(args, angle, key):
     }
     out = {}
     for name, alpha in REGIMES.items():
-        dual = se.Dual(args.n_walkers, step_size=args.step_size, alpha=alpha)
+        dual = se.Dual(args.num_walkers, step_size=args.step_size, alpha=alpha)
         t0 = time.perf_counter()
         res = se.fit(
             energy,
@@ -98,8 +98,8 @@ def main():
     p.add_argument("--dim", type=int, default=15)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--n-data", type=int, default=4000)
-    p.add_argument("--n-test", type=int, default=4000)
-    p.add_argument("--n-walkers", type=int, default=1000)
+    p.add_argument("--num-test", type=int, default=4000)
+    p.add_argument("--num-walkers", type=int, default=1000)
     p.add_argument("--steps-primal", type=int, default=20000)
     p.add_argument("--steps-dual", type=int, default=4000)
     p.add_argument("--step-size", type=float, default=0.02)
@@ -118,7 +118,7 @@ def main():
         ref = max(plateau(np.asarray(r["kl"])) for r in res.values())
         print(
             f"\n== {teacher} teacher (angle {TEACHERS[teacher]} rad), d = {args.dim}, "
-            f"m = {args.width}, N = {args.n_walkers}, s = {args.step_size}"
+            f"m = {args.width}, N = {args.num_walkers}, s = {args.step_size}"
         )
         steps = np.asarray(res["primal"]["step"])
         show = np.unique(np.r_[0, np.geomspace(1, len(steps) - 1, 14).astype(int)])

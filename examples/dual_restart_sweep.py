@@ -7,7 +7,7 @@ interpolate; an annealed p_R (from s alpha to 0) is run too. Prints the final KL
 metric of each and saves a figure and a JSON into --out-dir.
 
 Default (2-core CPU, a few minutes): bimodal teacher, 4000 data, 1000 walkers, 3000
-iterations. The paper's sizes: --n-data 100000 --n-walkers 200000 (GPU).
+iterations. The paper's sizes: --n-data 100000 --num-walkers 200000 (GPU).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def main():
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--angle", type=float, default=2.87)
     p.add_argument("--n-data", type=int, default=4000)
-    p.add_argument("--n-test", type=int, default=4000)
-    p.add_argument("--n-walkers", type=int, default=1000)
+    p.add_argument("--num-test", type=int, default=4000)
+    p.add_argument("--num-walkers", type=int, default=1000)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--alpha", type=float, default=20.0)
     p.add_argument("--step-size", type=float, default=0.02)
@@ -47,7 +47,7 @@ def main():
     output_dir(args.out_dir)
     kd, kt, ke, kf = jax.random.split(jax.random.key(args.seed), 4)
     data = se.datasets.sphere_teacher(kd, args.n_data, args.dim, angle=args.angle)
-    test = data.teacher.sample(kt, args.n_test)
+    test = data.teacher.sample(kt, args.num_test)
     energy = se.energies.ShallowReLU(args.dim, args.width, key=ke, beta=data.teacher.beta)
     metrics = {
         "kl": se.metrics.kl_estimate(test, data.teacher),
@@ -63,13 +63,13 @@ def main():
     }
     print(
         f"teacher angle {args.angle} rad, d = {args.dim}, m = {args.width}, "
-        f"N = {args.n_walkers}, s = {args.step_size}, alpha = {args.alpha}"
+        f"N = {args.num_walkers}, s = {args.step_size}, alpha = {args.alpha}"
     )
     print(f"{'setting':>28s} {'final KL':>9s} {'min KL':>9s} {'final score':>12s} {'wall s':>7s}")
     out = {}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name, p_r in settings.items():
-        dual = se.Dual(args.n_walkers, step_size=args.step_size, alpha=args.alpha, restart_prob=p_r)
+        dual = se.Dual(args.num_walkers, step_size=args.step_size, alpha=args.alpha, restart_prob=p_r)
         t0 = time.perf_counter()
         res = se.fit(
             energy,

@@ -73,7 +73,7 @@ def main():
         steps = args.steps or (10000 if args.paper else default_steps)
         n_data = args.n_data or default_n_data
         data = make(jax.random.key(0), n_data)
-        flow_kw = dict(n_layers=6, width=64, depth=2)
+        flow_kw = dict(num_layers=6, width=64, depth=2)
         energy, flow = tilted_energy(
             jax.random.key(1), 2, sigma, 128, 3, jax.random.key(2), flow_kw
         )

@@ -52,7 +52,7 @@ def main():
     data = se.datasets.four_gaussians(jax.random.key(0), 20000)
     truth = np.asarray(data.info["weights"])
     centres = data.info["means"]
-    flow_kw = dict(n_layers=4, width=32, depth=2)
+    flow_kw = dict(num_layers=4, width=32, depth=2)
     energy, flow = tilted_energy(jax.random.key(1), 2, 2.0, 64, 2, jax.random.key(2), flow_kw)
     strats = flow_strategies(n, flow, 0.02, 0.005, 32, 1e-3)
     if args.only:

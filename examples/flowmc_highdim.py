@@ -39,14 +39,14 @@ def main():
         data = se.datasets.four_mode_mixture(jax.random.key(0), 20000, d)
         truth = np.asarray(data.info["means"])
         energy = se.energies.GaussianMixture.init(jax.random.key(1), 4, d, scale=0.5)
-        flow_kw = dict(n_layers=4, width=64, depth=2)
+        flow_kw = dict(num_layers=4, width=64, depth=2)
         flow = se.flows.make_flow(jax.random.key(2), d, sigma=1.2, **flow_kw)
         common = dict(
             step_size=0.3,
             flow=flow,
-            n_proposals=32,
-            n_global=1,
-            n_local=2,
+            num_proposals=32,
+            num_global=1,
+            num_local=2,
             flow_optimizer=optax.adam(1e-3),
         )
         strats = {

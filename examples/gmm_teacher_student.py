@@ -20,7 +20,7 @@ and saves a figure and a JSON of the numbers into ``--out-dir``.
 The default is the paper's full setting (long: 4 strategies x 5 seeds x 8000 steps at
 d = 50 and 10^4 walkers; minutes per run on a GPU, much longer on a CPU). A quick check::
 
-    python examples/gmm_teacher_student.py --dim 10 --n-data 2000 --n-walkers 2000 \
+    python examples/gmm_teacher_student.py --dim 10 --n-data 2000 --num-walkers 2000 \
         --steps 300 --seeds 1
 """
 
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--dim", type=int, default=50, help="dimension of the teacher")
     p.add_argument("--n-data", type=int, default=10_000, help="teacher samples")
-    p.add_argument("--n-walkers", type=int, default=10_000, help="walkers (persistent strategies)")
+    p.add_argument("--num-walkers", type=int, default=10_000, help="walkers (persistent strategies)")
     p.add_argument("--steps", type=int, default=8000, help="optimizer steps")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0, 1, ...)")
     p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
@@ -82,17 +82,17 @@ def make_strategy(name: str, args: argparse.Namespace) -> Any:
     if name == "Jarzynski":
         resampling = se.ESSResampling(args.ess_threshold, args.resampling)
         return se.Jarzynski(
-            args.n_walkers,
+            args.num_walkers,
             h,
             resampling=resampling,
-            n_observers=args.observers,
+            num_observers=args.observers,
             reseed_every=args.reseed_every,
         )
     if name == "PCD":
-        return se.PCD(args.n_walkers, h)
+        return se.PCD(args.num_walkers, h)
     if name == "CD":  # one walker per data point, restarted at the data every step
-        return se.CD(n_steps=args.cd_steps, step_size=h)
-    return se.Unweighted(args.n_walkers, h)
+        return se.CD(num_steps=args.cd_steps, step_size=h)
+    return se.Unweighted(args.num_walkers, h)
 
 
 def weight_near(center: jax.Array):

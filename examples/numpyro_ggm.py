@@ -51,7 +51,7 @@ def teacher(dim, seed):
     return a @ a.T
 
 
-def run(strategy, dim, n_data, n_walkers, steps, lr, step_size, seed, n_observers=None):
+def run(strategy, dim, n_data, num_walkers, steps, lr, step_size, seed, num_observers=None):
     prec_true = teacher(dim, seed)
     data = jax.random.multivariate_normal(
         jax.random.key(seed), jnp.zeros(dim), jnp.asarray(np.linalg.inv(prec_true)), (n_data,)
@@ -60,9 +60,9 @@ def run(strategy, dim, n_data, n_walkers, steps, lr, step_size, seed, n_observer
     mle = np.linalg.inv(data64.T @ data64 / n_data)
     energy = se.energies.from_numpyro(ggm, dim, trainable=True)
     if strategy == "jarzynski":
-        strat = se.Jarzynski(n_walkers, step_size, n_observers=n_observers or n_walkers)
+        strat = se.Jarzynski(num_walkers, step_size, num_observers=num_observers or num_walkers)
     else:
-        strat = se.PCD(n_walkers, step_size)
+        strat = se.PCD(num_walkers, step_size)
 
     def schedule(k):  # lr decayed a thousandfold over the run
         return lr * 0.1 ** (3 * k.astype(jnp.float32) / steps)
@@ -95,10 +95,10 @@ def run(strategy, dim, n_data, n_walkers, steps, lr, step_size, seed, n_observer
     else:
         s = se.sample(
             res.energy,
-            jax.random.key(200 + seed),
-            4000,
-            n_steps=200,
-            n_runs=8,
+            key=jax.random.key(200 + seed),
+            num_walkers=4000,
+            num_steps=200,
+            num_runs=8,
             step_size=step_size,
             init=dist.Normal(0, 2).expand([dim]).to_event(1),
         )
@@ -112,12 +112,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dim", type=int, default=5)
     p.add_argument("--n-data", type=int, default=2000)
-    p.add_argument("--n-walkers", type=int, default=2048)
+    p.add_argument("--num-walkers", type=int, default=2048)
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--step-size", type=float, default=0.05)
     p.add_argument(
-        "--n-observers", type=int, default=None, help="Jarzynski's observers (default n-walkers)"
+        "--num-observers", type=int, default=None, help="Jarzynski's observers (default num-walkers)"
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--strategies", nargs="+", default=["jarzynski", "pcd"])
@@ -130,12 +130,12 @@ def main(argv=None):
                 strategy,
                 a.dim,
                 a.n_data,
-                a.n_walkers,
+                a.num_walkers,
                 a.steps,
                 a.lr,
                 a.step_size,
                 seed,
-                a.n_observers,
+                a.num_observers,
             )
             rows.append(row)
             print(

@@ -91,7 +91,7 @@ def blackjax_atsmc(key, model, args, n, n_mcmc, step_size, target_ess):
     return float(log_z), int(stages), np.asarray(state.particles)
 
 
-def blr(seeds, n_particles, n_runs, dim, bj_step):
+def blr(seeds, num_walkers, num_runs, dim, bj_step):
     x, y = blr_data(0, n=30, d=dim)
     log_z, mean, cov = blr_exact(x, y)
     rows = []
@@ -102,26 +102,26 @@ def blr(seeds, n_particles, n_runs, dim, bj_step):
             x,
             y,
             key=jax.random.key(seed),
-            n_particles=n_particles,
-            n_runs=n_runs,
+            num_walkers=num_walkers,
+            num_runs=num_runs,
             kernel="mala",
-            n_mcmc_steps=10,
+            num_mcmc_steps=10,
         )
         t_ours = time.perf_counter() - t0
         w = res.samples["w"].reshape(-1, dim)
         t0 = time.perf_counter()
         bj = [
             blackjax_atsmc(
-                jax.random.key(10_000 * seed + r), blr_model, (x, y), n_particles, 10, bj_step, 0.5
+                jax.random.key(10_000 * seed + r), blr_model, (x, y), num_walkers, 10, bj_step, 0.5
             )
-            for r in range(n_runs)
+            for r in range(num_runs)
         ]
         t_bj = time.perf_counter() - t0
         bj_z = np.array([b[0] for b in bj])
         top = bj_z.max()
         zz = np.exp(bj_z - top)
         bj_log_z = float(top + np.log(zz.mean()))
-        bj_se = float(zz.std(ddof=1) / (np.sqrt(n_runs) * zz.mean()))
+        bj_se = float(zz.std(ddof=1) / (np.sqrt(num_runs) * zz.mean()))
         bj_w = np.concatenate([b[2] for b in bj])
         sd = np.sqrt(np.diag(cov))
         rows.append(
@@ -132,8 +132,8 @@ def blr(seeds, n_particles, n_runs, dim, bj_step):
                 "ours_se": res.log_evidence_se,
                 "ours_err_in_se": (res.log_evidence - log_z) / res.log_evidence_se,
                 "ours_time_s": t_ours,
-                "ours_evals_per_particle": res.n_evaluations,
-                "ours_stages": float(res.n_stages.mean()),
+                "ours_evals_per_particle": res.num_evaluations,
+                "ours_stages": float(res.num_stages.mean()),
                 "ours_max_mean_err_in_sd": float(np.max(np.abs(w.mean(0) - mean) / sd)),
                 "ours_max_sd_ratio_err": float(np.max(np.abs(w.std(0) / sd - 1))),
                 "bj_log_Z": bj_log_z,
@@ -150,7 +150,7 @@ def blr(seeds, n_particles, n_runs, dim, bj_step):
     return rows
 
 
-def schools(seed, n_particles, n_runs, nuts_draws):
+def schools(seed, num_walkers, num_runs, nuts_draws):
     t0 = time.perf_counter()
     mcmc = MCMC(
         NUTS(schools_noncentred),
@@ -173,16 +173,16 @@ def schools(seed, n_particles, n_runs, nuts_draws):
             S8,
             Y8,
             key=jax.random.key(seed),
-            n_particles=n_particles,
-            n_runs=n_runs,
+            num_walkers=num_walkers,
+            num_runs=num_runs,
             kernel="mala",
-            n_mcmc_steps=20,
+            num_mcmc_steps=20,
         )
         z_scores = {}
         for site in ("mu", "tau", "theta"):
             v = res.samples[site]  # (runs, particles, ...)
             run_means = v.mean(1)
-            se_smc = run_means.std(0, ddof=1) / np.sqrt(n_runs)
+            se_smc = run_means.std(0, ddof=1) / np.sqrt(num_runs)
             m = v.reshape((-1,) + v.shape[2:]).mean(0)
             rows = [site] if v.ndim == 2 else [f"{site}[{i}]" for i in range(v.shape[2])]
             ref_m = ref.loc[rows, "mean"].to_numpy()
@@ -193,7 +193,7 @@ def schools(seed, n_particles, n_runs, nuts_draws):
             "time_s": time.perf_counter() - t0,
             "log_Z": res.log_evidence,
             "log_Z_se": res.log_evidence_se,
-            "stages": float(res.n_stages.mean()),
+            "stages": float(res.num_stages.mean()),
             "acceptance": float(res.acceptance.mean()),
             "z_vs_nuts": z_scores,
             "max_abs_z": max(abs(t) for zs in z_scores.values() for t in zs),
@@ -207,8 +207,8 @@ def schools(seed, n_particles, n_runs, nuts_draws):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--n-particles", type=int, default=1000)
-    p.add_argument("--n-runs", type=int, default=8)
+    p.add_argument("--num-walkers", type=int, default=1000)
+    p.add_argument("--num-runs", type=int, default=8)
     p.add_argument("--dim", type=int, default=5)
     p.add_argument("--blackjax-step", type=float, default=0.01)
     p.add_argument("--nuts-draws", type=int, default=2000)
@@ -216,9 +216,9 @@ def main(argv=None):
     p.add_argument("--out", default="outputs/numpyro_posterior")
     a = p.parse_args(argv)
     result = {"args": vars(a)}
-    result["blr"] = blr(a.seeds, a.n_particles, a.n_runs, a.dim, a.blackjax_step)
+    result["blr"] = blr(a.seeds, a.num_walkers, a.num_runs, a.dim, a.blackjax_step)
     if not a.skip_schools:
-        result["schools"] = schools(a.seeds[0], 2 * a.n_particles, a.n_runs, a.nuts_draws)
+        result["schools"] = schools(a.seeds[0], 2 * a.num_walkers, a.num_runs, a.nuts_draws)
     out = Path(a.out)
     output_dir(out)
     (out / "posterior.json").write_text(json.dumps(result, indent=1, default=float))

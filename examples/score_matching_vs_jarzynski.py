@@ -11,7 +11,7 @@ responsibility of the far mode is ~e^{-64}), so score matching leaves the weight
 Prints the learned weight of the mode near -10 e_1 and the exact KL over the iterations;
 saves a figure and a JSON into --out-dir. Default (2-core CPU, about a minute): d = 5,
 4000 data, 2000 walkers, 2000 steps. The paper's setting: --dim 50 --n-data 10000
---n-walkers 10000 --steps 8000.
+--num-walkers 10000 --steps 8000.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dim", type=int, default=5)
     p.add_argument("--n-data", type=int, default=4000)
-    p.add_argument("--n-walkers", type=int, default=2000)
+    p.add_argument("--num-walkers", type=int, default=2000)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--step-size", type=float, default=0.1)
     p.add_argument("--record-every", type=int, default=50)
@@ -59,7 +59,7 @@ def main():
     strategies = {
         "score matching (exact)": se.ScoreMatching("exact"),
         "Jarzynski": se.Jarzynski(
-            args.n_walkers, args.step_size, resampling=se.ESSResampling(1 / 1.05)
+            args.num_walkers, args.step_size, resampling=se.ESSResampling(1 / 1.05)
         ),
     }
     print(

@@ -28,12 +28,12 @@ def _arviz_group(obj: Any, group: str) -> tuple[Any, Any]:
 
 
 def _select(
-    obj: Any, var: str, index: int | None, group: str, n_chains: int | None
+    obj: Any, var: str, index: int | None, group: str, num_chains: int | None
 ) -> tuple[Any, dict[str, list[int]], str]:
     """A few chains of ``var`` and the ArviZ ``coords`` of one of its coordinates.
 
     The coordinate defaults to the one with the largest R-hat (from the diagnosis's table,
-    else computed on the device); ``n_chains`` chains are kept, evenly spread.
+    else computed on the device); ``num_chains`` chains are kept, evenly spread.
     """
     from smc_ebm.diagnostics._device import rhat
 
@@ -55,8 +55,8 @@ def _select(
     elif da.ndim > 3:
         raise ValueError(f"{var} has more than one event dimension: {da.dims}.")
     c = da.sizes["chain"]
-    if n_chains is not None and n_chains < c:
-        pick = np.unique(np.linspace(0, c - 1, n_chains).astype(int))
+    if num_chains is not None and num_chains < c:
+        pick = np.unique(np.linspace(0, c - 1, num_chains).astype(int))
         ds = ds.isel(chain=pick)
     return ds[[var]], coords, label
 
@@ -92,7 +92,7 @@ def plot_trace(
     index: int | None = None,
     *,
     group: str = "posterior",
-    n_chains: int | None = 8,
+    num_chains: int | None = 8,
     path: str | Path | None = None,
 ) -> Any:
     """``az.plot_trace`` of one scalar: per-chain densities and traces.
@@ -103,7 +103,7 @@ def plot_trace(
         var: the variable (``"x"``, ``"U"``, or any variable of the group).
         index: coordinate of a vector variable (default: the one with the largest R-hat).
         group: the group of an ArviZ object (e.g. ``"training_traces"``).
-        n_chains: chains drawn (evenly spread over all the chains; ``None``: all).
+        num_chains: chains drawn (evenly spread over all the chains; ``None``: all).
         path: where to save the PNG.
 
     Returns:
@@ -111,7 +111,7 @@ def plot_trace(
     """
     from smc_ebm.diagnostics._arviz import arviz
 
-    ds, coords, label = _select(diag, var, index, group, n_chains)
+    ds, coords, label = _select(diag, var, index, group, num_chains)
     if _uses_arviz_1():
         return _arviz_1("plot_trace_dist", ds, path, var_names=[var], coords=coords)
     from smc_ebm._figures import new_figure, save
@@ -130,7 +130,7 @@ def plot_rank(
     index: int | None = None,
     *,
     group: str = "posterior",
-    n_chains: int | None = 8,
+    num_chains: int | None = 8,
     kind: str = "bars",
     path: str | Path | None = None,
 ) -> Any:
@@ -144,13 +144,13 @@ def plot_rank(
         var: the variable.
         index: coordinate of a vector variable (default: the one with the largest R-hat).
         group: the group of an ArviZ object.
-        n_chains: chains ranked and drawn (evenly spread; ``None``: all).
+        num_chains: chains ranked and drawn (evenly spread; ``None``: all).
         kind: ``"bars"`` or ``"vlines"`` (ArviZ's).
         path: where to save the PNG.
     """
     from smc_ebm.diagnostics._arviz import arviz
 
-    ds, coords, label = _select(diag, var, index, group, n_chains)
+    ds, coords, label = _select(diag, var, index, group, num_chains)
     if _uses_arviz_1():
         return _arviz_1("plot_rank", ds, path, var_names=[var], coords=coords)
     from smc_ebm._figures import new_figure, save

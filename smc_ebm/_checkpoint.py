@@ -107,14 +107,14 @@ def check_result(resume: Any, params: Any, strategy: Any, opt_like: Any, dim: in
 
 def run_manifest(strategy, optimizer, opt_like, params, dim) -> dict[str, Any]:
     """What a checkpoint records of the run, and a resumed run must match."""
-    x_like = getattr(strategy, "n_walkers", None)
+    x_like = getattr(strategy, "num_walkers", None)
     return {
         "strategy_type": f"{type(strategy).__module__}.{type(strategy).__qualname__}",
         "strategy": strategy_repr(strategy),
         "optimizer_type": f"{type(optimizer).__module__}.{type(optimizer).__qualname__}",
         "energy_structure": describe(params),
         "optimizer_state": describe(opt_like),
-        "n_walkers": int(x_like) if isinstance(x_like, int) else None,
+        "num_walkers": int(x_like) if isinstance(x_like, int) else None,
         "dim": int(dim),
     }
 

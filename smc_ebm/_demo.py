@@ -77,7 +77,7 @@ def teacher_mode_weight(center: Array) -> Callable[[Any], Array]:
     return weight
 
 
-def make_strategy(name: str, n_walkers: int, step_size: float) -> AbstractStrategy:
+def make_strategy(name: str, num_walkers: int, step_size: float) -> AbstractStrategy:
     """Build strategy ``name`` (one of :data:`STRATEGIES`) as the demo configures it.
 
     Jarzynski resamples (systematically) when the ESS drops below ``1/1.05`` as in the
@@ -85,13 +85,13 @@ def make_strategy(name: str, n_walkers: int, step_size: float) -> AbstractStrate
     """
     settings = {
         "Jarzynski": dict(
-            n_walkers=n_walkers,
+            num_walkers=num_walkers,
             step_size=step_size,
             resampling=ESSResampling(1 / 1.05, "systematic"),
         ),
-        "PCD": dict(n_walkers=n_walkers, step_size=step_size),
-        "CD": dict(n_steps=4, step_size=step_size),
-        "Unweighted": dict(n_walkers=n_walkers, step_size=step_size),
+        "PCD": dict(num_walkers=num_walkers, step_size=step_size),
+        "CD": dict(num_steps=4, step_size=step_size),
+        "Unweighted": dict(num_walkers=num_walkers, step_size=step_size),
     }
     if name in settings:
         return REGISTRY[name](**settings[name])
@@ -102,7 +102,7 @@ def run_demo(
     *,
     dim: int = 10,
     n_data: int = 2000,
-    n_walkers: int = 2000,
+    num_walkers: int = 2000,
     steps: int = 2000,
     seed: int = 0,
     step_size: float = 0.1,
@@ -116,7 +116,7 @@ def run_demo(
     Args:
         dim: dimension ``d`` of the teacher.
         n_data: number of teacher samples.
-        n_walkers: walkers of the persistent strategies (CD uses one per data point).
+        num_walkers: walkers of the persistent strategies (CD uses one per data point).
         steps: optimizer steps (SGD, learning rate 0.125 on the logits, 0.025 on the means).
         seed: seeds the data, the student's initial means and the training noise.
         step_size: ULA step ``h``.
@@ -133,7 +133,7 @@ def run_demo(
     data = datasets.two_mode_teacher(
         k_data, n=n_data, dim=dim, a=TEACHER_A, b=TEACHER_B, weight=TARGET_WEIGHT
     )
-    student = energies.GaussianMixture.init(k_init, n_modes=2, dim=dim, scale=0.01)
+    student = energies.GaussianMixture.init(k_init, num_modes=2, dim=dim, scale=0.01)
     optimizer = optim.by_field(logits=optax.sgd(0.125), means=optax.sgd(0.025))
     entropy = float(data.entropy())
     data_fraction = float(jnp.mean(data.samples[:, 0] < 0.5 * (TEACHER_A + TEACHER_B)))
@@ -142,11 +142,11 @@ def run_demo(
 
     runs = []
     for i, name in enumerate(strategies):
-        strategy = make_strategy(name, n_walkers, step_size)
+        strategy = make_strategy(name, num_walkers, step_size)
         if log is not None:
             log(
                 f"[{i + 1}/{len(strategies)}] {name}: {steps} steps, d={dim}, "
-                f"{n_data} data, {n_walkers} walkers"
+                f"{n_data} data, {num_walkers} walkers"
             )
         res = fit(
             student,

@@ -186,12 +186,12 @@ def fit(
             stacklevel=2,
         )
 
-    n_walkers = int(strategy.walkers(start.state)[0].shape[0])
+    num_walkers = int(strategy.walkers(start.state)[0].shape[0])
     if devices is not None:
-        mesh = walker_mesh(devices, n_walkers)
+        mesh = walker_mesh(devices, num_walkers)
         placed = (place(start.params, mesh, None), place(start.opt_state, mesh, None))
         start = start._replace(
-            params=placed[0], opt_state=placed[1], state=place(start.state, mesh, n_walkers)
+            params=placed[0], opt_state=placed[1], state=place(start.state, mesh, num_walkers)
         )
         data = place_data(data, mesh, batch_size is not None)
         key_run = place(key_run, mesh, None)
@@ -274,7 +274,7 @@ def fit(
             every = jnp.asarray(poll_every(step_seconds(chunk, seconds / (done_to - step))))
             lo_i = (max(step, first) - first) // record_every
             hi_i = (done_to - 1 - first) // record_every + 1
-            found = chunk_warnings([r[lo_i:hi_i] for r in rec], n_walkers)
+            found = chunk_warnings([r[lo_i:hi_i] for r in rec], num_walkers)
             frozen = watch.check(new_carry[2], done_to)
             for kind, message in found + ([("frozen", frozen)] if frozen else []):
                 if kind not in warned:

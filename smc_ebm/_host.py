@@ -189,7 +189,7 @@ def chunk_steps(chunk_size: int, record_every: int, checkpoint_every: int | None
     return max(d for d in range(1, min(records, c) + 1) if c % d == 0) * record_every
 
 
-def chunk_warnings(rec, n_walkers: int) -> list[tuple[str, str]]:
+def chunk_warnings(rec, num_walkers: int) -> list[tuple[str, str]]:
     """``(kind, message)`` for what a finished chunk shows is going wrong without an error.
 
     ``rec`` is the chunk's records of the steps taken (``Record`` fields first: ESS, log Z,
@@ -212,11 +212,11 @@ def chunk_warnings(rec, n_walkers: int) -> list[tuple[str, str]]:
             )
         )
     ess = ess[np.isfinite(ess)]
-    if n_walkers > 1 and ess.size and float(ess.max()) * n_walkers < 1.5:
+    if num_walkers > 1 and ess.size and float(ess.max()) * num_walkers < 1.5:
         out.append(
             (
                 "ess",
-                f"the weights' ESS stayed at one walker (of {n_walkers}) for the last {active} "
+                f"the weights' ESS stayed at one walker (of {num_walkers}) for the last {active} "
                 "records: log Z, the cross-entropy and the model term rest on one walker. "
                 "Resample more often (a higher ESS threshold) or take a smaller step size.",
             )

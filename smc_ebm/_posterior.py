@@ -30,6 +30,7 @@ from blackjax.smc.solver import dichotomy
 from jaxtyping import PRNGKeyArray
 from numpyro.infer import Predictive
 
+from smc_ebm._naming import OldAttributes, renamed
 from smc_ebm.diagnostics import make_tree
 from smc_ebm.energies import from_numpyro
 
@@ -38,21 +39,21 @@ TARGET_ACCEPTANCE = {"mala": 0.574, "hmc": 0.75}
 
 
 @dataclasses.dataclass(frozen=True)
-class PosteriorResult:
+class PosteriorResult(OldAttributes):
     r"""What :func:`posterior` returns (numpy arrays on the host).
 
     Attributes:
-        samples: site -> ``(n_runs, n_particles, *site_shape)`` equal-weight posterior draws,
+        samples: site -> ``(num_runs, num_walkers, *site_shape)`` equal-weight posterior draws,
             constrained (the model's own sites, deterministic sites included).
-        z: ``(n_runs, n_particles, d)`` the same draws in unconstrained space.
+        z: ``(num_runs, num_walkers, d)`` the same draws in unconstrained space.
         log_evidence: :math:`\log \hat p(y)`, the log of the mean of the runs' estimates.
         log_evidence_se: its standard error (delta method on the runs' spread).
-        log_evidence_runs: ``(n_runs,)`` each run's estimate.
-        n_stages: ``(n_runs,)`` tempering stages of each run.
-        temperatures: ``(n_runs, max_stages + 1)`` the schedules, padded with 1.
-        acceptance: ``(n_runs,)`` mean acceptance of the moves.
-        step_size: ``(n_runs,)`` final tuned step size (in whitened coordinates).
-        n_evaluations: log-density (and gradient) evaluations per particle, mean over runs.
+        log_evidence_runs: ``(num_runs,)`` each run's estimate.
+        num_stages: ``(num_runs,)`` tempering stages of each run.
+        temperatures: ``(num_runs, max_stages + 1)`` the schedules, padded with 1.
+        acceptance: ``(num_runs,)`` mean acceptance of the moves.
+        step_size: ``(num_runs,)`` final tuned step size (in whitened coordinates).
+        num_evaluations: log-density (and gradient) evaluations per particle, mean over runs.
         wall_time: seconds (compilation included).
     """
 
@@ -61,11 +62,11 @@ class PosteriorResult:
     log_evidence: float
     log_evidence_se: float
     log_evidence_runs: np.ndarray
-    n_stages: np.ndarray
+    num_stages: np.ndarray
     temperatures: np.ndarray
     acceptance: np.ndarray
     step_size: np.ndarray
-    n_evaluations: float
+    num_evaluations: float
     wall_time: float
 
     def to_arviz(self) -> Any:
@@ -94,7 +95,7 @@ class PosteriorResult:
         )
 
 
-def _mcmc(kernel: str, n_leapfrog: int):
+def _mcmc(kernel: str, num_integration_steps: int):
     """``(init, step)`` of blackjax's MALA or HMC (identity mass) for one particle."""
     if kernel == "mala":
         mala = blackjax.mala.build_kernel()
@@ -103,7 +104,7 @@ def _mcmc(kernel: str, n_leapfrog: int):
 
     def step(key, state, logdensity, h):
         inverse_mass = jnp.ones_like(state.position)
-        return hmc(key, state, logdensity, h, inverse_mass, n_leapfrog)
+        return hmc(key, state, logdensity, h, inverse_mass, num_integration_steps)
 
     return blackjax.hmc.init, step
 
@@ -119,9 +120,9 @@ def _split(energy):
 
 
 @eqx.filter_jit
-def _run(keys, energy, z0, target_ess, kernel, n_mcmc, n_leapfrog, h0, max_stages):
+def _run(keys, energy, z0, target_ess, kernel, n_mcmc, num_integration_steps, h0, max_stages):
     prior_and_loglik = _split(energy)
-    init, step = _mcmc(kernel, n_leapfrog)
+    init, step = _mcmc(kernel, num_integration_steps)
     target_acc = TARGET_ACCEPTANCE[kernel]
 
     def one_run(key, z):
@@ -173,16 +174,17 @@ def _run(keys, energy, z0, target_ess, kernel, n_mcmc, n_leapfrog, h0, max_stage
     return jax.vmap(one_run)(keys, z0)
 
 
+@renamed()
 def posterior(
     model: Any,
     *args: Any,
     key: PRNGKeyArray,
-    n_particles: int = 1000,
-    n_runs: int = 4,
+    num_walkers: int = 1000,
+    num_runs: int = 4,
     target_ess: float = 0.5,
     kernel: str = "mala",
-    n_mcmc_steps: int = 10,
-    n_leapfrog: int = 8,
+    num_mcmc_steps: int = 10,
+    num_integration_steps: int = 8,
     step_size: float | None = None,
     max_stages: int = 200,
     model_kwargs: dict[str, Any] | None = None,
@@ -194,12 +196,12 @@ def posterior(
             held at their initial values.
         *args: the model's arguments (observations, covariates).
         key: PRNG key.
-        n_particles: particles per run.
-        n_runs: independent runs (``>= 2`` for a standard error).
+        num_walkers: walkers (particles) per run.
+        num_runs: independent runs (``>= 2`` for a standard error).
         target_ess: normalised ESS of each stage's incremental weights, in ``(0, 1)``.
         kernel: ``"mala"`` or ``"hmc"`` (blackjax), preconditioned by the particles' scale.
-        n_mcmc_steps: moves per stage.
-        n_leapfrog: leapfrog steps of each HMC move.
+        num_mcmc_steps: moves per stage.
+        num_integration_steps: leapfrog steps of each HMC move.
         step_size: initial step size in whitened coordinates (default
             :math:`0.5 d^{-1/3}` for MALA, :math:`0.5 d^{-1/4}` for HMC); tuned between
             stages towards acceptance 0.574 (MALA) or 0.75 (HMC).
@@ -214,11 +216,11 @@ def posterior(
         raise ValueError(f"kernel must be one of {tuple(TARGET_ACCEPTANCE)}; got {kernel!r}.")
     if not 0.0 < float(target_ess) < 1.0:
         raise ValueError(f"target_ess must be in (0, 1); got {target_ess}.")
-    if int(n_runs) < 1 or int(n_particles) < 2 or int(max_stages) < 1:
-        raise ValueError("need n_runs >= 1, n_particles >= 2 and max_stages >= 1.")
+    if int(num_runs) < 1 or int(num_walkers) < 2 or int(max_stages) < 1:
+        raise ValueError("need num_runs >= 1, num_walkers >= 2 and max_stages >= 1.")
     model_kwargs = dict(model_kwargs or {})
     energy = from_numpyro(model, *args, trainable=False, **model_kwargs)
-    d, n, r = energy.dim, int(n_particles), int(n_runs)
+    d, n, r = energy.dim, int(num_walkers), int(num_runs)
     if step_size is None:
         step_size = 0.5 * d ** (-1 / 3 if kernel == "mala" else -1 / 4)
     k_prior, k_run = jax.random.split(key)
@@ -232,8 +234,8 @@ def posterior(
         z0,
         float(target_ess),
         kernel,
-        int(n_mcmc_steps),
-        int(n_leapfrog),
+        int(num_mcmc_steps),
+        int(num_integration_steps),
         float(step_size),
         int(max_stages),
     )
@@ -243,7 +245,7 @@ def posterior(
     top = np.max(log_z)
     w = np.exp(log_z - top)
     se = float(np.std(w, ddof=1) / (math.sqrt(r) * np.mean(w))) if r >= 2 else float("nan")
-    per_move = 1 if kernel == "mala" else int(n_leapfrog)
+    per_move = 1 if kernel == "mala" else int(num_integration_steps)
     stages = np.asarray(stages)
     return PosteriorResult(
         samples=samples,
@@ -251,10 +253,10 @@ def posterior(
         log_evidence=float(top + np.log(np.mean(w))),
         log_evidence_se=se,
         log_evidence_runs=log_z,
-        n_stages=stages,
+        num_stages=stages,
         temperatures=np.asarray(temps),
         acceptance=np.asarray(acc),
         step_size=np.asarray(h),
-        n_evaluations=float(1 + np.mean(stages) * (int(n_mcmc_steps) * per_move + 2)),
+        num_evaluations=float(1 + np.mean(stages) * (int(num_mcmc_steps) * per_move + 2)),
         wall_time=time.perf_counter() - start,
     )

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
+from smc_ebm._naming import OldAttributes, renamed
 from smc_ebm._sharding import place_populations
 from smc_ebm.energies import as_base
 from smc_ebm.energies._base import has_log_partition
@@ -36,22 +37,22 @@ from smc_ebm.smc._resampling import (
 
 
 @dataclasses.dataclass(frozen=True)
-class SampleResult:
+class SampleResult(OldAttributes):
     r"""What :func:`sample` returns (numpy arrays on the host).
 
     Attributes:
-        samples: ``(n, d)`` weighted samples (the annealed walkers of all runs).
-        log_weights: ``(n,)`` log-weights: ``softmax(log_weights)`` are the importance
+        samples: ``(num_walkers, d)`` weighted samples (the annealed walkers of all runs).
+        log_weights: ``(num_walkers,)`` log-weights: ``softmax(log_weights)`` are the importance
             weights of ``samples`` for the energy's density.
-        resampled: ``(n, d)`` equal-weight samples, drawn from ``samples`` by systematic
+        resampled: ``(num_walkers, d)`` equal-weight samples, drawn from ``samples`` by systematic
             resampling with those weights.
         log_Z: estimate of :math:`\log Z`, the log of the mean of the runs' unbiased
             estimates of :math:`Z`.
         log_Z_se: its standard error (delta method on the runs' spread; from the weights
-            when ``n_runs == 1``).
-        log_Z_runs: ``(n_runs,)`` each run's estimate.
+            when ``num_runs == 1``).
+        log_Z_runs: ``(num_runs,)`` each run's estimate.
         ess: normalised effective sample size of ``log_weights`` in ``(0, 1]``.
-        n_resampled: ``(n_runs,)`` resamplings done by each run during the annealing.
+        num_resamplings: ``(num_runs,)`` resamplings done by each run during the annealing.
         acceptance: mean acceptance of the moves (1 for ULA).
     """
 
@@ -62,7 +63,7 @@ class SampleResult:
     log_Z_se: float
     log_Z_runs: np.ndarray
     ess: float
-    n_resampled: np.ndarray
+    num_resamplings: np.ndarray
     acceptance: float
 
     @property
@@ -77,7 +78,7 @@ class SampleResult:
 
         ``posterior`` holds each run's walkers resampled by their weights and randomly
         permuted; ``sample_stats`` the log-weights and, per chain, ``log_marginal_likelihood``
-        (``log_Z_runs``), ``ess``, ``ess_abs`` and ``n_resampled``; ``walkers`` the weighted
+        (``log_Z_runs``), ``ess``, ``ess_abs`` and ``num_resamplings``; ``walkers`` the weighted
         samples. See :func:`smc_ebm.diagnostics.to_arviz` for the groups and the keyword
         arguments.
         """
@@ -94,14 +95,14 @@ def _check_base(base: Any) -> None:
 
 
 @eqx.filter_jit
-def _run(keys, energy, base, x0, n_steps, step_size, kernel, resampling):
+def _run(keys, energy, base, x0, num_steps, step_size, kernel, resampling):
     def one(k, x):
         return anneal(
             k,
             base,
             energy,
             x,
-            n_steps=n_steps,
+            num_steps=num_steps,
             step_size=step_size,
             kernel=kernel,
             resampling=resampling,
@@ -110,23 +111,25 @@ def _run(keys, energy, base, x0, n_steps, step_size, kernel, resampling):
     return jax.vmap(one)(keys, x0)
 
 
+@renamed(extra={"n": "num_walkers"}, positional=("key", "num_walkers"))
 def sample(
     energy: Any,
-    key: PRNGKeyArray,
-    n: int,
     *,
+    key: PRNGKeyArray,
+    num_walkers: int,
     init: Any = None,
-    n_steps: int = 200,
+    num_steps: int = 200,
     step_size: float = 0.1,
     kernel: str = "ula",
     resampling: ESSResampling | IntervalResampling | NoResampling | None = None,
-    n_runs: int = 4,
+    num_runs: int = 4,
     devices: Any = None,
 ) -> SampleResult:
     r"""Draw weighted samples of :math:`\rho \propto e^{-U}` and estimate :math:`\log Z`.
 
-    ``n`` walkers are split into ``n_runs`` independent populations of ``n / n_runs``. Each
-    starts from the base, anneals along :math:`U_t = (1 - t) U_0 + t U` in ``n_steps`` steps
+    ``num_walkers`` walkers are split into ``num_runs`` independent populations of
+    ``num_walkers / num_runs``. Each
+    starts from the base, anneals along :math:`U_t = (1 - t) U_0 + t U` in ``num_steps`` steps
     with the engine's weighted moves (Jarzynski increments for ULA, so the result is exact
     for any step size; AIS increments for MALA), and resamples by its own schedule. Run
     ``r`` ends with log-weights :math:`A_r` and
@@ -141,20 +144,20 @@ def sample(
     Args:
         energy: the energy :math:`U` (an equinox module, one sample ``(d,) -> ()``).
         key: PRNG key.
-        n: total number of samples (a multiple of ``n_runs``).
+        num_walkers: total number of walkers, hence of samples (a multiple of ``num_runs``).
         init: the base: an energy with ``sample`` and ``log_partition`` (default the
             standard normal :class:`~smc_ebm.energies.Gaussian` of ``energy.dim``). It
             should cover the target: a base narrower than the target gives a high-variance
             estimate.
-        n_steps: annealing steps.
+        num_steps: annealing steps.
         step_size: Langevin step ``h``.
         kernel: ``"ula"`` or ``"mala"``.
         resampling: resampling schedule, called with the annealing step (default
             :class:`~smc_ebm.ESSResampling` at 0.5, systematic).
-        n_runs: independent runs (``>= 2`` for an error bar from their spread; with 1 the
+        num_runs: independent runs (``>= 2`` for an error bar from their spread; with 1 the
             error bar comes from the final weights and ignores the resamplings).
         devices: split the work over these devices (e.g. ``jax.devices()``): whole runs per
-            device when ``n_runs`` is a multiple of their number, else each run's walkers.
+            device when ``num_runs`` is a multiple of their number, else each run's walkers.
             Default: one device.
 
     Returns:
@@ -167,19 +170,20 @@ def sample(
     Example:
         >>> import jax, smc_ebm as se
         >>> gmm = se.energies.GaussianMixture.init(jax.random.key(0), 2, 2, scale=2.0)
-        >>> out = se.sample(gmm, jax.random.key(1), 1000, n_steps=100)
+        >>> out = se.sample(gmm, key=jax.random.key(1), num_walkers=1000, num_steps=100)
         >>> out.resampled.shape, abs(out.log_Z - float(gmm.log_partition())) < 5 * out.log_Z_se
         ((1000, 2), True)
     """
-    if int(n_runs) < 1:
-        raise ValueError(f"n_runs must be >= 1; got {n_runs}.")
-    if int(n) < 2 * int(n_runs) or int(n) % int(n_runs):
+    n = num_walkers
+    if int(num_runs) < 1:
+        raise ValueError(f"num_runs must be >= 1; got {num_runs}.")
+    if int(n) < 2 * int(num_runs) or int(n) % int(num_runs):
         raise ValueError(
-            f"n must be a multiple of n_runs with at least 2 walkers per run; "
-            f"got n={n}, n_runs={n_runs}."
+            f"num_walkers must be a multiple of num_runs with at least 2 walkers per run; "
+            f"got num_walkers={n}, num_runs={num_runs}."
         )
-    if int(n_steps) < 1:
-        raise ValueError(f"n_steps must be >= 1; got {n_steps}.")
+    if int(num_steps) < 1:
+        raise ValueError(f"num_steps must be >= 1; got {num_steps}.")
     if not float(step_size) > 0 or not math.isfinite(float(step_size)):
         raise ValueError(f"step_size must be a positive finite number; got {step_size}.")
     if kernel not in KERNELS:
@@ -196,15 +200,15 @@ def sample(
         raise ValueError(f"base dimension {dim} does not match the energy's {energy.dim}.")
     resampling = ESSResampling(0.5, "systematic") if resampling is None else resampling
 
-    n, n_runs = int(n), int(n_runs)
-    m = n // n_runs
+    n, num_runs = int(n), int(num_runs)
+    m = n // num_runs
     k_init, k_run, k_res = jax.random.split(key, 3)
-    x0 = init.sample(k_init, n).reshape(n_runs, m, dim)
-    keys = jax.random.split(k_run, n_runs)
+    x0 = init.sample(k_init, n).reshape(num_runs, m, dim)
+    keys = jax.random.split(k_run, num_runs)
     if devices is not None:
         x0, keys = place_populations(x0, keys, devices)
     x, a, log_ratio, n_res, acc = _run(
-        keys, energy, init, x0, int(n_steps), float(step_size), kernel, resampling
+        keys, energy, init, x0, int(num_steps), float(step_size), kernel, resampling
     )
     finite = jnp.all(jnp.isfinite(x), axis=-1) & jnp.isfinite(a)
     if not bool(jnp.all(finite)) or not bool(jnp.all(jnp.isfinite(log_ratio))):
@@ -212,7 +216,7 @@ def sample(
         raise FloatingPointError(
             f"sample: {bad} of {n} walkers ended with a non-finite position or log-weight "
             f"(step_size={step_size}, kernel={kernel!r}); a step size too large for the "
-            f"energy's curvature is the usual cause: try a smaller one or more n_steps."
+            f"energy's curvature is the usual cause: try a smaller one or more num_steps."
         )
     log_z_runs = log_ratio + init.log_partition()
     # Pooled log-weights: log Z_r + log softmax(A_r)_i, so that softmax over all walkers
@@ -225,8 +229,8 @@ def sample(
     top = np.max(log_z_runs)
     z = np.exp(log_z_runs - top)
     log_z = float(top + np.log(np.mean(z)))
-    if n_runs >= 2:
-        se = float(np.std(z, ddof=1) / (math.sqrt(n_runs) * np.mean(z)))
+    if num_runs >= 2:
+        se = float(np.std(z, ddof=1) / (math.sqrt(num_runs) * np.mean(z)))
     else:
         p = np.asarray(jax.nn.softmax(a[0]), np.float64)
         se = float(math.sqrt(max(np.sum(p**2) - 1.0 / m, 0.0)))
@@ -238,6 +242,6 @@ def sample(
         log_Z_se=se,
         log_Z_runs=log_z_runs,
         ess=float(ess_fraction(log_w)),
-        n_resampled=np.asarray(n_res),
+        num_resamplings=np.asarray(n_res),
         acceptance=float(jnp.mean(acc)),
     )

@@ -32,12 +32,12 @@ def _mesh(devices: Sequence[Any]) -> Mesh:
     return Mesh(np.array(devices), (AXIS,))
 
 
-def walker_mesh(devices: Sequence[Any], n_walkers: int) -> Mesh:
-    """A one-axis mesh named ``"walkers"`` over ``devices``; ``n_walkers`` must divide."""
+def walker_mesh(devices: Sequence[Any], num_walkers: int) -> Mesh:
+    """A one-axis mesh named ``"walkers"`` over ``devices``; ``num_walkers`` must divide."""
     mesh = _mesh(devices)
-    if n_walkers % mesh.devices.size:
+    if num_walkers % mesh.devices.size:
         raise ValueError(
-            f"the {n_walkers} walkers cannot be split evenly over {mesh.devices.size} devices: "
+            f"the {num_walkers} walkers cannot be split evenly over {mesh.devices.size} devices: "
             "choose a number of walkers that is a multiple of the number of devices."
         )
     return mesh

@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dim", type=_positive_int, default=10, help="dimension of the teacher")
     demo.add_argument("--n-data", type=_positive_int, default=2000, help="teacher samples")
     demo.add_argument(
-        "--n-walkers", type=_at_least_two, default=2000, help="walkers of the persistent strategies"
+        "--num-walkers",
+        type=_at_least_two,
+        default=2000,
+        help="walkers of the persistent strategies",
     )
     demo.add_argument("--steps", type=_positive_int, default=2000, help="optimizer steps")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
@@ -176,8 +179,8 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-QUICK = {"dim": 5, "n_data": 1000, "n_walkers": 1000, "steps": 1200}
-FULL = {"dim": 50, "n_data": 10_000, "n_walkers": 10_000, "steps": 8000}
+QUICK = {"dim": 5, "n_data": 1000, "num_walkers": 1000, "steps": 1200}
+FULL = {"dim": 50, "n_data": 10_000, "num_walkers": 10_000, "steps": 8000}
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -188,7 +191,7 @@ def _demo(args: argparse.Namespace) -> int:
     runs = run_demo(
         dim=args.dim,
         n_data=args.n_data,
-        n_walkers=args.n_walkers,
+        num_walkers=args.num_walkers,
         steps=args.steps,
         seed=args.seed,
         record_every=max(1, args.steps // 200),

@@ -20,8 +20,8 @@ STEP_SIZE = 0.3
 CHECKPOINTS = (K // 4 - 1, K // 2 - 1, K - 1)  # scan index k: walkers follow rho_{k+1}
 
 
-def schedule(n_steps=K):
-    t = np.linspace(0.0, 1.0, n_steps + 1)[:, None]
+def schedule(num_steps=K):
+    t = np.linspace(0.0, 1.0, num_steps + 1)[:, None]
     means = t * MEAN_END
     scales = 1.0 + t * (SCALE_END - 1.0)
     return jnp.asarray(means, jnp.float32), jnp.asarray(scales, jnp.float32)
@@ -44,14 +44,14 @@ def exact(means, scales):
     }
 
 
-def simulate(strategy, keys, n_steps=K):
+def simulate(strategy, keys, num_steps=K):
     """Follow the schedule with ``strategy``; one independent population per key in ``keys``.
 
     Returns a dict of numpy arrays with a leading replica axis, then the step axis: the
     state AFTER ``advance(.., E_k, E_{k+1}, k)`` (so row k describes rho_{k+1}), plus the
     initial positions ``x0``.
     """
-    means, scales = schedule(n_steps)
+    means, scales = schedule(num_steps)
     dummy = jnp.zeros((1, DIM), jnp.float32)
 
     def one(key):
@@ -79,7 +79,7 @@ def simulate(strategy, keys, n_steps=K):
             }
             return state, out
 
-        _, out = jax.lax.scan(body, state, (jnp.arange(n_steps), jax.random.split(k1, n_steps)))
+        _, out = jax.lax.scan(body, state, (jnp.arange(num_steps), jax.random.split(k1, num_steps)))
         out["x0"] = state.position
         return out
 

@@ -70,7 +70,7 @@ def sampled():
     gmm = se.energies.GaussianMixture(
         means=jnp.array([[-1.5, 0.0], [1.5, 0.5]]), logits=jnp.array([0.0, 0.7])
     )
-    out = se.sample(gmm, jax.random.key(0), 1200, n_steps=50, n_runs=4, step_size=0.2)
+    out = se.sample(gmm, key=jax.random.key(0), num_walkers=1200, num_steps=50, num_runs=4, step_size=0.2)
     return gmm, out
 
 
@@ -81,7 +81,7 @@ def test_sample_result_chains_are_the_runs(sampled):
     assert post["x"].shape == (4, 300, 2)
     stats = _arviz.group(idata, "sample_stats")
     np.testing.assert_array_equal(stats["log_marginal_likelihood"], out.log_Z_runs)
-    np.testing.assert_array_equal(stats["n_resampled"], out.n_resampled)
+    np.testing.assert_array_equal(stats["num_resamplings"], out.num_resamplings)
     assert stats.attrs["acceptance"] == out.acceptance
     # Each chain copies its own run's walkers.
     walk = _arviz.group(idata, "walkers")

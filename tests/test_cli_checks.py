@@ -25,12 +25,12 @@ b = 3.0
 
 [energy]
 name = "GaussianMixture"
-n_modes = 2
+num_modes = 2
 scale = 0.5
 
 [strategy]
 name = "Jarzynski"
-n_walkers = 64
+num_walkers = 64
 step_size = 0.1
 
 [optimizer]
@@ -47,7 +47,7 @@ def done_run(tmp_path_factory):
     """A complete run with samples, and its config file."""
     root = tmp_path_factory.mktemp("checks")
     cfg = root / "quick.toml"
-    cfg.write_text(QUICK + "\n[sample]\nn = 64\nn_steps = 10\nn_runs = 2\n")
+    cfg.write_text(QUICK + "\n[sample]\nnum_walkers = 64\nnum_steps = 10\nnum_runs = 2\n")
     out = root / "run"
     assert main(["fit", str(cfg), "--out", str(out), "--no-progress"]) == 0
     return out, cfg

@@ -42,12 +42,12 @@ b = 3.0
 
 [energy]
 name = "GaussianMixture"
-n_modes = 2
+num_modes = 2
 scale = 0.5
 
 [strategy]
 name = "Jarzynski"
-n_walkers = 64
+num_walkers = 64
 step_size = 0.1
 resampling = { name = "ESSResampling", threshold = 0.8 }
 
@@ -60,9 +60,9 @@ momentum = 0.5
 enabled = false  # (their cost, about 5 s a run, buys nothing here)
 
 [sample]
-n = 64
-n_steps = 10
-n_runs = 2
+num_walkers = 64
+num_steps = 10
+num_runs = 2
 """
 
 # The files a complete run writes, compared bitwise (and the checkpoint's); run.json holds

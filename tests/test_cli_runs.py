@@ -29,12 +29,12 @@ b = 3.0
 
 [energy]
 name = "GaussianMixture"
-n_modes = 2
+num_modes = 2
 scale = 0.5
 
 [strategy]
 name = "Jarzynski"
-n_walkers = 128
+num_walkers = 128
 step_size = 0.1
 resampling = { name = "ESSResampling", threshold = 0.8 }
 
@@ -43,13 +43,13 @@ logits = { name = "sgd", learning_rate = 0.1 }
 means = { name = "sgd", learning_rate = 0.05 }
 
 [diagnostics]
-n_chains = 16
-n_steps = 20
+num_chains = 16
+num_steps = 20
 
 [sample]
-n = 128
-n_steps = 20
-n_runs = 4
+num_walkers = 128
+num_steps = 20
+num_runs = 4
 """
 
 FIGURES = ["training.png", "mode_weights.png", "density.png", "trace.png", "rank.png"]
@@ -91,7 +91,7 @@ def test_load_run_gives_energy_and_history(run_dir):
     np.testing.assert_array_equal(run.history["step"], 5 * np.arange(6))
     assert run.walkers.shape == (128, 2) and run.log_weights.shape == (128,)
     assert run.summary["steps"] == 30 and run.summary["strategy"] == "Jarzynski"
-    assert run.diagnostics["n_chains"] == 16 and run.diagnostics["max_rhat"] >= 1.0
+    assert run.diagnostics["num_chains"] == 16 and run.diagnostics["max_rhat"] >= 1.0
     assert list(run.diagnostics_table.columns) == [
         "mean",
         "sd",
@@ -101,7 +101,7 @@ def test_load_run_gives_energy_and_history(run_dir):
         "ess_tail",
         "r_hat",
     ]
-    assert run.sample["n"] == 128 and run.sample["log_Z_se"] > 0
+    assert run.sample["num_walkers"] == 128 and run.sample["log_Z_se"] > 0
     assert [p.name for p in run.figures] == FIGURES
 
 
@@ -174,13 +174,13 @@ def test_yaml_config_reads_like_toml(tmp_path):
     yaml_cfg.write_text(
         "name: tiny\nseed: 0\nsteps: 30\nrecord_every: 5\n"
         "dataset: {name: two_mode_teacher, n: 300, dim: 2, a: -3.0, b: 3.0}\n"
-        "energy: {name: GaussianMixture, n_modes: 2, scale: 0.5}\n"
-        "strategy:\n  name: Jarzynski\n  n_walkers: 128\n  step_size: 0.1\n"
+        "energy: {name: GaussianMixture, num_modes: 2, scale: 0.5}\n"
+        "strategy:\n  name: Jarzynski\n  num_walkers: 128\n  step_size: 0.1\n"
         "  resampling: {name: ESSResampling, threshold: 0.8}\n"
         "optimizer:\n  per_field:\n    logits: {name: sgd, learning_rate: 0.1}\n"
         "    means: {name: sgd, learning_rate: 0.05}\n"
-        "diagnostics: {n_chains: 16, n_steps: 20}\n"
-        "sample: {n: 128, n_steps: 20, n_runs: 4}\n"
+        "diagnostics: {num_chains: 16, num_steps: 20}\n"
+        "sample: {n: 128, num_steps: 20, num_runs: 4}\n"
     )
     a = runs.validate_config(runs.read_config(toml_cfg))
     b = runs.validate_config(runs.read_config(yaml_cfg))
@@ -195,8 +195,8 @@ def test_yaml_config_reads_like_toml(tmp_path):
         (lambda t: "bogus = 1\n" + t, "unknown keys"),
         (lambda t: t.replace('name = "Jarzynski"', 'name = "Nope"'), "unknown strategy"),
         (lambda t: t.replace('name = "GaussianMixture"', 'name = "Nope"'), "unknown energy"),
-        (lambda t: t.replace("n_walkers = 128", "n_walkerz = 128"), r"\[strategy\]"),
-        (lambda t: t.replace("n_chains = 16", "n_chainz = 16"), r"\[diagnostics\]"),
+        (lambda t: t.replace("num_walkers = 128", "n_walkerz = 128"), r"\[strategy\]"),
+        (lambda t: t.replace("num_chains = 16", "n_chainz = 16"), r"\[diagnostics\]"),
     ],
 )
 def test_bad_configs_are_rejected(tmp_path, edit, message):
@@ -205,7 +205,7 @@ def test_bad_configs_are_rejected(tmp_path, edit, message):
     with pytest.raises(ValueError, match=message):
         c = runs.validate_config(runs.read_config(cfg))
         runs.build_strategy(c["strategy"])
-        runs.build_energy(c["energy"], 2, jax.random.key(0))
+        runs.build_energy(c["energy"], 2, key=jax.random.key(0))
 
 
 def test_cli_reports_bad_config(tmp_path, capsys):
@@ -261,8 +261,8 @@ def test_diagnostics_and_sampling_that_diverge_are_said_not_fatal(tmp_path, caps
     import json
 
     cfg = tmp_path / "div.toml"
-    text = TINY.replace("n_chains = 16\n", 'n_chains = 16\nkernel = "ula"\nstep_size = 1e3\n')
-    text = text.replace("n = 128\nn_steps = 20\n", "n = 128\nn_steps = 20\nstep_size = 1e3\n")
+    text = TINY.replace("num_chains = 16\n", 'num_chains = 16\nkernel = "ula"\nstep_size = 1e3\n')
+    text = text.replace("num_walkers = 128\nnum_steps = 20\n", "num_walkers = 128\nnum_steps = 20\nstep_size = 1e3\n")
     cfg.write_text(text)
     out = tmp_path / "run"
     assert main(["fit", str(cfg), "--out", str(out), "--no-progress"]) == 0

@@ -18,17 +18,17 @@ import pytest
 import smc_ebm as se
 from smc_ebm.energies import GaussianMixture, ShallowReLU
 
-SMALL_FLOW = dict(n_proposals=8, n_global=1, n_local=1, flow_layers=2, flow_width=8)
+SMALL_FLOW = dict(num_proposals=8, num_global=1, num_local=1, flow_layers=2, flow_width=8)
 
 # name -> (keywords of a small instance, whether its energy lives on the sphere)
 SMALL = {
-    "Jarzynski": (dict(n_walkers=64, step_size=0.1), False),
-    "PCD": (dict(n_walkers=64, step_size=0.1), False),
-    "CD": (dict(n_walkers=64, n_steps=2, step_size=0.1), False),
-    "Unweighted": (dict(n_walkers=64, step_size=0.1), False),
-    "FlowMC": (dict(n_walkers=64, step_size=0.05, **SMALL_FLOW), False),
-    "FlowJarzynski": (dict(n_walkers=64, step_size=0.05, **SMALL_FLOW), False),
-    "Dual": (dict(n_walkers=64, step_size=0.02, alpha=1.0), True),
+    "Jarzynski": (dict(num_walkers=64, step_size=0.1), False),
+    "PCD": (dict(num_walkers=64, step_size=0.1), False),
+    "CD": (dict(num_walkers=64, num_steps=2, step_size=0.1), False),
+    "Unweighted": (dict(num_walkers=64, step_size=0.1), False),
+    "FlowMC": (dict(num_walkers=64, step_size=0.05, **SMALL_FLOW), False),
+    "FlowJarzynski": (dict(num_walkers=64, step_size=0.05, **SMALL_FLOW), False),
+    "Dual": (dict(num_walkers=64, step_size=0.02, alpha=1.0), True),
     "ScoreMatching": (dict(method="exact"), False),
 }
 
@@ -116,7 +116,7 @@ def test_the_documented_strategy_trains_a_gaussian():
     chains' lag behind the moving target). 0.15 is 7 sd.
     """
     chains = _documented_strategy()
-    strategy = chains(n_walkers=256, kernel=se.kernels.MALA(0.3))
+    strategy = chains(num_walkers=256, kernel=se.kernels.MALA(0.3))
     assert isinstance(strategy, se.strategies.AbstractStrategy)
     target = np.array([1.5, -0.5], np.float32)
     data = target + jax.random.normal(jax.random.key(0), (4000, 2))

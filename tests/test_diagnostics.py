@@ -133,10 +133,10 @@ def test_rhat_of_independent_gaussian_chains_is_near_one():
     target = Gaussian.standard(2)
     diag = se.diagnose(
         target,
-        jax.random.key(0),
+        key=jax.random.key(0),
         init=target,
-        n_chains=128,
-        n_steps=1000,
+        num_chains=128,
+        num_steps=1000,
         step_size=0.5,
     )
     assert diag.max_rhat < 1.01, diag.table
@@ -166,7 +166,7 @@ def test_rhat_of_chains_stuck_in_separate_modes_is_large():
     """
     gmm = GaussianMixture(means=jnp.array([[-6.0, 0.0], [6.0, 0.0]]), logits=jnp.zeros(2))
     init = jnp.concatenate([jnp.tile(gmm.means[:1], (64, 1)), jnp.tile(gmm.means[1:], (64, 1))])
-    diag = se.diagnose(gmm, jax.random.key(1), init=init, n_chains=128, n_steps=400)
+    diag = se.diagnose(gmm, key=jax.random.key(1), init=init, num_chains=128, num_steps=400)
     assert diag.table.loc["x[0]", "r_hat"] > 1.5
     assert diag.max_rhat > 1.5
     assert diag.table.loc["x[1]", "r_hat"] < 1.05  # the shared coordinate mixes
@@ -175,15 +175,15 @@ def test_rhat_of_chains_stuck_in_separate_modes_is_large():
 def test_diagnose_rejects_bad_input():
     g = Gaussian.standard(2)
     with pytest.raises(ValueError, match="initial points"):
-        se.diagnose(g, jax.random.key(0))
-    with pytest.raises(ValueError, match="n_chains"):
-        se.diagnose(g, jax.random.key(0), init=g, n_chains=1)
+        se.diagnose(g, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="num_chains"):
+        se.diagnose(g, key=jax.random.key(0), init=g, num_chains=1)
     with pytest.raises(ValueError, match="kernel"):
-        se.diagnose(g, jax.random.key(0), init=g, kernel="hmc")
+        se.diagnose(g, key=jax.random.key(0), init=g, kernel="hmc")
     with pytest.raises(ValueError, match="init must be"):
-        se.diagnose(g, jax.random.key(0), init=np.zeros((3, 2)), n_chains=4)
+        se.diagnose(g, key=jax.random.key(0), init=np.zeros((3, 2)), num_chains=4)
     with pytest.raises(ValueError, match="thin"):
-        se.diagnose(g, jax.random.key(0), init=g, n_steps=10, thin=3)
+        se.diagnose(g, key=jax.random.key(0), init=g, num_steps=10, thin=3)
 
 
 # ----------------------------------------------------------------------------- FitResult
@@ -215,20 +215,20 @@ def test_diagnose_says_when_chains_diverge_or_never_move():
 
     e = GaussianMixture.init(jax.random.key(1), 2, 2, scale=1.0)
     x0 = e.sample(jax.random.key(5), 8)
-    kw = {"n_chains": 8, "n_steps": 100, "init": x0}
+    kw = {"num_chains": 8, "num_steps": 100, "init": x0}
     with pytest.raises(FloatingPointError, match=r"8 of 8 chains .* non-finite"):
-        se.diagnose(e, jax.random.key(0), kernel="ula", step_size=1e3, **kw)
+        se.diagnose(e, key=jax.random.key(0), kernel="ula", step_size=1e3, **kw)
     with pytest.warns(RuntimeWarning, match="accepted 0.00% of the time") as rec:
-        d = se.diagnose(e, jax.random.key(0), kernel="mala", step_size=1e3, **kw)
+        d = se.diagnose(e, key=jax.random.key(0), kernel="mala", step_size=1e3, **kw)
     assert d.acceptance == 0.0 and d.max_rhat > 1e3
     assert not any("undefined" in str(w.message) for w in rec)
     same = jnp.broadcast_to(x0[:1], x0.shape)
     with pytest.warns(RuntimeWarning, match=r"R-hat is undefined \(NaN\) for x\[0\]"):
-        d = se.diagnose(e, jax.random.key(0), kernel="mala", step_size=1e3, **{**kw, "init": same})
+        d = se.diagnose(e, key=jax.random.key(0), kernel="mala", step_size=1e3, **{**kw, "init": same})
     assert np.isnan(d.max_rhat)
     with warnings.catch_warnings():  # a healthy run: no word
         warnings.simplefilter("error")
-        d = se.diagnose(e, jax.random.key(0), kernel="mala", step_size=0.3, **kw)
+        d = se.diagnose(e, key=jax.random.key(0), kernel="mala", step_size=0.3, **kw)
     assert np.isfinite(d.max_rhat) and d.acceptance > 0.3
 
 
@@ -276,7 +276,7 @@ def test_fit_result_to_arviz_and_summary(fitted):
     assert idata.posterior.attrs["strategy"] == "Jarzynski"
     s = res.summary()
     assert s.strategy == "Jarzynski" and s.steps == 60
-    assert s.n_resamplings == int(np.sum(res.history["resampled"]))
+    assert s.num_resamplings == int(np.sum(res.history["resampled"]))
     assert s.min_ess == pytest.approx(float(np.min(res.history["ess"])))
     assert s.log_Z == res.log_Z and s.wall_time == res.wall_time
     assert set(s.metrics) == {"w0"}
@@ -287,8 +287,8 @@ def test_fit_result_to_arviz_and_summary(fitted):
 
 def test_diagnose_from_fit_result(fitted):
     _, res = fitted
-    diag = se.diagnose(res, jax.random.key(3), n_chains=16, n_steps=40, thin=2)
-    assert diag.step_size == 0.1 and diag.n_draws == 20
+    diag = se.diagnose(res, key=jax.random.key(3), num_chains=16, num_steps=40, thin=2)
+    assert diag.step_size == 0.1 and diag.num_draws == 20
     post = _arviz.group(diag.idata, "posterior")
     assert post["x"].shape == (16, 20, 2)
     np.testing.assert_array_equal(post["draw"], 1 + 2 * np.arange(20))
@@ -315,7 +315,7 @@ def test_plots_go_through_arviz(fitted, tmp_path):
 
     _, res = fitted
     # The arguments of test_diagnose_from_fit_result: its compiled chains are reused.
-    diag = se.diagnose(res, jax.random.key(3), n_chains=16, n_steps=40, thin=2)
+    diag = se.diagnose(res, key=jax.random.key(3), num_chains=16, num_steps=40, thin=2)
     for fig in (diag.plot_trace(), diag.plot_rank(), diag.plot_ess(), diag.plot_pair()):
         assert isinstance(fig, Figure) and fig.axes
     assert len(diag.plot_trace(var="U").axes) == 2  # ArviZ's density and trace panels

@@ -89,7 +89,7 @@ def test_gmm_weights_are_softmax_of_logits():
 
 
 def test_gmm_init_shapes_and_scale(key):
-    gmm = GaussianMixture.init(key, n_modes=3, dim=5, scale=0.1, sigma=2.0)
+    gmm = GaussianMixture.init(key, num_modes=3, dim=5, scale=0.1, sigma=2.0)
     assert gmm.means.shape == (3, 5)
     assert gmm.logits.shape == (3,)
     assert gmm.dim == 5
@@ -97,7 +97,7 @@ def test_gmm_init_shapes_and_scale(key):
     np.testing.assert_array_equal(np.asarray(gmm.logits), 0.0)
     np.testing.assert_allclose(np.asarray(gmm.weights), 1 / 3, rtol=1e-6)
     # The means are scale * N(0, I) with the same key.
-    unit = GaussianMixture.init(key, n_modes=3, dim=5, scale=1.0)
+    unit = GaussianMixture.init(key, num_modes=3, dim=5, scale=1.0)
     np.testing.assert_allclose(np.asarray(gmm.means), 0.1 * np.asarray(unit.means), rtol=1e-6)
     assert gmm.can_sample
     assert se.energies.has_log_partition(gmm)

@@ -102,15 +102,15 @@ WALKER_FACTORIES = [se.Jarzynski, se.PCD, se.Unweighted]
 @pytest.mark.parametrize("factory", WALKER_FACTORIES)
 @pytest.mark.parametrize("n", [1, 0, -5])
 def test_too_few_walkers(factory, n):
-    with pytest.raises(ValueError, match=r"n_walkers must be >= 2"):
+    with pytest.raises(ValueError, match=r"num_walkers must be >= 2"):
         factory(n, 0.1)
 
 
 def test_too_few_cd_walkers():
-    with pytest.raises(ValueError, match=r"n_walkers must be >= 2"):
-        se.CD(n_walkers=1)
-    with pytest.raises(ValueError, match=r"n_steps must be >= 1"):
-        se.CD(n_steps=0)
+    with pytest.raises(ValueError, match=r"num_walkers must be >= 2"):
+        se.CD(num_walkers=1)
+    with pytest.raises(ValueError, match=r"num_steps must be >= 1"):
+        se.CD(num_steps=0)
 
 
 @pytest.mark.parametrize("h", [0.0, -0.1, float("nan"), float("inf")])
@@ -157,9 +157,9 @@ def test_bad_kernel_name(kernel):
 
 @pytest.mark.parametrize("batch", [0, -1, 11])
 def test_walker_batch_out_of_range(batch):
-    with pytest.raises(ValueError, match=r"walker_batch must be in \[1, n_walkers=10\]"):
+    with pytest.raises(ValueError, match=r"walker_batch must be in \[1, num_walkers=10\]"):
         se.Jarzynski(10, 0.1, walker_batch=batch)
-    with pytest.raises(ValueError, match=r"walker_batch must be in \[1, n_walkers=10\]"):
+    with pytest.raises(ValueError, match=r"walker_batch must be in \[1, num_walkers=10\]"):
         se.PCD(10, 0.1, walker_batch=batch)
 
 
@@ -168,8 +168,8 @@ def test_bad_walker_grad_init_and_anneal():
         se.Jarzynski(10, 0.1, walker_batch=5, walker_grad="some")
     with pytest.raises(ValueError, match=r"init must be 'model', 'data' or an array"):
         se.Jarzynski(10, 0.1, init="prior")
-    with pytest.raises(ValueError, match=r"n_anneal must be >= 1"):
-        se.Jarzynski(10, 0.1, n_anneal=0)
+    with pytest.raises(ValueError, match=r"num_anneal must be >= 1"):
+        se.Jarzynski(10, 0.1, num_anneal=0)
 
 
 def _narrow_problem():
@@ -184,14 +184,14 @@ def test_default_anneal_base_is_stable_for_narrow_data():
     """The data's fitted Gaussian has scale 0.01 on one coordinate, where a Langevin step of
     h = 0.1 diverges (it needs h < 2 s^2); the default base floors its scales at sqrt(h)."""
     energy, data = _narrow_problem()
-    state = se.Jarzynski(256, 0.1, n_anneal=20).init_state(jax.random.key(2), energy, data, None)
+    state = se.Jarzynski(256, 0.1, num_anneal=20).init_state(jax.random.key(2), energy, data, None)
     assert np.all(np.isfinite(np.asarray(state.position)))
     assert np.all(np.isfinite(np.asarray(state.log_weights)))
 
 
 def test_annealing_that_diverges_names_the_problem():
     energy, data = _narrow_problem()
-    strategy = se.Jarzynski(256, 0.1, n_anneal=20, anneal_base=Gaussian.fit_to(data))
+    strategy = se.Jarzynski(256, 0.1, num_anneal=20, anneal_base=Gaussian.fit_to(data))
     with pytest.raises(ValueError, match=r"annealing the initial walkers .* diverged: 256 of 256"):
         strategy.init_state(jax.random.key(2), energy, data, None)
     with pytest.raises(ValueError, match=r"pass a smaller step_size, a wider anneal_base"):
@@ -211,7 +211,7 @@ def test_init_array_of_wrong_shape(problem, shape):
     data, energy = problem
     strategy = se.Jarzynski(32, 0.1, init=np.zeros(shape, np.float32))
     with pytest.raises(
-        ValueError, match=r"init array must have shape \(n_walkers, dim\) = \(32, 3\)"
+        ValueError, match=r"init array must have shape \(num_walkers, dim\) = \(32, 3\)"
     ):
         _fit(energy, data, strategy)
 
@@ -367,7 +367,7 @@ class _Barrier(eqx.Module):
 @pytest.mark.parametrize("chunk_size", [2, 10])
 @pytest.mark.parametrize(
     "strategy, lr",
-    [(se.CD(None, n_steps=2, step_size=0.1), 1.5), (se.ScoreMatching(), 0.3)],
+    [(se.CD(None, num_steps=2, step_size=0.1), 1.5), (se.ScoreMatching(), 0.3)],
     ids=["CD", "SM"],
 )
 def test_parameters_with_a_non_finite_energy_are_not_returned(strategy, lr, chunk_size):

@@ -78,7 +78,7 @@ def test_feedback_correction_is_skipped_for_adam_on_a_zero_initialised_net():
 def test_reseeding_replaces_the_drivers_by_draws_from_the_observers():
     data = se.datasets.two_mode_teacher(jax.random.key(0), n=500, dim=3, a=-2.0, b=2.0)
     energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, 3, scale=0.1)
-    strategy = se.Jarzynski(128, 0.1, n_observers=64, observer_kernel="ula", reseed_every=5)
+    strategy = se.Jarzynski(128, 0.1, num_observers=64, observer_kernel="ula", reseed_every=5)
     res = se.fit(
         energy,
         data.samples,
@@ -245,7 +245,7 @@ def test_observers_log_z_is_exact_on_a_path_that_the_drivers_steer():
         runs, _ = _sgd_path_runs(strategy)
         return _z_of_mean([r.log_Z - np.log(2 * np.pi) for r in runs])
 
-    assert abs(z_score(se.Jarzynski(256, 0.3, n_observers=256))) < z_bound(2)
+    assert abs(z_score(se.Jarzynski(256, 0.3, num_observers=256))) < z_bound(2)
     assert abs(z_score(se.Jarzynski(256, 0.3))) < z_bound(2)
     assert z_score(se.Jarzynski(256, 0.3, feedback_correction=False)) < -2
 
@@ -254,7 +254,7 @@ def test_reseeding_needs_observers():
     with pytest.raises(ValueError, match="observers"):
         se.Jarzynski(128, 0.1, reseed_every=10)
     with pytest.raises(ValueError, match="reseed_every"):
-        se.Jarzynski(128, 0.1, n_observers=8, reseed_every=-1)
+        se.Jarzynski(128, 0.1, num_observers=8, reseed_every=-1)
 
 
 @pytest.mark.parametrize("probes", [64, 8])  # 64 walkers: all probed, or every 8th
@@ -420,7 +420,7 @@ def test_flow_jarzynski_adds_the_correction_to_its_own_walkers():
     that the rule's estimator gives for the bare walker state (same key), sign included."""
     from smc_ebm.strategies import _feedback
 
-    small = dict(n_proposals=8, n_global=1, n_local=1, flow_layers=2, flow_width=8)
+    small = dict(num_proposals=8, num_global=1, num_local=1, flow_layers=2, flow_width=8)
     strategy = se.FlowJarzynski(64, step_size=0.05, feedback_correction=True, **small)
     energy, params, static, opt, opt_state, st, grad = _sgd_problem(strategy)
     rule = strategy.update_rule().prepare(opt, opt_state, params)

@@ -245,7 +245,7 @@ def test_resume_continues(small):
 @pytest.mark.parametrize(
     "name, strategy",
     [
-        ("cd", se.CD(n_walkers=N_SMALL, n_steps=3, step_size=0.2)),
+        ("cd", se.CD(num_walkers=N_SMALL, num_steps=3, step_size=0.2)),
         ("unweighted", se.Unweighted(N_SMALL, 0.2)),
         ("pcd", se.PCD(N_SMALL, 0.2)),
     ],
@@ -454,7 +454,7 @@ def test_annealed_start_compiles_once_per_energy_structure():
     from smc_ebm.strategies import _start
 
     data = se.datasets.two_mode_teacher(jax.random.key(0), n=200, dim=SMALL_DIM)
-    strategy = se.Jarzynski(32, 0.05, n_anneal=5)
+    strategy = se.Jarzynski(32, 0.05, num_anneal=5)
 
     def run(seed):
         energy = se.energies.MLP(SMALL_DIM, 8, 1, key=jax.random.key(seed), confinement=1.0)
@@ -507,7 +507,7 @@ def test_second_fit_call_compiles_nothing():
     """Beyond the chunk, ``fit``'s own helpers (data check, final evaluation, observers) are
     compiled once: a repeated call (a benchmark, a resumed run) starts at once."""
     data, energy = _small_problem()
-    strategy = se.Jarzynski(N_SMALL, 0.2, n_observers=16)
+    strategy = se.Jarzynski(N_SMALL, 0.2, num_observers=16)
     optimizer = se.optim.by_field(logits=optax.sgd(0.125), means=optax.sgd(0.025))
     kw = {"strategy": strategy, "optimizer": optimizer, "num_steps": 10, "progress": False}
     se.fit(energy, data.samples, key=jax.random.key(2), **kw)

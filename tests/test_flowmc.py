@@ -23,7 +23,7 @@ Z = z_bound(15)
 
 @functools.cache
 def _flow2(sigma=0.8):
-    return make_flow(jax.random.key(7), 2, sigma=sigma, n_layers=3, width=16)
+    return make_flow(jax.random.key(7), 2, sigma=sigma, num_layers=3, width=16)
 
 
 def _check_isir_keeps_target(flow):
@@ -106,7 +106,7 @@ def test_isir_stays_invariant_with_a_trained_flow():
 def test_isir_needs_two_candidates(key):
     target = Gaussian(jnp.zeros(2), jnp.ones(2))
     x = jnp.zeros((3, 2))
-    with pytest.raises(ValueError, match="n_proposals"):
+    with pytest.raises(ValueError, match="num_proposals"):
         isir_move(key, x, jax.vmap(target)(x), target, _flow2(), 1)
 
 
@@ -131,7 +131,7 @@ def _two_mode_fit(strategy, steps=200):
     )
 
 
-SMALL_FLOW = dict(n_proposals=16, n_global=1, n_local=2, flow_layers=2, flow_width=16)
+SMALL_FLOW = dict(num_proposals=16, num_global=1, num_local=2, flow_layers=2, flow_width=16)
 
 
 def test_flowmc_recovers_the_mode_weights_that_pcd_misses():
@@ -223,8 +223,8 @@ def test_jarzynski_flow_kernel_is_flow_jarzynski():
     ("kwargs", "match"),
     [
         (dict(kernel="flow", walker_batch=8), "walker_batch"),
-        (dict(kernel="flow", n_observers=8), "n_observers"),
-        (dict(kernel="ula", n_proposals=8), "n_proposals.*kernel='flow'"),
+        (dict(kernel="flow", num_observers=8), "num_observers"),
+        (dict(kernel="ula", num_proposals=8), "num_proposals.*kernel='flow'"),
         (dict(kernel="hmc"), "kernel must be one of"),
     ],
 )

@@ -25,7 +25,7 @@ def _perturbed(flow, key, scale=0.3):
 
 @pytest.mark.parametrize("kind", ["affine", "spline"])
 def test_flow_is_the_base_at_initialisation(kind, key):
-    flow = make_flow(key, 3, sigma=1.7, kind=kind, n_layers=3, width=16)
+    flow = make_flow(key, 3, sigma=1.7, kind=kind, num_layers=3, width=16)
     x = 2.0 * jax.random.normal(jax.random.key(1), (64, 3))
     base = se.flows.base_distribution(flow)
     log_q = eqx.filter_jit(lambda f, z: f.log_prob(z))(flow, x)
@@ -39,7 +39,7 @@ def test_flow_is_the_base_at_initialisation(kind, key):
 
 @pytest.mark.parametrize("kind", ["affine", "spline"])
 def test_log_det_matches_jacobian(kind, key):
-    flow = _perturbed(make_flow(key, 3, kind=kind, n_layers=3, width=16), jax.random.key(3))
+    flow = _perturbed(make_flow(key, 3, kind=kind, num_layers=3, width=16), jax.random.key(3))
 
     @eqx.filter_jit
     def check(bij, xs):
@@ -58,7 +58,7 @@ def test_log_det_matches_jacobian(kind, key):
 
 
 def test_mle_step_lowers_the_nll_and_leaves_the_base_alone(key):
-    flow = make_flow(key, 2, n_layers=3, width=16)
+    flow = make_flow(key, 2, num_layers=3, width=16)
     # Target: a shifted, anisotropic Gaussian the identity flow fits badly.
     x = jnp.array([2.0, -1.0]) + jax.random.normal(jax.random.key(1), (512, 2)) * jnp.array(
         [0.3, 2.0]
@@ -91,7 +91,7 @@ def test_mle_step_lowers_the_nll_and_leaves_the_base_alone(key):
 
 def test_weighted_mle_step_equals_duplicated_samples(key):
     """Weights (2, 1, 1)/4 on three points are the same loss as the four points (a, a, b, c)."""
-    flow = _perturbed(make_flow(key, 2, n_layers=3, width=16), jax.random.key(4), 0.1)
+    flow = _perturbed(make_flow(key, 2, num_layers=3, width=16), jax.random.key(4), 0.1)
     x = jax.random.normal(jax.random.key(5), (3, 2))
     opt = optax.sgd(0.1)
     s = init_flow_optimizer(flow, opt)
@@ -106,7 +106,7 @@ def test_weighted_mle_step_equals_duplicated_samples(key):
 
 
 def test_mle_step_compiles_once(key):
-    flow = make_flow(key, 2, n_layers=3, width=16)
+    flow = make_flow(key, 2, num_layers=3, width=16)
     opt = optax.sgd(1e-3)
     s = init_flow_optimizer(flow, opt)
 

@@ -81,13 +81,13 @@ def test_mnist_reads_idx_files(tmp_path, key, gz):
     np.testing.assert_array_equal(
         se.datasets.read_idx(tmp_path / f"train-images-idx3-ubyte{sfx}"), images
     )
-    data = se.datasets.mnist(tmp_path, key)  # 2, 3, 6 at 4/2/1: 7 twos -> n = 12
+    data = se.datasets.mnist(tmp_path, key=key)  # 2, 3, 6 at 4/2/1: 7 twos -> n = 12
     x, y = np.asarray(data.samples), data.info["labels"]
     assert x.shape == (12, 784) and data.info["shape"] == (28, 28)
     assert x.min() >= -1.0 and x.max() <= 1.0
     assert [int(np.sum(y == c)) for c in (2, 3, 6)] == [7, 3, 2]
     # without noise the pixels are the centres 2 (v + 1/2) / 256 - 1 of the written levels
-    centred = se.datasets.mnist(tmp_path, key, dequantise=False)
+    centred = se.datasets.mnist(tmp_path, key=key, dequantise=False)
     np.testing.assert_array_equal(centred.info["labels"], y)
     v = np.round((np.asarray(centred.samples) + 1.0) * 128 - 0.5)
     assert np.all(np.abs(x - np.asarray(centred.samples)) <= 1 / 256 + 1e-6)
@@ -100,17 +100,17 @@ def test_mnist_reads_npz(tmp_path, key):
     y = np.repeat(np.arange(10, dtype=np.uint8), 4)
     x = rng.integers(0, 256, (y.size, 28, 28), dtype=np.uint8)
     np.savez(tmp_path / "mnist.npz", x_train=x, y_train=y, x_test=x[:10], y_test=y[:10])
-    data = se.datasets.mnist(tmp_path / "mnist.npz", key, labels=(0, 1), weights=(1, 1))
+    data = se.datasets.mnist(tmp_path / "mnist.npz", key=key, labels=(0, 1), weights=(1, 1))
     assert data.samples.shape == (8, 784)
 
 
 def test_mnist_missing_files_error(tmp_path, key):
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
-        se.datasets.mnist(tmp_path, key)
+        se.datasets.mnist(tmp_path, key=key)
     with pytest.raises(FileNotFoundError, match="MNIST not found"):
-        se.datasets.mnist(tmp_path / "nowhere", key)
+        se.datasets.mnist(tmp_path / "nowhere", key=key)
     with pytest.raises(ValueError, match="split"):
-        se.datasets.mnist(tmp_path, key, split="valid")
+        se.datasets.mnist(tmp_path, key=key, split="valid")
 
 
 def test_read_idx_rejects_garbage(tmp_path):
@@ -229,7 +229,7 @@ def test_class_masses_recover_the_weights_of_a_mixture():
     y = np.asarray(jax.random.choice(k_y, 3, (300,), p=jnp.asarray(w)))
     x = np.asarray(means)[y] + np.asarray(jax.random.normal(k_x, (300, 2)))
     res = se.metrics.class_masses(
-        gmm, k_run, x, y, _NearestMean(means), n=512, n_steps=20, step_size=0.2, n_runs=8
+        gmm, x, y, _NearestMean(means), key=k_run, num_walkers=512, num_steps=20, step_size=0.2, num_runs=8
     )
     assert np.all(res.standard_errors > 0) and np.all(res.standard_errors < 0.02)
     np.testing.assert_array_less(np.abs(res.proportions - w), 4 * res.standard_errors)
@@ -242,12 +242,12 @@ def test_class_masses_recover_the_weights_of_a_mixture():
     # within 4 standard errors with n * ESS walkers.
     assert np.all(res.ess > 0.5)
     np.testing.assert_allclose(res.mean_energy, 1.0 - np.log(w), atol=4 / np.sqrt(0.5 * 512))
-    with pytest.raises(ValueError, match="multiple of n_runs"):
-        se.metrics.class_masses(gmm, k_run, x, y, _NearestMean(means), n=100, n_runs=8)
+    with pytest.raises(ValueError, match="multiple of num_runs"):
+        se.metrics.class_masses(gmm, x, y, _NearestMean(means), key=k_run, num_walkers=100, num_runs=8)
     with pytest.raises(ValueError, match="labels"):
-        se.metrics.class_masses(gmm, k_run, x, y[:10], _NearestMean(means))
+        se.metrics.class_masses(gmm, x, y[:10], _NearestMean(means), key=k_run)
     with pytest.raises(ValueError, match="class 2"):
-        se.metrics.class_masses(gmm, k_run, x[y < 2], y[y < 2], _NearestMean(means))
+        se.metrics.class_masses(gmm, x[y < 2], y[y < 2], _NearestMean(means), key=k_run)
 
 
 # ---------------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def test_short_fit_on_digits_runs(key):
         1e-3,
         walker_batch=16,
         resampling=se.ESSResampling(se.off_until(5, 0.5)),
-        n_anneal=5,
+        num_anneal=5,
         anneal_base=se.energies.Gaussian.standard(64),
         feedback_correction=False,  # through Adam its JVP gives NaN at step 0 (1/sqrt(nu=0))
     )

@@ -107,10 +107,10 @@ def test_bad_models_name_the_site():
 def test_sample_a_numpyro_energy_gives_log_z_zero():
     out = se.sample(
         from_numpyro(normalised),
-        jax.random.key(0),
-        2000,
-        n_steps=50,
-        n_runs=8,
+        key=jax.random.key(0),
+        num_walkers=2000,
+        num_steps=50,
+        num_runs=8,
         step_size=0.05,
         init=dist.Normal(0.0, 3.0).expand([4]).to_event(1),
     )
@@ -125,10 +125,10 @@ def test_adapter_everywhere(key):
     import flowjax.distributions as fd
 
     gauss = se.energies.Gaussian(jnp.zeros(2), jnp.ones(2))
-    out = se.sample(gauss, key, 200, n_steps=10, n_runs=2, init=fd.Normal(jnp.zeros(2), 3.0))
+    out = se.sample(gauss, key=key, num_walkers=200, num_steps=10, num_runs=2, init=fd.Normal(jnp.zeros(2), 3.0))
     assert np.isfinite(out.log_Z)
-    diag = se.diagnose(gauss, key, n_chains=4, n_steps=8, init=dist.Normal(0, 1).expand([2]))
-    assert diag.n_chains == 4
+    diag = se.diagnose(gauss, key=key, num_chains=4, num_steps=8, init=dist.Normal(0, 1).expand([2]))
+    assert diag.num_chains == 4
     for d in (dist.Normal(0.0, 2.0).expand([2]), dist.Normal(0.0, 2.0).expand([2]).to_event(1)):
         base = as_base(d)
         assert base.dim == 2 and float(base.log_partition()) == 0.0 and base.can_sample
@@ -157,7 +157,7 @@ def test_fit_ggm_reaches_the_mle(ggm_data, strategy):
     log_z0 = 0.5 * d * LOG_2PI  # exact at L = I
     if strategy == "jarzynski":
         strat = se.Jarzynski(
-            128, 0.05, n_observers=256, n_anneal=50, anneal_base=dist.Normal(0, 1).expand([d])
+            128, 0.05, num_observers=256, num_anneal=50, anneal_base=dist.Normal(0, 1).expand([d])
         )
     else:
         strat = se.PCD(128, 0.05)
@@ -202,7 +202,7 @@ def blr_model(x, y):
 
 def test_posterior_evidence_and_moments_of_conjugate_regression():
     x, y, log_z, mean, cov = _blr()
-    res = se.posterior(blr_model, x, y, key=jax.random.key(0), n_particles=400, n_runs=6)
+    res = se.posterior(blr_model, x, y, key=jax.random.key(0), num_walkers=400, num_runs=6)
     # 6 independent runs, each unbiased for Z up to the adaptive schedule: |t| < 4 (t, 5 dof)
     # fails with probability 0.01; the se must be small for the check to mean something.
     # Flat bounds (4 here, 5 for the means below), not z_bound(6) = 3.76: every se in this
@@ -228,6 +228,6 @@ def test_posterior_hmc_and_constrained_sites():
         numpyro.sample("y", dist.Normal(0.0, scale).expand([y.shape[0]]).to_event(1), obs=y)
 
     res = se.posterior(
-        model, jnp.ones(4), key=jax.random.key(0), n_particles=300, n_runs=4, kernel="hmc"
+        model, jnp.ones(4), key=jax.random.key(0), num_walkers=300, num_runs=4, kernel="hmc"
     )
     assert np.all(res.samples["scale"] > 0) and np.isfinite(res.log_evidence)

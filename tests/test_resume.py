@@ -84,7 +84,7 @@ def test_resumed_pieces_equal_the_straight_run(straight):
 def test_resume_with_the_feedback_correction_is_exact():
     """The feedback correction (SGD) and observers carry more state; a split changes nothing."""
     over = dict(
-        strategy=se.Jarzynski(64, 0.2, n_observers=16, feedback_correction=True),
+        strategy=se.Jarzynski(64, 0.2, num_observers=16, feedback_correction=True),
         optimizer=optax.sgd(0.05),
         record_every=1,
         chunk_size=5,
@@ -98,7 +98,7 @@ def test_checkpoints_on_disk_resume_the_straight_run(straight, tmp_path):
     first = _fit(19, checkpoint=path, checkpoint_every=6)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["step"] == 19 and manifest["format_version"] == 1
-    assert manifest["n_walkers"] == 64 and manifest["dim"] == 2
+    assert manifest["num_walkers"] == 64 and manifest["dim"] == 2
     assert "Jarzynski" in manifest["strategy_type"]
     assert sorted(os.listdir(path)) == sorted(["manifest.json", *manifest["files"]])
     _assert_same_run(straight, _fit(21, resume=path))
@@ -153,7 +153,7 @@ def test_resume_with_another_energy_or_size_is_refused(tmp_path):
     for resume in (first, tmp_path / "c"):
         with pytest.raises(ValueError, match="energy structure"):
             se.fit(energy3, data, num_steps=3, resume=resume, **_kw())
-    with pytest.raises(ValueError, match="n_walkers"):
+    with pytest.raises(ValueError, match="num_walkers"):
         _fit(3, resume=first, strategy=se.Jarzynski(32, 0.2, resampling=se.ESSResampling(0.9)))
 
 

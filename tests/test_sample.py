@@ -36,7 +36,7 @@ def _check(out, gmm, n):
     """log Z and moments within their Monte Carlo error.
 
     log Z: the runs are independent, each unbiased for Z, so (log Z_hat - log Z) / se is
-    approximately t-distributed with n_runs - 1 = 15 degrees of freedom; |t| < 4 fails with
+    approximately t-distributed with num_runs - 1 = 15 degrees of freedom; |t| < 4 fails with
     probability 0.0012. The bound stays at a flat 4: the se comes from the spread of 16 runs,
     so the normal z_bound(6) = 3.76 would understate the tail (P(|t_15| > 3.76) = 0.0019),
     and the t_15 quantile of the family-wise budget would be 4.97. The se must also be small
@@ -69,7 +69,7 @@ def _check(out, gmm, n):
 
 def test_sample_gaussian_mixture_log_Z_and_moments(target, base):
     n = 4096
-    out = se.sample(target, jax.random.key(0), n, init=base, n_steps=200, step_size=0.1, n_runs=16)
+    out = se.sample(target, key=jax.random.key(0), num_walkers=n, init=base, num_steps=200, step_size=0.1, num_runs=16)
     assert out.samples.shape == (n, 2) and out.log_weights.shape == (n,)
     assert out.log_Z_runs.shape == (16,)
     np.testing.assert_allclose(out.weights.sum(), 1.0, rtol=1e-5)
@@ -82,13 +82,13 @@ def test_sample_mala_log_Z_and_moments(target, base):
     n = 4096
     out = se.sample(
         target,
-        jax.random.key(1),
-        n,
+        key=jax.random.key(1),
+        num_walkers=n,
         init=base,
-        n_steps=200,
+        num_steps=200,
         step_size=0.3,
         kernel="mala",
-        n_runs=16,
+        num_runs=16,
     )
     assert 0.5 < out.acceptance < 1.0
     _check(out, target, n)
@@ -104,7 +104,7 @@ def test_log_Z_standard_error_is_calibrated(target, base):
     exact = float(target.log_partition())
     z = []
     for seed in range(40):
-        out = se.sample(target, jax.random.key(100 + seed), 1024, init=base, n_steps=100, n_runs=8)
+        out = se.sample(target, key=jax.random.key(100 + seed), num_walkers=1024, init=base, num_steps=100, num_runs=8)
         z.append((out.log_Z - exact) / out.log_Z_se)
     z = np.asarray(z)
     assert abs(z.mean()) < 0.5
@@ -114,22 +114,22 @@ def test_log_Z_standard_error_is_calibrated(target, base):
 @pytest.mark.slow
 def test_sample_default_base_and_single_run():
     gmm = GaussianMixture(means=jnp.array([[-1.0, 0.0], [1.0, 0.0]]), logits=jnp.zeros(2))
-    out = se.sample(gmm, jax.random.key(2), 512, n_steps=50, n_runs=1)
+    out = se.sample(gmm, key=jax.random.key(2), num_walkers=512, num_steps=50, num_runs=1)
     assert out.resampled.shape == (512, 2)
     assert np.isfinite(out.log_Z) and out.log_Z_se > 0
 
 
 def test_sample_rejects_bad_input(target, base):
-    with pytest.raises(ValueError, match="multiple of n_runs"):
-        se.sample(target, jax.random.key(0), 100, init=base, n_runs=3)
-    with pytest.raises(ValueError, match="n_steps"):
-        se.sample(target, jax.random.key(0), 100, init=base, n_steps=0)
+    with pytest.raises(ValueError, match="multiple of num_runs"):
+        se.sample(target, key=jax.random.key(0), num_walkers=100, init=base, num_runs=3)
+    with pytest.raises(ValueError, match="num_steps"):
+        se.sample(target, key=jax.random.key(0), num_walkers=100, init=base, num_steps=0)
     with pytest.raises(ValueError, match="kernel"):
-        se.sample(target, jax.random.key(0), 100, init=base, kernel="hmc")
+        se.sample(target, key=jax.random.key(0), num_walkers=100, init=base, kernel="hmc")
     with pytest.raises(ValueError, match="step_size"):
-        se.sample(target, jax.random.key(0), 100, init=base, step_size=-1.0)
+        se.sample(target, key=jax.random.key(0), num_walkers=100, init=base, step_size=-1.0)
     mlp = se.energies.MLP(2, 4, 1, key=jax.random.key(0))
     with pytest.raises(ValueError, match="sample itself"):
-        se.sample(target, jax.random.key(0), 100, init=mlp)
+        se.sample(target, key=jax.random.key(0), num_walkers=100, init=mlp)
     with pytest.raises(ValueError, match="dimension"):
-        se.sample(target, jax.random.key(0), 100, init=Gaussian.standard(3))
+        se.sample(target, key=jax.random.key(0), num_walkers=100, init=Gaussian.standard(3))

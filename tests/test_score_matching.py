@@ -72,12 +72,12 @@ def test_sliced_rademacher_is_exact_for_a_diagonal_hessian(setup):
     np.testing.assert_allclose(float(got), loss, rtol=1e-5)
 
 
-@pytest.mark.parametrize("n_projections", [1, 4])
-def test_sliced_gaussian_is_unbiased(setup, n_projections):
+@pytest.mark.parametrize("num_projections", [1, 4])
+def test_sliced_gaussian_is_unbiased(setup, num_projections):
     """Mean of the sliced terms and gradients equals the exact ones within Z standard errors."""
     energy, x = setup
     loss, gm, gs = _analytic(energy, x)
-    sm = se.ScoreMatching("sliced", n_projections=n_projections)
+    sm = se.ScoreMatching("sliced", num_projections=num_projections)
     val, g_m, g_s = _per_sample_grads(sm, energy, x, jax.random.key(3))
     ex_val, ex_m, ex_s = _per_sample_grads(se.ScoreMatching("exact"), energy, x, jax.random.key(3))
     n = x.shape[0]
@@ -89,7 +89,7 @@ def test_sliced_gaussian_is_unbiased(setup, n_projections):
         assert np.all(np.abs(diff.mean(0)) <= Z * se_ + 1e-6), (diff.mean(0), se_)
         np.testing.assert_allclose(ex.mean(0), target, rtol=1e-4, atol=1e-6)
     # More projections: smaller slicing noise (variance 2 sum s^-4 / P per sample).
-    expected_sd = np.sqrt(2 * np.sum(np.asarray(energy.scale, np.float64) ** -4) / n_projections)
+    expected_sd = np.sqrt(2 * np.sum(np.asarray(energy.scale, np.float64) ** -4) / num_projections)
     np.testing.assert_allclose((val - ex_val).std(), expected_sd, rtol=0.1)
 
 
@@ -146,8 +146,8 @@ def test_score_matching_bad_input():
         se.ScoreMatching("implicit")
     with pytest.raises(ValueError, match="noise_scale"):
         se.ScoreMatching("denoising", noise_scale=0.0)
-    with pytest.raises(ValueError, match="n_projections"):
-        se.ScoreMatching("sliced", n_projections=0)
+    with pytest.raises(ValueError, match="num_projections"):
+        se.ScoreMatching("sliced", num_projections=0)
     e = se.energies.ShallowReLU(4, 3, key=jax.random.key(0))
     with pytest.raises(ValueError, match="R\\^d"):
         se.ScoreMatching().init_state(jax.random.key(0), e, jnp.ones((2, 4)) / 2.0, None)

@@ -54,15 +54,15 @@ SCRIPT = textwrap.dedent(
         res = []
         for n in (None, 4):
             devices = None if n is None else jax.devices()[:n]
-            r = se.sample(gmm, jax.random.key(5), 256, n_steps=50, n_runs=runs_, devices=devices)
+            r = se.sample(gmm, key=jax.random.key(5), num_walkers=256, num_steps=50, num_runs=runs_, devices=devices)
             res.append(dict(walkers=r.samples.tolist(), log_weights=r.log_weights.tolist(),
-                            params=[[r.log_Z]], resampled=r.n_resampled.tolist(),
+                            params=[[r.log_Z]], resampled=r.num_resamplings.tolist(),
                             n_devices=n or 1))
         out[name] = res
     res = []
     for n in (None, 4):
         devices = None if n is None else jax.devices()[:n]
-        d = se.diagnose(gmm, jax.random.key(6), n_chains=16, n_steps=40, devices=devices,
+        d = se.diagnose(gmm, key=jax.random.key(6), num_chains=16, num_steps=40, devices=devices,
                         init=gmm.sample(jax.random.key(7), 16))
         x = d.idata.posterior["x"].values
         cols = d.table[["mean", "r_hat"]].values.tolist()

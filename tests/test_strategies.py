@@ -96,7 +96,7 @@ def test_annealed_initialisation_is_weighted_exact():
     energy = MLP(d, 8, 1, key=jax.random.key(0), zero_init=True, confinement=2.0)
     assert not se.energies.has_log_partition(energy)
     data = 0.3 + 0.8 * jax.random.normal(jax.random.key(1), (500, d))
-    strategy = se.Jarzynski(n, 0.05, n_anneal=100)
+    strategy = se.Jarzynski(n, 0.05, num_anneal=100)
     state = strategy.init_state(jax.random.key(2), energy, data, None)
     base = Gaussian.fit_to(data)
     np.testing.assert_allclose(float(state.log_Z_anchor), float(base.log_partition()), atol=1e-5)
@@ -127,8 +127,8 @@ def test_unweighted_annealed_start_is_resampled_to_equal_weights():
     energy = MLP(d, 8, 1, key=jax.random.key(0), zero_init=True, confinement=2.0)
     data = 0.3 + 0.8 * jax.random.normal(jax.random.key(1), (500, d))
     key = jax.random.key(2)
-    weighted = se.Jarzynski(n, 0.05, n_anneal=10).init_state(key, energy, data, None)
-    unweighted = se.Unweighted(n, 0.05, n_anneal=10).init_state(key, energy, data, None)
+    weighted = se.Jarzynski(n, 0.05, num_anneal=10).init_state(key, energy, data, None)
+    unweighted = se.Unweighted(n, 0.05, num_anneal=10).init_state(key, energy, data, None)
     np.testing.assert_array_equal(np.asarray(unweighted.log_weights), 0.0)
     xw = np.asarray(weighted.position, np.float64)
     xu = np.asarray(unweighted.position, np.float64)
@@ -155,7 +155,7 @@ def _strategies():
         "jarzynski-interval": se.Jarzynski(n, h, resampling=se.IntervalResampling(every=1)),
         "pcd": se.PCD(n, h),
         "unweighted": se.Unweighted(n, h),
-        "cd": se.CD(n_walkers=n, n_steps=3, step_size=h),
+        "cd": se.CD(num_walkers=n, num_steps=3, step_size=h),
     }
 
 
@@ -233,7 +233,7 @@ def test_refreshed_walkers_bring_the_mass_that_the_population_misses():
             init=x_a,
             resampling=se.NoResampling(),
             refresh_every=refresh,
-            n_refresh=m,
+            num_refresh=m,
             refresh_steps=100,
         )
         out[refresh] = se.fit(
@@ -268,8 +268,8 @@ def test_refreshed_walkers_bring_the_mass_that_the_population_misses():
 def test_refresh_options_are_checked():
     with pytest.raises(ValueError, match="refresh_every"):
         se.Jarzynski(64, 0.1, refresh_every=-1)
-    with pytest.raises(ValueError, match="n_refresh"):
-        se.Jarzynski(64, 0.1, refresh_every=10, n_refresh=64)
+    with pytest.raises(ValueError, match="num_refresh"):
+        se.Jarzynski(64, 0.1, refresh_every=10, num_refresh=64)
     with pytest.raises(ValueError, match="refresh_steps"):
         se.Jarzynski(64, 0.1, refresh_every=10, refresh_steps=0)
     with pytest.raises(ValueError, match="refresh_every"):

@@ -73,16 +73,16 @@ def test_fit_loop_arguments_run_or_are_refused(
 
 @SETTINGS
 @given(
-    n_walkers=st.integers(-1, 9),
+    num_walkers=st.integers(-1, 9),
     step_size=floats,
     threshold=floats,
     kernel=st.sampled_from(["ula", "mala", "hmc", ""]),
 )
-def test_jarzynski_hyperparameters_run_or_are_refused(n_walkers, step_size, threshold, kernel):
+def test_jarzynski_hyperparameters_run_or_are_refused(num_walkers, step_size, threshold, kernel):
     def call():
         resampling = se.ESSResampling(threshold)
         return _fit(
-            se.Jarzynski(n_walkers, step_size, resampling=resampling, kernel=kernel), num_steps=3
+            se.Jarzynski(num_walkers, step_size, resampling=resampling, kernel=kernel), num_steps=3
         )
 
     try:
@@ -129,12 +129,12 @@ dim = 2
 
 [energy]
 name = "GaussianMixture"
-n_modes = 2
+num_modes = 2
 scale = 0.5
 
 [strategy]
 name = "Jarzynski"
-n_walkers = 16
+num_walkers = 16
 step_size = 0.1
 resampling = { name = "ESSResampling", threshold = 0.5 }
 
@@ -143,12 +143,12 @@ name = "sgd"
 learning_rate = 0.05
 
 [diagnostics]
-n_chains = 4
-n_steps = 10
+num_chains = 4
+num_steps = 10
 
 [sample]
-n = 16
-n_steps = 5
+num_walkers = 16
+num_steps = 5
 """
 KEYS = [
     ("name",),
@@ -160,18 +160,18 @@ KEYS = [
     ("dataset", "n"),
     ("dataset", "dim"),
     ("energy", "name"),
-    ("energy", "n_modes"),
+    ("energy", "num_modes"),
     ("energy", "scale"),
     ("strategy", "name"),
-    ("strategy", "n_walkers"),
+    ("strategy", "num_walkers"),
     ("strategy", "step_size"),
     ("strategy", "resampling"),
     ("optimizer", "name"),
     ("optimizer", "learning_rate"),
-    ("diagnostics", "n_chains"),
+    ("diagnostics", "num_chains"),
     ("diagnostics", "kernel"),
-    ("sample", "n"),
-    ("sample", "n_steps"),
+    ("sample", "num_walkers"),
+    ("sample", "num_steps"),
     ("extra",),
     ("strategy", "extra"),
 ]

@@ -381,10 +381,10 @@ def test_log_Z_is_continuous_across_a_resampling(method):
     From the same state and key, one strategy resamples and the other does not; the move and
     the weights are the same, so the non-resampling one gives the estimate "just before".
     """
-    h, n, n_steps = STEP_SIZE, 512, 40
+    h, n, num_steps = STEP_SIZE, 512, 40
     s_res = se.Jarzynski(n, h, resampling=se.ESSResampling(threshold=0.9, method=method))
     s_no = se.Jarzynski(n, h, resampling=se.NoResampling())
-    means, scales = schedule(n_steps)
+    means, scales = schedule(num_steps)
 
     def energy(k):
         return se.energies.Gaussian(means[k], scales[k])
@@ -409,10 +409,10 @@ def test_log_Z_is_continuous_across_a_resampling(method):
             )
             return st_r, rec
 
-        return jax.lax.scan(body, state, (jnp.arange(n_steps), keys))[1]
+        return jax.lax.scan(body, state, (jnp.arange(num_steps), keys))[1]
 
     with promotion_for(method):
-        recs = run(state, jax.random.split(jax.random.key(4), n_steps))
+        recs = run(state, jax.random.split(jax.random.key(4), num_steps))
     did, lz_r, lz_n, x_r, x_n, a_r, a_n = jax.tree.map(np.asarray, recs)
     assert did.sum() >= 3, did
     # Equal up to float32 round-off: |log Z| < 3 and log-sum-exp of n terms in float32

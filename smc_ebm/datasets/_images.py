@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
+from smc_ebm._naming import renamed
 from smc_ebm.datasets._teacher import Dataset
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/): 0x08 unsigned byte is what MNIST uses.
@@ -214,12 +215,13 @@ def _load_mnist_arrays(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return found[0], found[1]
 
 
+@renamed(positional=("key", "labels", "weights"))
 def mnist(
     path: str | os.PathLike,
+    *,
     key: PRNGKeyArray,
     labels: Sequence[int] | None = (2, 3, 6),
     weights: Sequence[float] | None = (4, 2, 1),
-    *,
     split: str = "train",
     n: int | None = None,
     dequantise: bool = True,

@@ -5,17 +5,19 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import PRNGKeyArray
 
+from smc_ebm._naming import renamed
 from smc_ebm.datasets._teacher import Dataset
 from smc_ebm.energies._shallow import ShallowReLU
 
 
+@renamed()
 def sphere_teacher(
     key: PRNGKeyArray,
     n: int,
     dim: int,
     angle: float,
     weight: float = -10.0,
-    n_neurons: int = 2,
+    num_neurons: int = 2,
 ) -> Dataset:
     r"""Samples of the teacher :math:`\rho_* \propto e^{-f_*}` on :math:`S^{d-1}`.
 
@@ -37,20 +39,20 @@ def sphere_teacher(
         ``info = {"neurons", "angle", "weight"}`` (``log_prob`` and ``log_Z`` are ``None``:
         the normaliser on the sphere has no closed form).
     """
-    if n < 1 or dim < 2 or n_neurons < 1:
-        raise ValueError(f"need n >= 1, dim >= 2, n_neurons >= 1; got {n}, {dim}, {n_neurons}.")
+    if n < 1 or dim < 2 or num_neurons < 1:
+        raise ValueError(f"need n >= 1, dim >= 2, num_neurons >= 1; got {n}, {dim}, {num_neurons}.")
     if weight == 0:
         raise ValueError("weight must be non-zero.")
-    j = jnp.arange(n_neurons, dtype=float) * angle
-    theta = jnp.zeros((n_neurons, dim)).at[:, 0].set(jnp.cos(j)).at[:, 1].set(jnp.sin(j))
+    j = jnp.arange(num_neurons, dtype=float) * angle
+    theta = jnp.zeros((num_neurons, dim)).at[:, 0].set(jnp.cos(j)).at[:, 1].set(jnp.sin(j))
     sign = 1 if weight > 0 else -1
     teacher = ShallowReLU(
         dim,
-        n_neurons,
+        num_neurons,
         beta=abs(float(weight)),
         theta=theta,
-        w=jnp.ones(n_neurons),
-        sigma=jnp.full(n_neurons, sign),
+        w=jnp.ones(num_neurons),
+        sigma=jnp.full(num_neurons, sign),
     )
     samples = teacher.sample(key, n)
     return Dataset(

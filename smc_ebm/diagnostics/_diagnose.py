@@ -1,9 +1,9 @@
 r"""``diagnose``: independent chains under a (trained) energy, with R-hat and ESS.
 
 This is how "R-hat of 128 negative chains" is measured (Grenioux et al., 2023): start
-``n_chains`` chains from the final walkers (resampled by weight) or from given points, run
+``num_chains`` chains from the final walkers (resampled by weight) or from given points, run
 an MCMC kernel that leaves :math:`\rho \propto e^{-U}` invariant (MALA by default) for
-``n_steps`` steps, and compute the rank-normalised split R-hat, the bulk and tail ESS and
+``num_steps`` steps, and compute the rank-normalised split R-hat, the bulk and tail ESS and
 the Monte Carlo standard errors of every coordinate and of the energy, ArviZ's statistics
 computed on the device in the same compiled call as the chains
 (:func:`smc_ebm.diagnostics.device_summary_stats`). Chains stuck
@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
+from smc_ebm._naming import OldAttributes, renamed
 from smc_ebm._sharding import place, walker_mesh
 from smc_ebm.diagnostics import _arviz
 from smc_ebm.diagnostics._device import summary_stats
@@ -35,7 +36,7 @@ SUMMARY_COLUMNS = ("mean", "sd", "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail",
 
 
 @dataclasses.dataclass
-class Diagnosis:
+class Diagnosis(OldAttributes):
     """What :func:`diagnose` returns.
 
     Attributes:
@@ -49,8 +50,8 @@ class Diagnosis:
         min_ess_bulk: the smallest bulk ESS.
         min_ess_tail: the smallest tail ESS.
         acceptance: mean acceptance probability of the moves (1 for ULA).
-        n_chains: number of chains.
-        n_draws: recorded draws per chain.
+        num_chains: number of chains.
+        num_draws: recorded draws per chain.
         kernel: the kernel used.
         step_size: its step size.
     """
@@ -61,8 +62,8 @@ class Diagnosis:
     min_ess_bulk: float
     min_ess_tail: float
     acceptance: float
-    n_chains: int
-    n_draws: int
+    num_chains: int
+    num_draws: int
     kernel: str
     step_size: float
 
@@ -73,15 +74,16 @@ class Diagnosis:
             "min_ess_bulk": self.min_ess_bulk,
             "min_ess_tail": self.min_ess_tail,
             "acceptance": self.acceptance,
-            "n_chains": self.n_chains,
-            "n_draws": self.n_draws,
+            "num_chains": self.num_chains,
+            "num_draws": self.num_draws,
             "kernel": self.kernel,
             "step_size": self.step_size,
         }
 
     def __str__(self) -> str:
         head = (
-            f"{self.n_chains} chains x {self.n_draws} draws ({self.kernel}, h={self.step_size:g}): "
+            f"{self.num_chains} chains x {self.num_draws} draws "
+            f"({self.kernel}, h={self.step_size:g}): "
             f"max R-hat {self.max_rhat:.3f}, min ESS bulk {self.min_ess_bulk:.0f}, "
             f"min ESS tail {self.min_ess_tail:.0f}, acceptance {self.acceptance:.3f}"
         )
@@ -113,14 +115,14 @@ class Diagnosis:
         return plot_pair(self, **kwargs)
 
 
-def _chains(energy, key, x0, n_warmup, n_records, thin, step_size, kernel):
+def _chains(energy, key, x0, num_warmup, num_records, thin, step_size, kernel):
     """Run the chains and summarise them.
 
     Returns positions ``(R, C, d)``, energies and acceptances ``(R, C)``, and the columns
     of the table (:func:`summary_stats`) of ``x`` and ``U``, each of shape ``(d + 1,)``.
     """
     k = make_kernel(kernel, step_size)
-    xs, us, accs = run_chains(key, k, energy, x0, n_records, thin=thin, n_warmup=n_warmup)
+    xs, us, accs = run_chains(key, k, energy, x0, num_records, thin=thin, num_warmup=num_warmup)
     draws = jnp.concatenate([xs, us[..., None].astype(xs.dtype)], axis=-1)
     return xs, us, accs, summary_stats(jnp.swapaxes(draws, 0, 1))
 
@@ -128,15 +130,15 @@ def _chains(energy, key, x0, n_warmup, n_records, thin, step_size, kernel):
 _run_chains = eqx.filter_jit(_chains)
 
 
-def _initial_points(source: Any, key: PRNGKeyArray, init: Any, n_chains: int) -> Any:
+def _initial_points(source: Any, key: PRNGKeyArray, init: Any, num_chains: int) -> Any:
     if init is not None:
         init = as_base(init)  # NumPyro and flowjax distributions sample (key, n) too
         if hasattr(init, "sample") and callable(init.sample):
-            return jnp.asarray(init.sample(key, n_chains))
+            return jnp.asarray(init.sample(key, num_chains))
         x0 = jnp.asarray(init)
-        if x0.ndim != 2 or x0.shape[0] != n_chains:
+        if x0.ndim != 2 or x0.shape[0] != num_chains:
             raise ValueError(
-                f"init must be an (n_chains, d) = ({n_chains}, d) array or have .sample(); "
+                f"init must be an (num_chains, d) = ({num_chains}, d) array or have .sample(); "
                 f"got shape {x0.shape}."
             )
         return x0
@@ -144,13 +146,13 @@ def _initial_points(source: Any, key: PRNGKeyArray, init: Any, n_chains: int) ->
         from smc_ebm.smc._resampling import RESAMPLERS
 
         a = jnp.asarray(source.log_weights)
-        idx = RESAMPLERS["systematic"](key, jax.nn.softmax(a), n_chains)
+        idx = RESAMPLERS["systematic"](key, jax.nn.softmax(a), num_chains)
         # Systematic resampling returns sorted ancestors; shuffle so that chain order
         # carries no information.
         idx = jax.random.permutation(jax.random.fold_in(key, 1), idx)
         return jnp.asarray(source.walkers)[idx]
     raise ValueError(
-        "diagnose needs initial points for an energy: pass init= (an (n_chains, d) array "
+        "diagnose needs initial points for an energy: pass init= (an (num_chains, d) array "
         "or a distribution with .sample(key, n)), or pass a FitResult."
     )
 
@@ -209,16 +211,17 @@ def summary_table(ds: Any) -> Any:
     return _table(columns)
 
 
+@renamed(positional=("key",))
 def diagnose(
     result_or_energy: Any,
-    key: PRNGKeyArray,
     *,
-    n_chains: int = 128,
-    n_steps: int = 1000,
+    key: PRNGKeyArray,
+    num_chains: int = 128,
+    num_steps: int = 1000,
     kernel: str = "mala",
     step_size: float | None = None,
     init: Any = None,
-    n_warmup: int = 0,
+    num_warmup: int = 0,
     thin: int = 1,
     devices: Sequence[Any] | None = None,
 ) -> Diagnosis:
@@ -229,16 +232,16 @@ def diagnose(
             started from its final walkers resampled by weight) or an energy (then
             ``init`` is required).
         key: PRNG key.
-        n_chains: number of independent chains (at least 2).
-        n_steps: recorded steps per chain (after ``n_warmup``), thinned by ``thin``.
+        num_chains: number of independent chains (at least 2).
+        num_steps: recorded steps per chain (after ``num_warmup``), thinned by ``thin``.
         kernel: ``"mala"`` (leaves :math:`e^{-U}` invariant) or ``"ula"`` (biased by
             :math:`O(h)`; useful to see what the training walkers saw).
         step_size: Langevin step ``h`` (default: the strategy's, else 0.1).
-        init: starting points, an ``(n_chains, d)`` array or a distribution with
+        init: starting points, an ``(num_chains, d)`` array or a distribution with
             ``sample(key, n)``; default the final walkers of the result.
-        n_warmup: steps run and discarded before recording.
+        num_warmup: steps run and discarded before recording.
         thin: keep one step in ``thin``.
-        devices: split the chains over these devices (``jax.devices()``; ``n_chains`` must
+        devices: split the chains over these devices (``jax.devices()``; ``num_chains`` must
             be a multiple of their number); the table's statistics are then cross-device
             reductions. Default: one device.
 
@@ -249,17 +252,18 @@ def diagnose(
         device.
 
     Example:
-        >>> diag = se.diagnose(result, jax.random.key(0), n_chains=128)  # doctest: +SKIP
+        >>> diag = se.diagnose(result, key=jax.random.key(0), num_chains=128)  # doctest: +SKIP
         >>> print(diag)                                                   # doctest: +SKIP
     """
-    if int(n_chains) < 2:
-        raise ValueError(f"n_chains must be >= 2; got {n_chains}.")
-    if int(n_steps) < 4 or int(n_steps) % int(thin):
+    if int(num_chains) < 2:
+        raise ValueError(f"num_chains must be >= 2; got {num_chains}.")
+    if int(num_steps) < 4 or int(num_steps) % int(thin):
         raise ValueError(
-            f"n_steps must be >= 4 and a multiple of thin; got n_steps={n_steps}, thin={thin}."
+            f"num_steps must be >= 4 and a multiple of thin; "
+            f"got num_steps={num_steps}, thin={thin}."
         )
-    if int(thin) < 1 or int(n_warmup) < 0:
-        raise ValueError(f"thin must be >= 1 and n_warmup >= 0; got {thin}, {n_warmup}.")
+    if int(thin) < 1 or int(num_warmup) < 0:
+        raise ValueError(f"thin must be >= 1 and num_warmup >= 0; got {thin}, {num_warmup}.")
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {tuple(KERNELS)}; got {kernel!r}.")
     energy = getattr(result_or_energy, "energy", result_or_energy)
@@ -268,26 +272,26 @@ def diagnose(
     if not float(step_size) > 0 or not math.isfinite(float(step_size)):
         raise ValueError(f"step_size must be a positive finite number; got {step_size}.")
     k_init, k_run = jax.random.split(key)
-    x0 = _initial_points(result_or_energy, k_init, init, int(n_chains))
+    x0 = _initial_points(result_or_energy, k_init, init, int(num_chains))
     dim = getattr(energy, "dim", x0.shape[1])
     if x0.shape[1] != dim:
         raise ValueError(f"initial points have dimension {x0.shape[1]}; the energy {dim}.")
     if devices is not None:
-        mesh = walker_mesh(devices, int(n_chains))
-        x0, energy = place(x0, mesh, int(n_chains)), place(energy, mesh, None)
+        mesh = walker_mesh(devices, int(num_chains))
+        x0, energy = place(x0, mesh, int(num_chains)), place(energy, mesh, None)
 
     xr = _arviz.xarray()
-    n_records = int(n_steps) // int(thin)
+    num_records = int(num_steps) // int(thin)
     xs, us, accs, columns = _run_chains(
-        energy, k_run, x0, int(n_warmup), n_records, int(thin), float(step_size), kernel
+        energy, k_run, x0, int(num_warmup), num_records, int(thin), float(step_size), kernel
     )
     xs, us, accs, columns = jax.device_get((xs, us, accs, columns))
     _check_chains(xs, us, accs, kernel, float(step_size))
     # (draw, chain, ...) -> (chain, draw, ...)
     xs, us, accs = np.swapaxes(xs, 0, 1), np.swapaxes(us, 0, 1), np.swapaxes(accs, 0, 1)
     coords = {
-        "chain": np.arange(int(n_chains)),
-        "draw": int(n_warmup) + int(thin) * (1 + np.arange(n_records)) - 1,
+        "chain": np.arange(int(num_chains)),
+        "draw": int(num_warmup) + int(thin) * (1 + np.arange(num_records)) - 1,
         "x_dim": np.arange(dim),
     }
     posterior = xr.Dataset(
@@ -328,8 +332,8 @@ def diagnose(
         min_ess_bulk=min_ess_bulk,
         min_ess_tail=min_ess_tail,
         acceptance=float(np.mean(accs)),
-        n_chains=int(n_chains),
-        n_draws=n_records,
+        num_chains=int(num_chains),
+        num_draws=num_records,
         kernel=kernel,
         step_size=float(step_size),
     )

@@ -146,7 +146,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         s = run.sample
         parts.append("<h2>Generation</h2>")
         line = (
-            f"{s['n']} samples by weighted annealing in {s['n_runs']} independent runs: "
+            f"{s['n']} samples by weighted annealing in {s['num_runs']} independent runs: "
             f"log Z = {_fmt(float(s['log_Z']))} ± {_fmt(float(s['log_Z_se']))} (one standard "
             f"error), ESS {_fmt(float(s['ess']))}."
         )

@@ -8,11 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from smc_ebm._naming import OldAttributes
+
 _BUILTIN = ("step", "ess", "log_Z", "cross_entropy", "resampled", "loss", "acceptance")
 
 
 @dataclasses.dataclass(frozen=True)
-class FitSummary:
+class FitSummary(OldAttributes):
     """Headline numbers of a :class:`~smc_ebm.FitResult`.
 
     Attributes:
@@ -21,7 +23,7 @@ class FitSummary:
         wall_time: seconds spent in ``fit`` (compilation included).
         final_ess: normalised ESS of the final walkers' weights.
         min_ess: smallest recorded ESS (before resampling).
-        n_resamplings: resamplings over the run.
+        num_resamplings: resamplings over the run.
         log_Z: final log Z estimate (NaN for unweighted strategies).
         cross_entropy: final cross-entropy estimate.
         acceptance: mean acceptance of the moves over the recorded steps.
@@ -34,7 +36,7 @@ class FitSummary:
     wall_time: float
     final_ess: float
     min_ess: float
-    n_resamplings: int
+    num_resamplings: int
     log_Z: float
     cross_entropy: float
     acceptance: float
@@ -58,7 +60,7 @@ class FitSummary:
             ("wall time", f"{self.wall_time:.1f} s ({ms_per_step:.2f} ms/step)"),
             ("final ESS", fmt(self.final_ess, ".3f")),
             ("minimum ESS", fmt(self.min_ess, ".3f")),
-            ("resamplings", str(self.n_resamplings)),
+            ("resamplings", str(self.num_resamplings)),
             ("log Z", fmt(self.log_Z)),
             ("cross-entropy", fmt(self.cross_entropy)),
             ("acceptance", fmt(self.acceptance, ".3f")),
@@ -87,7 +89,7 @@ def summarize(result: Any) -> FitSummary:
     """Summarise a :class:`~smc_ebm.FitResult` (what ``result.summary()`` returns).
 
     ``final_ess`` is the ESS of the final weights; ``min_ess`` the minimum over the
-    recorded history (recorded before each step's resampling); ``n_resamplings`` the sum
+    recorded history (recorded before each step's resampling); ``num_resamplings`` the sum
     of the ``resampled`` column (it counts every step, not only the recorded ones).
     """
     import jax
@@ -112,7 +114,7 @@ def summarize(result: Any) -> FitSummary:
         wall_time=float(result.wall_time),
         final_ess=final_ess,
         min_ess=float(np.nanmin(ess)) if ess.size and np.any(np.isfinite(ess)) else float("nan"),
-        n_resamplings=int(np.sum(hist.get("resampled", 0))),
+        num_resamplings=int(np.sum(hist.get("resampled", 0))),
         log_Z=float(result.log_Z),
         cross_entropy=float(result.cross_entropy),
         acceptance=float(np.nanmean(acc))

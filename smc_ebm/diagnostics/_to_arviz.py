@@ -2,7 +2,7 @@ r"""``to_arviz``: fit results and sample results as ArviZ objects.
 
 Every group is laid out on ArviZ's ``(chain, draw, ...)`` dimensions, so that ``az.summary``,
 ``az.plot_trace`` and ``az.plot_rank`` read any of them. A chain is an independent run: the
-``n_runs`` populations of :func:`~smc_ebm.sample`, or the one population of a
+``num_runs`` populations of :func:`~smc_ebm.sample`, or the one population of a
 :func:`~smc_ebm.fit` (one chain; R-hat needs several runs, so it is left undefined rather than
 made up by splitting one population).
 
@@ -124,7 +124,7 @@ def to_arviz(
       walker it copies) and ``ancestor`` (that walker's index in ``walkers``); per chain, as
       coordinates along ``chain``: ``log_marginal_likelihood`` (the chain's log Z, PyMC's
       name), ``ess`` (normalised ESS of the chain's weights), ``ess_abs`` (the same times
-      ``M``), ``n_resampled`` (resamplings), and ``acceptance`` for fit results (mean over
+      ``M``), ``num_resamplings`` (resamplings), and ``acceptance`` for fit results (mean over
       the recorded steps; a sample result stores its pooled ``acceptance`` as an attribute).
     - ``walkers``: ``x (chain, draw, x_dim)``, ``log_weight`` and ``weight`` (normalised in
       each chain): the weighted walkers themselves.
@@ -135,7 +135,7 @@ def to_arviz(
       ``x (chain = walker slot, draw = recorded step, x_dim)`` and ``log_weight``;
       attribute ``stationary = "false"``: not Markov chains of one target.
 
-    A fit result gives one chain (one population); a sample result gives ``n_runs``
+    A fit result gives one chain (one population); a sample result gives ``num_runs``
     chains, the independent runs, so that R-hat compares them.
 
     Args:
@@ -151,7 +151,8 @@ def to_arviz(
         ``arviz.InferenceData`` (ArviZ 0.x) or ``xarray.DataTree`` (ArviZ 1.x).
 
     Example:
-        >>> idata = se.sample(energy, key, 1000, n_runs=4).to_arviz()   # doctest: +SKIP
+        >>> out = se.sample(energy, key=key, num_walkers=1000, num_runs=4)  # doctest: +SKIP
+        >>> idata = out.to_arviz()  # doctest: +SKIP
         >>> az.rhat(idata)                                              # doctest: +SKIP
     """
     key = jax.random.key(0) if key is None else key
@@ -181,7 +182,7 @@ def _fit_groups(result: Any, key: Any, resampling: str) -> tuple[dict[str, Any],
         "log_marginal_likelihood": [float(getattr(result, "log_Z", np.nan))],
         "ess": ess,
         "ess_abs": ess * n,
-        "n_resampled": [int(np.sum(hist.get("resampled", 0)))],
+        "num_resamplings": [int(np.sum(hist.get("resampled", 0)))],
         "acceptance": [float(np.nanmean(acc)) if np.any(np.isfinite(acc)) else np.nan],
     }
     groups = _groups(x[None], a[None], equal_weight_draws(key, a[None], resampling), per_chain)
@@ -221,12 +222,12 @@ def _sample_groups(result: Any, key: Any, resampling: str) -> tuple[dict[str, An
         "log_marginal_likelihood": lz,
         "ess": ess,
         "ess_abs": ess * m,
-        "n_resampled": np.asarray(result.n_resampled).reshape(r),
+        "num_resamplings": np.asarray(result.num_resamplings).reshape(r),
     }
     groups = _groups(x, a, equal_weight_draws(key, a, resampling), per_chain)
     groups["sample_stats"].attrs["acceptance"] = float(result.acceptance)
     attrs = {
-        "n_runs": r,
+        "num_runs": r,
         "log_Z": float(result.log_Z),
         "log_Z_se": float(result.log_Z_se),
         "ess": float(result.ess),

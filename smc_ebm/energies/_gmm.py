@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from smc_ebm._naming import renamed
 from smc_ebm.energies._base import AbstractEnergy, split_energy
 
 
@@ -33,7 +34,7 @@ class GaussianMixture(AbstractEnergy):
 
     Example:
         >>> import jax, smc_ebm as se
-        >>> gmm = se.energies.GaussianMixture.init(jax.random.key(0), n_modes=2, dim=3, scale=0.1)
+        >>> gmm = se.energies.GaussianMixture.init(jax.random.key(0), num_modes=2, dim=3, scale=0.1)
         >>> gmm.weights.shape, gmm.sample(jax.random.key(1), 5).shape
         ((2,), (5, 3))
     """
@@ -53,12 +54,13 @@ class GaussianMixture(AbstractEnergy):
             raise ValueError(f"sigma must be positive; got {self.sigma}.")
 
     @classmethod
+    @renamed()
     def init(
-        cls, key: PRNGKeyArray, n_modes: int, dim: int, scale: float = 1.0, sigma: float = 1.0
+        cls, key: PRNGKeyArray, num_modes: int, dim: int, scale: float = 1.0, sigma: float = 1.0
     ) -> GaussianMixture:
         """Means drawn from ``N(0, scale^2 I)``, equal weights (zero logits)."""
-        means = scale * jax.random.normal(key, (n_modes, dim))
-        return cls(means=means, logits=jnp.zeros(n_modes), sigma=sigma)
+        means = scale * jax.random.normal(key, (num_modes, dim))
+        return cls(means=means, logits=jnp.zeros(num_modes), sigma=sigma)
 
     @property
     def dim(self) -> int:

@@ -23,6 +23,8 @@ from flowjax.distributions import Normal, Transformed
 from flowjax.flows import coupling_flow
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from smc_ebm._naming import renamed
+
 FLOW_KINDS = ("affine", "spline")
 """The kinds of :func:`make_flow`: affine or rational-quadratic spline coupling layers."""
 
@@ -43,13 +45,14 @@ def _zero_last_layers(flow: Any) -> Any:
     return jax.tree.map(zero, flow, is_leaf=lambda n: isinstance(n, eqx.nn.MLP))
 
 
+@renamed()
 def make_flow(
     key: PRNGKeyArray,
     dim: int,
     *,
     sigma: float = 1.0,
     kind: str = "affine",
-    n_layers: int = 8,
+    num_layers: int = 8,
     width: int = 64,
     depth: int = 2,
     knots: int = 8,
@@ -64,7 +67,7 @@ def make_flow(
         sigma: standard deviation of the base (held fixed: not trained by :func:`mle_step`).
         kind: ``"affine"`` (RealNVP-style affine couplings, the default) or ``"spline"``
             (rational-quadratic splines on ``[-interval, interval]``, identity outside).
-        n_layers: coupling layers (each followed by a permutation).
+        num_layers: coupling layers (each followed by a permutation).
         width: hidden width of each conditioner MLP.
         depth: hidden layers of each conditioner MLP.
         knots: spline knots (``kind="spline"``).
@@ -88,9 +91,9 @@ def make_flow(
         raise ValueError(f"make_flow: sigma must be positive; got {sigma}.")
     if kind not in FLOW_KINDS:
         raise ValueError(f"make_flow: kind must be one of {FLOW_KINDS}; got {kind!r}.")
-    if n_layers < 1 or width < 1 or depth < 0:
+    if num_layers < 1 or width < 1 or depth < 0:
         raise ValueError(
-            f"make_flow: need n_layers >= 1, width >= 1, depth >= 0; got {n_layers}, {width}, "
+            f"make_flow: need num_layers >= 1, width >= 1, depth >= 0; got {num_layers}, {width}, "
             f"{depth}."
         )
     base = paramax.non_trainable(Normal(jnp.zeros(dim), jnp.full((dim,), float(sigma))))
@@ -101,7 +104,7 @@ def make_flow(
         key,
         base_dist=base,
         transformer=transformer,
-        flow_layers=n_layers,
+        flow_layers=num_layers,
         nn_width=width,
         nn_depth=depth,
         nn_activation=activation,

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from smc_ebm._naming import RenamedArguments, renamed
+
 
 class KernelState(NamedTuple):
     """A batch of walkers with their cached energies and gradients under one energy.
@@ -58,7 +60,7 @@ def energy_and_grad(energy: Any, x: Float[Array, "n d"]) -> tuple[Array, Array]:
     return jax.vmap(jax.value_and_grad(energy))(x)
 
 
-class Kernel(abc.ABC):
+class Kernel(metaclass=RenamedArguments):
     """A Markov kernel acting on a batch of walkers (see the module docstring).
 
     Subclasses implement :meth:`move`; ``invariant`` says whether the kernel leaves ``e^{-U}``
@@ -87,19 +89,20 @@ class Kernel(abc.ABC):
         return self.init(x, energy), info
 
 
+@renamed()
 def run_chains(
     key: PRNGKeyArray,
     kernel: Kernel,
     energy: Any,
     x0: Float[Array, "C d"],
-    n_records: int,
+    num_records: int,
     *,
     thin: int = 1,
-    n_warmup: int = 0,
+    num_warmup: int = 0,
 ) -> tuple[Float[Array, "R C d"], Float[Array, "R C"], Float[Array, "R C"]]:
     """Independent chains of ``kernel`` under a FIXED ``energy``: the one chain runner.
 
-    Runs ``n_warmup`` unrecorded steps, then ``n_records`` records of ``thin`` steps each.
+    Runs ``num_warmup`` unrecorded steps, then ``num_records`` records of ``thin`` steps each.
     Pure and jittable. Returns ``(positions (R, C, d), energies (R, C), acceptance (R, C))``,
     the acceptance averaged over the ``thin`` steps of each record.
     """
@@ -113,7 +116,7 @@ def run_chains(
 
     k_warm, k_run = jax.random.split(key)
     state = kernel.init(x0, energy)
-    if n_warmup:
-        state, _ = jax.lax.scan(one, state, jax.random.split(k_warm, n_warmup))
-    _, out = jax.lax.scan(record, state, jax.random.split(k_run, n_records))
+    if num_warmup:
+        state, _ = jax.lax.scan(one, state, jax.random.split(k_warm, num_warmup))
+    _, out = jax.lax.scan(record, state, jax.random.split(k_run, num_records))
     return out

@@ -20,16 +20,18 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from smc_ebm._naming import renamed
 from smc_ebm.kernels._base import Kernel, MoveInfo
 
 
+@renamed()
 def isir_move(
     key: PRNGKeyArray,
     x: Float[Array, "n d"],
     u: Float[Array, " n"],
     energy_fn: Callable[[Array], Array],
     flow: Any,
-    n_proposals: int,
+    num_proposals: int,
 ) -> tuple[Float[Array, "n d"], Float[Array, " n"], Float[Array, " n"]]:
     r"""One i-SIR step for each of ``n`` independent chains.
 
@@ -40,17 +42,17 @@ def isir_move(
         energy_fn: ``U``, one sample ``(d,) -> ()``.
         flow: the proposal, with ``log_prob`` and ``sample_and_log_prob`` (a flowjax
             distribution).
-        n_proposals: ``M >= 2``, the size of the candidate set (current point included).
+        num_proposals: ``M >= 2``, the size of the candidate set (current point included).
 
     Returns:
         ``(x_new, u_new, p_move)``: the new points, their energies, and the probability
         :math:`1 - w(y_0) / \sum_j w(y_j)` that each chain left its point.
     """
-    if n_proposals < 2:
-        raise ValueError(f"isir_move: n_proposals must be >= 2; got {n_proposals}.")
+    if num_proposals < 2:
+        raise ValueError(f"isir_move: num_proposals must be >= 2; got {num_proposals}.")
     n, d = x.shape
     k_prop, k_pick = jax.random.split(key)
-    y, log_q_y = flow.sample_and_log_prob(k_prop, (n, n_proposals - 1))
+    y, log_q_y = flow.sample_and_log_prob(k_prop, (n, num_proposals - 1))
     y = y.astype(x.dtype)
     u_y = jax.vmap(jax.vmap(energy_fn))(y)
     log_q_x = flow.log_prob(x)
@@ -85,16 +87,16 @@ class ISIR(Kernel):
 
     Args:
         flow: the proposal (a flowjax distribution).
-        n_proposals: candidates per move, the current point included (``>= 2``).
+        num_proposals: candidates per move, the current point included (``>= 2``).
     """
 
     invariant: ClassVar[bool] = True
 
-    def __init__(self, flow: Any, n_proposals: int):
-        self.flow, self.n_proposals = flow, n_proposals
+    def __init__(self, flow: Any, num_proposals: int):
+        self.flow, self.num_proposals = flow, num_proposals
 
     def move(self, key, state, energy):
         x, u, p_move = isir_move(
-            key, state.position, state.energy, energy, self.flow, self.n_proposals
+            key, state.position, state.energy, energy, self.flow, self.num_proposals
         )
         return x, MoveInfo(p_move, u)

@@ -12,7 +12,9 @@ can reach; the proportions are :math:`\hat p_c = \hat M_c / \sum_{c'} \hat M_{c'
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import warnings
 from typing import Any
 
 import equinox as eqx
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
+from smc_ebm._naming import translate
 from smc_ebm.energies import energy_batch
 
 # Compiled once per energy structure (a fresh jit per call would trace again).
@@ -61,26 +64,46 @@ class ClassMasses:
     mean_energy: np.ndarray
 
 
+def _key_was_second(f: Any) -> Any:
+    """The old order ``(energy, key, data, labels, classifier)``, with a warning."""
+
+    @functools.wraps(f)
+    def call(*args: Any, **kwargs: Any) -> ClassMasses:
+        if len(args) == 5 and "key" not in kwargs:
+            warnings.warn(
+                "smc_ebm: class_masses(): passing `key` by position is deprecated; use "
+                "class_masses(energy, data, labels, classifier, key=...).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            energy, key, *rest = args
+            args, kwargs = (energy, *rest), {**kwargs, "key": key}
+        return f(*args, **translate("class_masses()", kwargs, {"n": "num_walkers"}))
+
+    return call
+
+
+@_key_was_second
 def class_masses(
     energy: Any,
-    key: PRNGKeyArray,
     data: Any,
     labels: Any,
     classifier: Any,
     *,
-    n: int = 1024,
-    n_steps: int = 500,
+    key: PRNGKeyArray,
+    num_walkers: int = 1024,
+    num_steps: int = 500,
     step_size: float = 0.01,
     kernel: str = "mala",
-    n_runs: int = 8,
+    num_runs: int = 8,
     min_scale: float | None = None,
 ) -> ClassMasses:
     r"""Class proportions of the model itself, by annealed importance sampling per class.
 
-    For each class ``c`` of ``classifier.classes``: ``n`` walkers, in ``n_runs`` independent
-    runs, start from the moment-matched diagonal Gaussian of the data of class ``c``
+    For each class ``c`` of ``classifier.classes``: ``num_walkers`` walkers, in ``num_runs``
+    independent runs, start from the moment-matched diagonal Gaussian of the data of class ``c``
     (scales floored at ``min_scale``, default :math:`\sqrt{h}`, which keeps the first
-    Langevin steps stable) and are annealed to ``energy`` in ``n_steps`` steps
+    Langevin steps stable) and are annealed to ``energy`` in ``num_steps`` steps
     (:func:`smc_ebm.sample`). Run ``r`` gives :math:`Z_r` and normalised weights
     :math:`p_{ri}`, and :math:`Z_r \sum_i p_{ri} f(X_{ri})` is unbiased for
     :math:`Z\,\mathbb E_\rho[f]`. With :math:`f = \mathbf 1[\mathrm{clf}(x) = c]`:
@@ -95,8 +118,8 @@ def class_masses(
     these estimate the model's masses, including regions that training never visited.
 
     Annealing too briefly misses mass, and then the standard errors (from the spread of
-    ``n_runs`` runs, whose weights are heavy-tailed) understate the error: check that the
-    proportions and the bases' ``log_Z`` do not move when ``n_steps`` is doubled. On the 8x8
+    ``num_runs`` runs, whose weights are heavy-tailed) understate the error: check that the
+    proportions and the bases' ``log_Z`` do not move when ``num_steps`` is doubled. On the 8x8
     digits models of ``examples/digits_proportions.py``, 200 steps and 800 steps gave
     proportions that differ by far more than the reported errors.
 
@@ -107,19 +130,19 @@ def class_masses(
         labels: ``(N,)`` their classes.
         classifier: an object with ``classes`` and ``predict((n, d)) -> (n,)`` labels (e.g.
             :func:`digit_classifier`).
-        n: walkers per class (a multiple of ``n_runs``, at least ``2 n_runs``).
-        n_steps: annealing steps.
+        num_walkers: walkers per class (a multiple of ``num_runs``, at least ``2 num_runs``).
+        num_steps: annealing steps.
         step_size: Langevin step :math:`h`.
         kernel: ``"mala"`` (default) or ``"ula"`` (Jarzynski increments).
-        n_runs: independent runs per class (at least 2: their spread gives the errors).
+        num_runs: independent runs per class (at least 2: their spread gives the errors).
         min_scale: floor of the bases' scales (default :math:`\sqrt{h}`).
 
     Returns:
         A :class:`ClassMasses`.
 
     Raises:
-        ValueError: shapes disagree, a class has fewer than 2 data points, or ``n`` is not
-            a multiple of ``n_runs >= 2`` with at least 2 walkers per run.
+        ValueError: shapes disagree, a class has fewer than 2 data points, or ``num_walkers`` is not
+            a multiple of ``num_runs >= 2`` with at least 2 walkers per run.
     """
     from smc_ebm import sample  # the public function (not a module import: no cycle)
     from smc_ebm.energies._gaussian import Gaussian
@@ -129,17 +152,17 @@ def class_masses(
     y = np.asarray(labels).reshape(-1)
     if x.ndim != 2 or y.shape[0] != x.shape[0]:
         raise ValueError(f"data must be (N, d) with N labels; got {x.shape} and {y.shape}.")
-    n, n_runs = int(n), int(n_runs)
-    if n_runs < 2 or n < 2 * n_runs or n % n_runs:
+    n, num_runs = int(num_walkers), int(num_runs)
+    if num_runs < 2 or n < 2 * num_runs or n % num_runs:
         raise ValueError(
-            f"n must be a multiple of n_runs >= 2, with at least 2 walkers per run; got "
-            f"n={n}, n_runs={n_runs}."
+            f"num_walkers must be a multiple of num_runs >= 2, with at least 2 walkers per run; "
+            f"got num_walkers={n}, num_runs={num_runs}."
         )
     classes = tuple(classifier.classes)
     floor = math.sqrt(float(step_size)) if min_scale is None else float(min_scale)
-    m = n // n_runs
+    m = n // num_runs
     k = len(classes)
-    log_terms = np.empty((k, n_runs))  # log of run r's estimate of M_c
+    log_terms = np.empty((k, num_runs))  # log of run r's estimate of M_c
     log_z, arrival = np.empty(k), np.empty((k, k))
     ess, acc, mean_u = np.empty(k), np.empty(k), np.empty(k)
     for j, (c, kc) in enumerate(zip(classes, jax.random.split(key, k), strict=True)):
@@ -149,18 +172,18 @@ def class_masses(
         base = Gaussian.fit_to(jnp.asarray(xc), min_scale=floor)
         res = sample(
             energy,
-            kc,
-            n,
+            key=kc,
+            num_walkers=n,
             init=base,
-            n_steps=n_steps,
+            num_steps=num_steps,
             step_size=step_size,
             kernel=kernel,
-            n_runs=n_runs,
+            num_runs=num_runs,
         )
         pred = np.asarray(classifier.predict(res.samples))
         # Pooled log-weights are log Z_r + log p_ri, run by run (see ``sample``).
-        lw = np.asarray(res.log_weights, np.float64).reshape(n_runs, m)
-        inside = (pred == c).reshape(n_runs, m)
+        lw = np.asarray(res.log_weights, np.float64).reshape(num_runs, m)
+        inside = (pred == c).reshape(num_runs, m)
         with np.errstate(divide="ignore"):
             log_terms[j] = np.log(np.sum(np.exp(lw - lw.max()) * inside, axis=1)) + lw.max()
         arrival[j] = class_proportions(pred, classes, res.log_weights)
@@ -172,7 +195,7 @@ def class_masses(
     top = np.max(log_terms)
     z = np.exp(log_terms - top)  # (K, R), on a common scale
     masses = z.mean(axis=1)
-    var = z.var(axis=1, ddof=1) / n_runs
+    var = z.var(axis=1, ddof=1) / num_runs
     total = masses.sum()
     p = masses / total
     # Delta method, the classes' runs independent: dp_c/dM_c = (1 - p_c) / T,

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
+from smc_ebm._naming import OldAttributes, renamed
+
 
 def class_proportions(
     predicted: Any,
@@ -74,21 +76,21 @@ def proportion_errors(
 
 
 @dataclasses.dataclass(frozen=True)
-class DigitClassifier:
+class DigitClassifier(OldAttributes):
     """A scikit-learn classifier of images in ``[-1, 1]``, and its held-out accuracy.
 
     Attributes:
         model: the fitted scikit-learn estimator.
         classes: the labels it predicts.
         test_accuracy: accuracy on the held-out images.
-        n_train, n_test: sizes of the two splits.
+        num_train, num_test: sizes of the two splits.
     """
 
     model: Any
     classes: tuple[int, ...]
     test_accuracy: float
-    n_train: int
-    n_test: int
+    num_train: int
+    num_test: int
 
     def predict(self, x: Any) -> np.ndarray:
         """Labels of ``(n, d)`` images; values are clipped to ``[-1, 1]`` first."""
@@ -99,6 +101,7 @@ class DigitClassifier:
         return class_proportions(self.predict(x), self.classes, log_weights)
 
 
+@renamed()
 def digit_classifier(
     key: PRNGKeyArray,
     labels: Sequence[int] = (2, 3, 6),
@@ -135,8 +138,8 @@ def digit_classifier(
     x = np.asarray(data.samples, np.float64)
     y = np.asarray(data.info["labels"])
     perm = np.asarray(jax.random.permutation(k_split, x.shape[0]))
-    n_test = max(1, int(round(test_fraction * x.shape[0])))
-    test, train = perm[:n_test], perm[n_test:]
+    num_test = max(1, int(round(test_fraction * x.shape[0])))
+    test, train = perm[:num_test], perm[num_test:]
     model = LogisticRegression(C=C, max_iter=2000).fit(x[train], y[train])
     acc = float(np.mean(model.predict(x[test]) == y[test]))
     return DigitClassifier(model, tuple(int(c) for c in labels), acc, train.size, test.size)

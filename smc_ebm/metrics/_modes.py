@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from smc_ebm._naming import renamed
 from smc_ebm.kernels import make_kernel, run_chains
 
 
@@ -92,26 +93,28 @@ def rhat(chains: Any) -> float:
     chains = np.asarray(chains)
     if chains.ndim != 3 or chains.shape[0] < 2 or chains.shape[1] < 4:
         raise ValueError(
-            f"rhat: chains must have shape (n_chains >= 2, n_draws >= 4, d); got {chains.shape}."
+            f"rhat: chains must have shape (num_chains >= 2, num_draws >= 4, d); "
+            f"got {chains.shape}."
         )
     return float(np.max(np.asarray(device_rhat(jnp.asarray(chains)))))
 
 
+@renamed()
 def langevin_chains(
     key: PRNGKeyArray,
     energy: Callable[[Array], Array],
     x0: Float[Array, "C d"],
-    n_steps: int,
+    num_steps: int,
     step_size: float,
     kernel: str = "ula",
 ) -> Float[Array, "C T d"]:
-    """Independent ULA or MALA chains from ``x0`` under a fixed energy, ``(C, n_steps, d)``."""
+    """Independent ULA or MALA chains from ``x0`` under a fixed energy, ``(C, num_steps, d)``."""
     if kernel not in ("ula", "mala"):
         raise ValueError(f"kernel must be 'ula' or 'mala'; got {kernel!r}.")
 
     @jax.jit
     def run(key, x0):
-        xs, _, _ = run_chains(key, make_kernel(kernel, step_size), energy, x0, n_steps)
+        xs, _, _ = run_chains(key, make_kernel(kernel, step_size), energy, x0, num_steps)
         return jnp.swapaxes(xs, 0, 1)
 
     return run(key, jnp.asarray(x0))

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 
 import smc_ebm as se
+from smc_ebm._naming import renamed
 
 
 def tilted_energy(key, dim, sigma, width, depth, flow_key, flow_kw):
@@ -18,21 +19,22 @@ def tilted_energy(key, dim, sigma, width, depth, flow_key, flow_kw):
     return se.energies.Tilted(net, se.flows.base_distribution(flow)), flow
 
 
-def flow_strategies(n_walkers, flow, step_size, ula_step, n_proposals, flow_lr):
+@renamed()
+def flow_strategies(num_walkers, flow, step_size, ula_step, num_proposals, flow_lr):
     """FlowMC, flow-Jarzynski, Jarzynski (ULA) and PCD as the flow examples configure them."""
     common = dict(
         step_size=step_size,
         flow=flow,
-        n_proposals=n_proposals,
-        n_global=1,
-        n_local=2,
+        num_proposals=num_proposals,
+        num_global=1,
+        num_local=2,
         flow_optimizer=optax.adam(flow_lr),
     )
     return {
-        "FlowMC": se.FlowMC(n_walkers, **common),
-        "flow-Jarzynski": se.FlowJarzynski(n_walkers, feedback_correction=False, **common),
-        "Jarzynski (ULA)": se.Jarzynski(n_walkers, ula_step, feedback_correction=False),
-        "PCD": se.PCD(n_walkers, ula_step),
+        "FlowMC": se.FlowMC(num_walkers, **common),
+        "flow-Jarzynski": se.FlowJarzynski(num_walkers, feedback_correction=False, **common),
+        "Jarzynski (ULA)": se.Jarzynski(num_walkers, ula_step, feedback_correction=False),
+        "PCD": se.PCD(num_walkers, ula_step),
     }
 
 

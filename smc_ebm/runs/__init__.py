@@ -15,12 +15,12 @@ the seed (see ``docs/diagnostics.md`` for every key)::
 
     [energy]
     name = "GaussianMixture"    # or "MLP", "Gaussian"
-    n_modes = 2
+    num_modes = 2
     scale = 0.1
 
     [strategy]
     name = "Jarzynski"          # or "PCD", "CD", "Unweighted"
-    n_walkers = 1000
+    num_walkers = 1000
     step_size = 0.1
     resampling = { name = "ESSResampling", threshold = 0.5 }
 
@@ -29,12 +29,12 @@ the seed (see ``docs/diagnostics.md`` for every key)::
     learning_rate = 0.05        # or per_field = { logits = { name = "sgd", ... }, ... }
 
     [diagnostics]               # optional: independent chains under the trained energy
-    n_chains = 128
-    n_steps = 1000
+    num_chains = 128
+    num_steps = 1000
 
     [sample]                    # optional: generation with log Z and its error bar,
-    n = 2000                    # annealed from a Gaussian moment-matched to the data
-    n_steps = 200
+    num_walkers = 2000          # annealed from a Gaussian moment-matched to the data
+    num_steps = 200
 
 The run directory holds ``config.toml`` (the file as given), ``run.json`` (the resolved
 config, the status, the summary, the diagnostics and sampling figures, the sha256 of every

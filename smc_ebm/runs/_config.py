@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import tomllib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from smc_ebm._naming import OLD_NAMES, renamed
 from smc_ebm.runs._files import name_problem
 
 FORMAT_VERSION = 1
@@ -31,14 +33,38 @@ _TOP_KEYS = {
 }
 _DIAG_DEFAULTS = {
     "enabled": True,
-    "n_chains": 128,
-    "n_steps": 1000,
+    "num_chains": 128,
+    "num_steps": 1000,
     "kernel": "mala",
     "step_size": None,
-    "n_warmup": 0,
+    "num_warmup": 0,
     "thin": 1,
 }
-_SAMPLE_KEYS = {"n", "n_steps", "step_size", "kernel", "n_runs"}
+_SAMPLE_KEYS = {"num_walkers", "num_steps", "step_size", "kernel", "num_runs"}
+_SAMPLE_OLD = {"n": "num_walkers"}
+
+
+def _new_names(cfg: dict) -> None:
+    """Rename, in place, the sections' keys that the API renamed, with a warning.
+
+    E.g. ``n_walkers`` -> ``num_walkers``, ``[sample] n`` -> ``num_walkers``. The warning is
+    a ``FutureWarning``, shown to the command line's users (a ``DeprecationWarning`` is not).
+    """
+    for section in ("dataset", "energy", "strategy", "diagnostics", "sample"):
+        spec = cfg.get(section)
+        if not isinstance(spec, dict):
+            continue
+        names = {**OLD_NAMES, **(_SAMPLE_OLD if section == "sample" else {})}
+        for old in [k for k in spec if k in names]:
+            new = names[old]
+            if new in spec:
+                continue  # both given: the section's check names the unknown old key
+            warnings.warn(
+                f"config [{section}]: `{old}` is deprecated; use `{new}`.",
+                FutureWarning,
+                stacklevel=3,
+            )
+            spec[new] = spec.pop(old)
 
 
 # ----------------------------------------------------------------------------- config
@@ -101,6 +127,7 @@ def config_problems(cfg: Mapping) -> tuple[dict, list[str]]:
     are built (``smc_ebm.runs._plan``).
     """
     cfg = copy.deepcopy(dict(cfg))
+    _new_names(cfg)
     problems: list[str] = []
     unknown = set(cfg) - _TOP_KEYS - {"_base_dir"}
     if unknown:
@@ -134,16 +161,16 @@ def config_problems(cfg: Mapping) -> tuple[dict, list[str]]:
     bad = set(diag) - set(_DIAG_DEFAULTS)
     if bad:
         problems.append(f"config: unknown [diagnostics] keys {sorted(bad)}.")
-    for key in ("n_chains", "n_steps", "thin"):
+    for key in ("num_chains", "num_steps", "thin"):
         _count("[diagnostics] ", key, diag.get(key), 1, problems)
-    _count("[diagnostics] ", "n_warmup", diag.get("n_warmup"), 0, problems)
+    _count("[diagnostics] ", "num_warmup", diag.get("num_warmup"), 0, problems)
     cfg["diagnostics"] = {**_DIAG_DEFAULTS, **diag}
     if "sample" in cfg:
         smp = _section(cfg, "sample", problems)
         bad = set(smp) - _SAMPLE_KEYS
         if bad:
             problems.append(f"config: unknown [sample] keys {sorted(bad)}.")
-        for key in ("n", "n_steps", "n_runs"):
+        for key in ("num_walkers", "num_steps", "num_runs"):
             _count("[sample] ", key, smp.get(key), 1, problems)
         cfg["sample"] = smp
     return cfg, problems
@@ -175,7 +202,8 @@ def _call(section: str, fn: Any, kwargs: Mapping) -> Any:
         raise ValueError(f"config [{section}]: {err}") from err
 
 
-def build_dataset(spec: Mapping, key: Any, base_dir: str | Path = ".") -> Any:
+@renamed(positional=("key", "base_dir"))
+def build_dataset(spec: Mapping, *, key: Any, base_dir: str | Path = ".") -> Any:
     """The :class:`~smc_ebm.datasets.Dataset` of a ``[dataset]`` section."""
     from smc_ebm import datasets
 
@@ -211,7 +239,8 @@ def build_dataset(spec: Mapping, key: Any, base_dir: str | Path = ".") -> Any:
     return data
 
 
-def build_energy(spec: Mapping, dim: int, key: Any, data: Any = None) -> Any:
+@renamed(positional=("key", "data"), n_args=2)
+def build_energy(spec: Mapping, dim: int, *, key: Any, data: Any = None) -> Any:
     """The energy of an ``[energy]`` section, of dimension ``dim``."""
     import jax.numpy as jnp
 

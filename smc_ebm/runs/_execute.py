@@ -169,9 +169,9 @@ def _finish(plan: Plan, result: Any, meta: dict, keys: tuple, say: Any) -> None:
     diag = None
     dcfg = dict(cfg["diagnostics"])
     if dcfg.pop("enabled"):
-        say(f"diagnose: {dcfg['n_chains']} chains x {dcfg['n_steps']} steps ({dcfg['kernel']})")
+        say(f"diagnose: {dcfg['num_chains']} chains x {dcfg['num_steps']} steps ({dcfg['kernel']})")
         try:
-            diag = se.diagnose(result, k_diag, **dcfg)
+            diag = se.diagnose(result, key=k_diag, **dcfg)
         except FloatingPointError as err:  # chains that diverged: said, not fatal to the run
             meta["diagnostics"] = {"error": str(err)}
             say(str(err))
@@ -184,23 +184,23 @@ def _finish(plan: Plan, result: Any, meta: dict, keys: tuple, say: Any) -> None:
     out = None
     if "sample" in cfg:
         scfg = dict(cfg["sample"])
-        n = int(scfg.pop("n", 1000))
+        n = int(scfg.pop("num_walkers", 1000))
         say(f"sample: {n} samples")
         # The base: a Gaussian moment-matched to the data, which covers the trained model
         # far better than a standard normal when the data are not centred and scaled.
         base = se.energies.Gaussian.fit_to(data.samples)
         try:
-            out = se.sample(result.energy, k_sample, n, init=base, **scfg)
+            out = se.sample(result.energy, key=k_sample, num_walkers=n, init=base, **scfg)
         except FloatingPointError as err:
             meta["sample"] = {"error": str(err)}
             say(str(err))
     if out is not None:
         meta["sample"] = {
-            "n": n,
+            "num_walkers": n,
             "log_Z": out.log_Z,
             "log_Z_se": out.log_Z_se,
             "ess": out.ess,
-            "n_runs": int(out.log_Z_runs.shape[0]),
+            "num_runs": int(out.log_Z_runs.shape[0]),
             "acceptance": out.acceptance,
         }
         blob = to_bytes(lambda f: np.save(f, np.asarray(out.resampled)))

@@ -229,11 +229,11 @@ def _build(cfg: dict, base_dir: str, problems: list[str]) -> dict[str, Any]:
     seed = cfg["seed"] if isinstance(cfg["seed"], int) else 0  # a bad seed is named already
     key = jax.random.key(seed)
     k_data, k_energy, k_fit, k_diag, k_sample = jax.random.split(key, 5)
-    data = attempt("dataset", lambda: build_dataset(cfg["dataset"], k_data, base_dir))
+    data = attempt("dataset", lambda: build_dataset(cfg["dataset"], key=k_data, base_dir=base_dir))
     energy = None
     if data is not None:
         energy = attempt(
-            "energy", lambda: build_energy(cfg["energy"], data.dim, k_energy, data.samples)
+            "energy", lambda: build_energy(cfg["energy"], data.dim, key=k_energy, data=data.samples)
         )
         if energy is not None:
             attempt("energy", lambda: check_trainable(energy))

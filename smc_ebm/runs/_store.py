@@ -170,7 +170,7 @@ def load_run(path: str | Path) -> Run:
             raise ValueError(f"run file {path / name} cannot be read: {err!r}") from None
 
     # A skeleton of the same structure; its leaves are replaced by the saved ones.
-    skeleton = build_energy(cfg["energy"], int(meta["dim"]), jax.random.key(0))
+    skeleton = build_energy(cfg["energy"], int(meta["dim"]), key=jax.random.key(0))
     energy = read("energy.eqx", lambda p: eqx.tree_deserialise_leaves(p, skeleton))
 
     def npz(p: Path) -> dict[str, np.ndarray]:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from smc_ebm._naming import renamed
 from smc_ebm.kernels._base import Kernel, KernelState
 from smc_ebm.kernels._evaluate import evaluate
 from smc_ebm.kernels._langevin import make_kernel
@@ -173,20 +174,21 @@ class Interpolated(eqx.Module):
         return (1.0 - self.t) * self.base(x) + self.t * self.energy(x)
 
 
+@renamed()
 def anneal(
     key: PRNGKeyArray,
     base: Any,
     energy: Any,
     x: Array,
     *,
-    n_steps: int,
+    num_steps: int,
     step_size: float,
     kernel: str | Kernel = "ula",
     resampling: Any = None,
 ) -> tuple[Array, Array, Array, Array, Array]:
     r"""Anneal walkers from ``base`` to ``energy``: a scan of :func:`step`.
 
-    The path is :math:`U_t = (1 - t) U_\mathrm{base} + t U`, ``t`` on ``n_steps`` equal
+    The path is :math:`U_t = (1 - t) U_\mathrm{base} + t U`, ``t`` on ``num_steps`` equal
     steps from 0 to 1. Each step moves the walkers with the kernel of :math:`U_{t_j}` and
     adds the Jarzynski (ULA) or AIS (MALA) increment, exactly as during training, so
     :math:`\mathbb E[f(X) e^{A}] / \mathbb E[e^A] = \mathbb E_{\rho}[f]` and
@@ -198,14 +200,14 @@ def anneal(
         base: the starting energy; ``x`` must be distributed as its density.
         energy: the target energy.
         x: ``(n, d)`` walkers drawn from the base.
-        n_steps: number of annealing steps (``>= 1``).
+        num_steps: number of annealing steps (``>= 1``).
         step_size: Langevin step ``h``.
         kernel: ``"ula"``, ``"mala"`` or a :class:`~smc_ebm.kernels.Kernel`.
         resampling: schedule called with the annealing step index and the ESS (default
             :class:`ESSResampling` at 0.5, systematic).
 
     Returns:
-        ``(x, log_weights, log_ratio, n_resampled, acceptance)``: final positions
+        ``(x, log_weights, log_ratio, num_resamplings, acceptance)``: final positions
         ``(n, d)``, log-weights ``(n,)`` since the last resampling, the estimate of
         :math:`\log Z - \log Z_\mathrm{base}`, the number of resamplings and the mean
         acceptance of the moves (1 for ULA).
@@ -217,7 +219,7 @@ def anneal(
         return Interpolated(base, energy, jnp.asarray(t, x.dtype))
 
     u, g, _ = evaluate(path(0.0), x)
-    ts = jnp.linspace(0.0, 1.0, n_steps + 1, dtype=x.dtype)
+    ts = jnp.linspace(0.0, 1.0, num_steps + 1, dtype=x.dtype)
     zero = jnp.zeros((), x.dtype)
     population = Population(x, u, g, jnp.zeros(x.shape[0], x.dtype), zero)
 
@@ -226,8 +228,8 @@ def anneal(
         population, info = step(k, population, path(t0), path(t1), kernel, None, resampling, j)
         return population, (info.resampled, info.acceptance)
 
-    keys = jax.random.split(key, n_steps)
-    steps = jnp.arange(n_steps)
+    keys = jax.random.split(key, num_steps)
+    steps = jnp.arange(num_steps)
     population, (dos, accs) = jax.lax.scan(body, population, (keys, steps, ts[:-1], ts[1:]))
     return (
         population.position,

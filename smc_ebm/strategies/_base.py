@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from smc_ebm._naming import OldAttributes, RenamedArguments
 from smc_ebm.energies import energy_l2_grad
 from smc_ebm.kernels import mean_param_grad
 from smc_ebm.smc import Population, row_sum
@@ -127,7 +128,7 @@ def walker_checks(state: WalkerState, certified: bool = False) -> dict[str, Arra
     }
 
 
-class AbstractStrategy(abc.ABC):
+class AbstractStrategy(OldAttributes, metaclass=RenamedArguments):
     """A way of estimating the model term ``E_rho_theta[dU/dtheta]`` of the gradient.
 
     The protocol (``fit`` uses nothing else but :meth:`init_state`), at each optimizer
@@ -225,16 +226,17 @@ class AbstractStrategy(abc.ABC):
         return state, info.resampled, info.acceptance
 
 
-def check_init_array(init: Any, n_walkers: int, dim: int) -> None:
-    """Raise ``ValueError`` unless an explicit ``init`` array has shape ``(n_walkers, dim)``.
+def check_init_array(init: Any, num_walkers: int, dim: int) -> None:
+    """Raise ``ValueError`` unless an explicit ``init`` array has shape ``(num_walkers, dim)``.
 
     A string ``init`` (a named start) passes; each strategy validates its own names.
     """
     if not isinstance(init, str):
         shape = np.shape(init)
-        if shape != (n_walkers, dim):
+        if shape != (num_walkers, dim):
             raise ValueError(
-                f"init array must have shape (n_walkers, dim) = ({n_walkers}, {dim}); got {shape}."
+                f"init array must have shape (num_walkers, dim) = ({num_walkers}, {dim}); "
+                f"got {shape}."
             )
 
 

@@ -79,7 +79,7 @@ class Dual(AbstractStrategy):
     restarted since the previous record.
 
     Args:
-        n_walkers: number of walkers ``N >= 2``.
+        num_walkers: number of walkers ``N >= 2``.
         step_size: the time step ``s`` of the walkers (in units of ``f``, see above).
         alpha: the neurons' time step relative to the walkers' (``<< 1`` primal, ``>> 1`` dual);
             it enters through :meth:`optimizer` and ``restart_prob="score_matching"``.
@@ -104,7 +104,7 @@ class Dual(AbstractStrategy):
         ...              num_steps=50, key=jax.random.key(2), progress=False)
     """
 
-    n_walkers: int
+    num_walkers: int
     _: dataclasses.KW_ONLY
     step_size: float
     alpha: float
@@ -114,8 +114,8 @@ class Dual(AbstractStrategy):
     radius: float | None = 1.0
 
     def __post_init__(self) -> None:
-        if int(self.n_walkers) < 2:
-            raise ValueError(f"n_walkers must be >= 2; got {self.n_walkers}.")
+        if int(self.num_walkers) < 2:
+            raise ValueError(f"num_walkers must be >= 2; got {self.num_walkers}.")
         for name in ("step_size", "alpha"):
             v = float(getattr(self, name))
             if not v > 0 or not math.isfinite(v):
@@ -164,13 +164,13 @@ class Dual(AbstractStrategy):
         return jnp.asarray(float(p))
 
     def validate(self, dim: int, n_data: int) -> None:
-        check_init_array(self.init, self.n_walkers, dim)
+        check_init_array(self.init, self.num_walkers, dim)
 
     def init_state(
         self, key: PRNGKeyArray, energy: Any, data: Array, log_Z0: Array | None
     ) -> DualState:
         manifold = manifold_of(energy)
-        n = int(self.n_walkers)
+        n = int(self.num_walkers)
         if not isinstance(self.init, str):
             x = jnp.asarray(self.init, data.dtype)
         elif self.init == "uniform":

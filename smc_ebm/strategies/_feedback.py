@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
+from smc_ebm._naming import OldAttributes, RenamedArguments
 from smc_ebm.kernels import evaluate, per_walker_sized
 
 # Walkers probed per step (all of them when there are fewer).
@@ -38,7 +39,7 @@ def _replace(state, walkers):
 
 
 @dataclasses.dataclass(frozen=True)
-class FeedbackCorrection:
+class FeedbackCorrection(OldAttributes, metaclass=RenamedArguments):
     """Remove, to first order, the walkers' influence on their own weights through the update.
 
     ``fit`` asks a strategy for its update rule (:meth:`AbstractStrategy.update_rule`); this
@@ -52,7 +53,7 @@ class FeedbackCorrection:
         start: the first step at which the correction applies.
         estimator: ``"probe"`` (one Rademacher probe per step) or ``"exact"`` (each walker's
             own parameter gradient).
-        n_active: at most this many walkers entered a step's gradient (a moved batch).
+        num_active: at most this many walkers entered a step's gradient (a moved batch).
         get: where the :class:`~smc_ebm.strategies.WalkerState` sits in the strategy's
             state: ``get(state)`` returns it (identity by default).
         put: ``put(state, walkers)`` returns the state with the walker state replaced.
@@ -61,7 +62,7 @@ class FeedbackCorrection:
     mode: bool | str = "auto"
     start: int = 0
     estimator: str = "probe"
-    n_active: int | None = None
+    num_active: int | None = None
     get: Callable[[Any], Any] = _identity
     put: Callable[[Any, Any], Any] = _replace
 
@@ -100,7 +101,7 @@ class FeedbackCorrection:
                 params,
                 static,
                 walkers,
-                self.n_active,
+                self.num_active,
                 exact=self.estimator == "exact",
             )
             return updates, new_opt, walkers.log_weights + corr
@@ -150,7 +151,9 @@ def update_is_linear(optimizer, opt_state, params) -> bool:
     )
 
 
-def correction(key, optimizer, grad, opt_state, params, static, state, n_active=None, exact=False):
+def correction(
+    key, optimizer, grad, opt_state, params, static, state, num_active=None, exact=False
+):
     r"""Optimizer update and the first-order correction of the walkers' self-influence.
 
     The self-term ``q_i \delta_i^T J (\delta_i - m)`` is removed with ``S = -diag(J)``
@@ -158,7 +161,7 @@ def correction(key, optimizer, grad, opt_state, params, static, state, n_active=
     ``d_i = \delta_i \cdot S^{1/2} v``: ``E[d_i (d_i - m \cdot S^{1/2} v)] =
     \delta_i^T S (\delta_i - m)``, with ``m`` the state's ``param_grad`` (the estimate that
     entered the update). Only walkers with ``q_i > 0`` (``state.grad_weights``) have a
-    self-term: when at most ``n_active < N`` of them entered the gradient (a moved batch), those
+    self-term: when at most ``num_active < N`` of them entered the gradient (a moved batch), those
     are found first. With more than :data:`CORRECTION_PROBES` of them, only every
     ``stride``-th one (random offset) is probed and its term scaled by ``stride``: the same
     expectation, at ``1 / stride`` of the cost. ``exact=True`` replaces the probe by each probed
@@ -176,7 +179,7 @@ def correction(key, optimizer, grad, opt_state, params, static, state, n_active=
     # zero); no walker influences such a coordinate to first order, so it gets no correction.
     scale = [jnp.maximum(-jnp.where(jnp.isfinite(d), d, 0.0), 0.0) for d in leaves]
     n = state.position.shape[0]
-    m = n if n_active is None else min(int(n_active), n)
+    m = n if num_active is None else min(int(num_active), n)
     # The walkers that entered the gradient (``m`` at most; index n pads when fewer did).
     pool = jnp.arange(n) if m == n else jnp.nonzero(state.grad_weights > 0, size=m, fill_value=n)[0]
     stride = max(1, m // CORRECTION_PROBES)

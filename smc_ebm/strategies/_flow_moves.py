@@ -1,6 +1,6 @@
 """The moves and the flow training of the flow strategies (:mod:`smc_ebm.strategies._flowmc`).
 
-:func:`flow_moves` is ``n_global`` i-SIR moves with the flow as proposal followed by ``n_local``
+:func:`flow_moves` is ``num_global`` i-SIR moves with the flow as proposal followed by ``num_local``
 MALA moves whose step size is adapted toward a target acceptance; every move leaves the model
 invariant. :class:`FlowMoves` is the same moves at a fixed step size as one
 :class:`~smc_ebm.kernels.Kernel`, for :func:`~smc_ebm.kernels.run_chains`.
@@ -23,9 +23,9 @@ from smc_ebm.smc import log_mean_exp, resample_indices
 
 
 def flow_moves(
-    key, x, energy, flow, step_size, n_global, n_local, n_proposals, target_accept, adapt_rate
+    key, x, energy, flow, step_size, num_global, num_local, num_proposals, target_accept, adapt_rate
 ):
-    """``n_global`` i-SIR moves then ``n_local`` MALA moves, all invariant for ``energy``.
+    """``num_global`` i-SIR moves then ``num_local`` MALA moves, all invariant for ``energy``.
 
     Returns ``(x, adapted step size, mean MALA acceptance, mean i-SIR move probability)``.
     """
@@ -33,17 +33,17 @@ def flow_moves(
     dtype = x.dtype
     u = jax.vmap(energy)(x)
     p_move = jnp.asarray(0.0, dtype)
-    if n_global:
+    if num_global:
 
         def glob(carry, k):
             x, u = carry
-            x, u, p = isir_move(k, x, u, energy, flow, n_proposals)
+            x, u, p = isir_move(k, x, u, energy, flow, num_proposals)
             return (x, u), jnp.mean(p)
 
-        (x, u), ps = jax.lax.scan(glob, (x, u), jax.random.split(k_glob, n_global))
+        (x, u), ps = jax.lax.scan(glob, (x, u), jax.random.split(k_glob, num_global))
         p_move = jnp.mean(ps).astype(dtype)
     acc = jnp.asarray(1.0, dtype)
-    if n_local:
+    if num_local:
         u, g, _ = evaluate(energy, x)
 
         def loc(carry, k):
@@ -54,7 +54,7 @@ def flow_moves(
             return (x, u, g, h), acc
 
         (x, u, g, step_size), accs = jax.lax.scan(
-            loc, (x, u, g, step_size), jax.random.split(k_loc, n_local)
+            loc, (x, u, g, step_size), jax.random.split(k_loc, num_local)
         )
         acc = jnp.mean(accs)
     return x, step_size, acc, p_move
@@ -76,9 +76,9 @@ class FlowMoves(Kernel):
             energy,
             self.flow,
             self.step_size,
-            s.n_global,
-            s.n_local,
-            s.n_proposals,
+            s.num_global,
+            s.num_local,
+            s.num_proposals,
             s.target_accept,
             0.0,
         )
@@ -123,7 +123,7 @@ def train_flow(key, flow, opt_state, buffer, x, a, weighted, flow_steps, batch, 
 
 
 @functools.lru_cache(maxsize=16)
-def template_static(dim, kind, n_layers, width, depth, knots, interval):
+def template_static(dim, kind, num_layers, width, depth, knots, interval):
     """The non-array part of a default flow (it depends neither on the key nor on sigma).
 
     It holds closures over concrete arrays, so it must first be built outside any trace:
@@ -133,7 +133,7 @@ def template_static(dim, kind, n_layers, width, depth, knots, interval):
         jax.random.key(0),
         dim,
         kind=kind,
-        n_layers=n_layers,
+        num_layers=num_layers,
         width=width,
         depth=depth,
         knots=knots,
@@ -156,7 +156,7 @@ def default_flow(strategy: Any, key: Any, data: Any) -> Any:
         data.shape[1],
         sigma=sigma,
         kind=strategy.flow_kind,
-        n_layers=strategy.flow_layers,
+        num_layers=strategy.flow_layers,
         width=strategy.flow_width,
         depth=strategy.flow_depth,
         knots=strategy.flow_knots,

@@ -1,8 +1,8 @@
 r"""Flow-assisted persistent chains: FlowMC (flowMC-EBM) and flow-Jarzynski (DESIGN 1.3).
 
 Both strategies carry a companion flow :math:`q_\phi` that is trained, at every optimizer step,
-by maximum likelihood on the negative samples, and move their walkers with ``n_global`` i-SIR
-moves (flow proposals) followed by ``n_local`` MALA moves whose step size is adapted toward
+by maximum likelihood on the negative samples, and move their walkers with ``num_global`` i-SIR
+moves (flow proposals) followed by ``num_local`` MALA moves whose step size is adapted toward
 ``target_accept``. Both kernels leave the model invariant, so:
 
 * :func:`FlowMC` (Grenioux, Moulines & Gabrié, 2023) uses the moved walkers as plain
@@ -102,12 +102,12 @@ class FlowStrategy(AbstractStrategy):
     The common engine of :func:`FlowMC` and :func:`FlowJarzynski`; use those constructors.
     """
 
-    n_walkers: int = 1000
+    num_walkers: int = 1000
     step_size: float = 0.05
     flow: Any = None
-    n_proposals: int = 32
-    n_global: int = 2
-    n_local: int = 4
+    num_proposals: int = 32
+    num_global: int = 2
+    num_local: int = 4
     target_accept: float = 0.75
     adapt_rate: float = 0.05
     flow_optimizer: Any = None
@@ -129,17 +129,17 @@ class FlowStrategy(AbstractStrategy):
     feedback_correction: bool | str = False
 
     def __post_init__(self) -> None:
-        if int(self.n_walkers) < 2:
-            raise ValueError(f"n_walkers must be >= 2; got {self.n_walkers}.")
+        if int(self.num_walkers) < 2:
+            raise ValueError(f"num_walkers must be >= 2; got {self.num_walkers}.")
         check_feedback_correction(self.feedback_correction)
         if not float(self.step_size) > 0 or not math.isfinite(float(self.step_size)):
             raise ValueError(f"step_size must be a positive finite number; got {self.step_size}.")
-        if self.n_proposals < 2:
-            raise ValueError(f"n_proposals must be >= 2; got {self.n_proposals}.")
-        if self.n_global < 0 or self.n_local < 0 or self.n_global + self.n_local == 0:
+        if self.num_proposals < 2:
+            raise ValueError(f"num_proposals must be >= 2; got {self.num_proposals}.")
+        if self.num_global < 0 or self.num_local < 0 or self.num_global + self.num_local == 0:
             raise ValueError(
-                f"n_global and n_local must be >= 0 and not both 0; got {self.n_global}, "
-                f"{self.n_local}."
+                f"num_global and num_local must be >= 0 and not both 0; got {self.num_global}, "
+                f"{self.num_local}."
             )
         if not 0.0 < self.target_accept < 1.0:
             raise ValueError(f"target_accept must be in (0, 1); got {self.target_accept}.")
@@ -149,9 +149,9 @@ class FlowStrategy(AbstractStrategy):
             raise ValueError(f"flow_steps must be >= 0; got {self.flow_steps}.")
         if self.flow_batch is not None and self.flow_batch < 1:
             raise ValueError(f"flow_batch must be >= 1; got {self.flow_batch}.")
-        if self.buffer_size < 0 or (0 < self.buffer_size < self.n_walkers):
+        if self.buffer_size < 0 or (0 < self.buffer_size < self.num_walkers):
             raise ValueError(
-                f"buffer_size must be 0 (no buffer) or >= n_walkers={self.n_walkers}; "
+                f"buffer_size must be 0 (no buffer) or >= num_walkers={self.num_walkers}; "
                 f"got {self.buffer_size}."
             )
         if self.flow_sigma is not None and not float(self.flow_sigma) > 0:
@@ -189,12 +189,12 @@ class FlowStrategy(AbstractStrategy):
         flow_dim = None if self.flow is None else getattr(self.flow, "shape", (None,))[-1]
         if flow_dim is not None and int(flow_dim) != dim:
             raise ValueError(f"the flow's dimension {flow_dim} does not match the data's {dim}.")
-        check_init_array(self.init, self.n_walkers, dim)
+        check_init_array(self.init, self.num_walkers, dim)
 
     def init_state(
         self, key: PRNGKeyArray, energy: Any, data: Array, log_Z0: Array | None
     ) -> FlowState:
-        n, dim = self.n_walkers, data.shape[1]
+        n, dim = self.num_walkers, data.shape[1]
         self.validate(dim, data.shape[0])
         k_flow, k_x, k_res = jax.random.split(key, 3)
         self._static(dim)  # build (and cache) the flow's structure outside any trace
@@ -225,10 +225,10 @@ class FlowStrategy(AbstractStrategy):
 
     def _initial_positions(self, key, energy, data, flow):
         """Positions, log-weights and (for flow importance samples) a log Z_0 estimate."""
-        x = exact_start(key, energy, data, self.init, self.n_walkers)
+        x = exact_start(key, energy, data, self.init, self.num_walkers)
         if x is not None:
-            return x, jnp.zeros(self.n_walkers, data.dtype), None
-        return importance_start(key, energy, data, flow, self.n_walkers)
+            return x, jnp.zeros(self.num_walkers, data.dtype), None
+        return importance_start(key, energy, data, flow, self.num_walkers)
 
     # ----------------------------------------------------------------------------------
     def ess_and_log_Z(self, state: FlowState) -> tuple[Array, Array]:
@@ -283,33 +283,33 @@ class FlowStrategy(AbstractStrategy):
         return new, StepInfo(resampled, acc, walker_checks(walkers))
 
     def sample_chains(
-        self, key: PRNGKeyArray, state: FlowState, energy: Any, n_steps: int
+        self, key: PRNGKeyArray, state: FlowState, energy: Any, num_steps: int
     ) -> Float[Array, "N T d"]:
         """Run the walkers as independent chains under a FIXED energy and flow.
 
-        Each step is one round of the strategy's moves (``n_global`` i-SIR, ``n_local``
-        MALA at the state's adapted step size, no adaptation). Returns ``(N, n_steps, d)``,
+        Each step is one round of the strategy's moves (``num_global`` i-SIR, ``num_local``
+        MALA at the state's adapted step size, no adaptation). Returns ``(N, num_steps, d)``,
         e.g. for :func:`smc_ebm.metrics.rhat`.
         """
 
         @eqx.filter_jit
         def run(flow, energy, x, h, key):
-            xs, _, _ = run_chains(key, FlowMoves(self, flow, h), energy, x, n_steps)
+            xs, _, _ = run_chains(key, FlowMoves(self, flow, h), energy, x, num_steps)
             return jnp.swapaxes(xs, 0, 1)
 
         return run(self.flow_of(state), energy, state.position, state.step_size, key)
 
     def _moves(self, key, x, energy, flow, step_size):
-        """``n_global`` i-SIR then ``n_local`` MALA moves (:func:`flow_moves`)."""
+        """``num_global`` i-SIR then ``num_local`` MALA moves (:func:`flow_moves`)."""
         return flow_moves(
             key,
             x,
             energy,
             flow,
             step_size,
-            self.n_global,
-            self.n_local,
-            self.n_proposals,
+            self.num_global,
+            self.num_local,
+            self.num_proposals,
             self.target_accept,
             self.adapt_rate,
         )
@@ -325,7 +325,7 @@ class FlowStrategy(AbstractStrategy):
             a,
             self.weighted,
             self.flow_steps,
-            self.flow_batch or self.n_walkers,
+            self.flow_batch or self.num_walkers,
             self._optimizer,
         )
 
@@ -341,27 +341,27 @@ class FlowMC(FlowStrategy):
     r"""flowMC-EBM: persistent chains with flow i-SIR and MALA moves (Grenioux et al., 2023).
 
     Each optimizer step: the EBM step on the contrastive gradient with the current
-    walkers as negative samples; then each walker makes ``n_global`` i-SIR moves (the
-    current point plus ``n_proposals - 1`` flow proposals, one picked with probability
-    :math:`\propto e^{-U(y)}/q(y)`) and ``n_local`` MALA moves (step size adapted toward
+    walkers as negative samples; then each walker makes ``num_global`` i-SIR moves (the
+    current point plus ``num_proposals - 1`` flow proposals, one picked with probability
+    :math:`\propto e^{-U(y)}/q(y)`) and ``num_local`` MALA moves (step size adapted toward
     ``target_accept``), under the new parameters; then ``flow_steps`` maximum-likelihood
     steps of the flow on the walkers (or on a replay buffer of past walkers).
 
     Args:
-        n_walkers: number of persistent chains ``N >= 2``.
+        num_walkers: number of persistent chains ``N >= 2``.
         step_size: initial MALA step size (adapted during training).
         flow: a flowjax distribution to use as the flow (default: :func:`make_flow` at the
             identity over ``N(0, flow_sigma^2 I)``). With a :class:`~smc_ebm.energies.Tilted`
             energy over ``se.flows.base_distribution(flow)`` and a zero net, model, flow and
             base coincide at the start.
-        n_proposals: i-SIR candidate-set size ``M`` (current point included).
-        n_global: i-SIR moves per step.
-        n_local: MALA moves per step.
+        num_proposals: i-SIR candidate-set size ``M`` (current point included).
+        num_global: i-SIR moves per step.
+        num_local: MALA moves per step.
         target_accept: MALA acceptance the step size is adapted toward.
         adapt_rate: adaptation rate of :math:`\log h` (0 freezes the step size).
         flow_optimizer: optax transformation of the flow (default ``adam(1e-3)``).
         flow_steps: flow MLE steps per optimizer step (0 freezes the flow).
-        flow_batch: flow batch size (default ``n_walkers``).
+        flow_batch: flow batch size (default ``num_walkers``).
         buffer_size: replay buffer of past walkers (0: train on the current walkers only).
         flow_sigma: base standard deviation (default: the data's root-mean variance).
         flow_kind: ``"affine"`` (RealNVP) or ``"spline"`` (rational-quadratic).
@@ -375,7 +375,7 @@ class FlowMC(FlowStrategy):
 
     Example:
         >>> import smc_ebm as se
-        >>> strategy = se.FlowMC(512, step_size=0.05, n_proposals=16)
+        >>> strategy = se.FlowMC(512, step_size=0.05, num_proposals=16)
     """
 
     weighted: bool = False
@@ -398,7 +398,7 @@ class FlowJarzynski(FlowStrategy):
     estimates :math:`\log Z_0`).
 
     Args:
-        n_walkers: number of walkers.
+        num_walkers: number of walkers.
         step_size: initial MALA step size.
         resampling: :class:`ESSResampling` (default), :class:`IntervalResampling` or
             :class:`NoResampling`.

@@ -9,12 +9,11 @@ get the AIS increment :math:`U_k(X) - U_{k+1}(X)`.
 The research options (observers, reseeding, refreshing, the feedback correction) are parts
 that wrap this strategy or its optimizer: see :mod:`smc_ebm.strategies._options` and
 :mod:`smc_ebm.strategies._feedback`. The keywords of the first interface
-(``se.Jarzynski(..., n_observers=M)``) still build those compositions.
+(``se.Jarzynski(..., num_observers=M)``) still build those compositions.
 """
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 import functools
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from smc_ebm._naming import RenamedArguments, renamed, translate
 from smc_ebm.kernels import KernelState, energies, evaluate, make_kernel
 from smc_ebm.smc import (
     ESSResampling,
@@ -55,8 +55,9 @@ from smc_ebm.strategies._start import (
 )
 
 
-def move_batch(key, state, energy_old, energy_new, kernel, n_batch, every, weighted):
-    """Algorithm 2: move ``n_batch`` random walkers; the others get the frozen increment.
+@renamed()
+def move_batch(key, state, energy_old, energy_new, kernel, num_batch, every, weighted):
+    """Algorithm 2: move ``num_batch`` random walkers; the others get the frozen increment.
 
     With ``every`` (``walker_grad="all"``) every walker is evaluated (energy and x-gradient)
     at the new parameters for the gradient anyway, so the state's energies and gradients are
@@ -71,7 +72,7 @@ def move_batch(key, state, energy_old, energy_new, kernel, n_batch, every, weigh
     kb, km = jax.random.split(key)
     x, a = state.position, state.log_weights
     n = x.shape[0]
-    idx = jax.random.choice(kb, n, (n_batch,), replace=False)
+    idx = jax.random.choice(kb, n, (num_batch,), replace=False)
     xb = x[idx]
     if every:
         ub, gb = state.energy[idx], state.grad[idx]
@@ -96,16 +97,17 @@ def move_batch(key, state, energy_old, energy_new, kernel, n_batch, every, weigh
         pgrad, model_energy = pgrad_all(p), jnp.sum(p * u_new)
         gw = p if weighted else None
     else:
-        pb = jax.nn.softmax(a[idx]) if weighted else jnp.full((n_batch,), 1.0 / n_batch, a.dtype)
+        uniform = jnp.full((num_batch,), 1.0 / num_batch, a.dtype)
+        pb = jax.nn.softmax(a[idx]) if weighted else uniform
         pgrad, model_energy = pgrad_b(pb), jnp.sum(pb * ub_new)
         gw = jnp.zeros_like(a).at[idx].set(pb) if weighted else None
     return x_new, u_new, g_new, a, pgrad, model_energy, jnp.mean(move.acceptance), gw
 
 
-class _BuildsOptions(abc.ABCMeta):
+class _BuildsOptions(RenamedArguments):
     """``Jarzynski(...)`` with keywords of the first interface builds their composition.
 
-    The keywords: ``n_observers``, ``reseed_every``, ``refresh_every``, ``kernel="flow"``.
+    The keywords: ``num_observers``, ``reseed_every``, ``refresh_every``, ``kernel="flow"``.
     """
 
     def __call__(cls, *args, **kwargs):
@@ -113,7 +115,7 @@ class _BuildsOptions(abc.ABCMeta):
             return super().__call__(*args, **kwargs)
         from smc_ebm.strategies._options import compose  # the wrappers wrap this class
 
-        return compose(cls, super().__call__, *args, **kwargs)
+        return compose(cls, super().__call__, *args, **translate("Jarzynski()", kwargs))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +128,7 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
     :math:`\log Z_k = \log Z_0 + \log \overline{e^{A_k}}` (re-anchored at each resampling).
 
     Args:
-        n_walkers: number of walkers ``N >= 2``.
+        num_walkers: number of walkers ``N >= 2``.
         step_size: Langevin step ``h > 0``.
         kernel: ``"ula"`` (Jarzynski increments), ``"mala"`` (AIS increments, blackjax), or
             ``"flow"``: :class:`~smc_ebm.FlowJarzynski` (flow i-SIR and MALA moves with AIS
@@ -140,8 +142,8 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
             :class:`IntervalResampling` or :class:`NoResampling`.
         init: ``"model"`` (exact samples when the energy can sample itself or is a
             :class:`Tilted` with a zero net, otherwise annealed from ``anneal_base`` in
-            ``n_anneal`` weighted steps), ``"data"``, or an ``(N, d)`` array.
-        n_anneal: annealing steps for ``init="model"`` when no exact sampler exists.
+            ``num_anneal`` weighted steps), ``"data"``, or an ``(N, d)`` array.
+        num_anneal: annealing steps for ``init="model"`` when no exact sampler exists.
         anneal_base: the annealing base (an energy with ``sample`` and ``log_partition``;
             default: the data's moment-matched diagonal Gaussian, scales floored at
             ``sqrt(step_size)`` so that its Langevin moves are stable).
@@ -158,16 +160,16 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
 
     Keywords of the first interface, which build compositions (see
     :func:`~smc_ebm.strategies.with_observers`, :func:`~smc_ebm.strategies.with_refresh`):
-    ``n_observers``, ``observer_kernel``, ``reseed_every``, ``refresh_every``, ``n_refresh``,
+    ``num_observers``, ``observer_kernel``, ``reseed_every``, ``refresh_every``, ``num_refresh``,
     ``refresh_steps``.
 
     Example:
         >>> import smc_ebm as se
-        >>> strategy = se.Jarzynski(n_walkers=1000, step_size=0.1,
+        >>> strategy = se.Jarzynski(num_walkers=1000, step_size=0.1,
         ...                         resampling=se.ESSResampling(0.5, "systematic"))
     """
 
-    n_walkers: int = 1000
+    num_walkers: int = 1000
     step_size: float = 0.1
     kernel: str = "ula"
     walker_batch: int | None = None
@@ -176,7 +178,7 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
         default_factory=ESSResampling
     )
     init: Any = "model"
-    n_anneal: int = 200
+    num_anneal: int = 200
     anneal_base: Any = None
     feedback_correction: bool | str = "auto"
     feedback_correction_from: int = 0
@@ -198,15 +200,15 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
 
     @property
     def minibatched(self) -> bool:
-        """Whether only ``walker_batch < n_walkers`` walkers move per step (Algorithm 2)."""
-        return self.walker_batch is not None and self.walker_batch < self.n_walkers
+        """Whether only ``walker_batch < num_walkers`` walkers move per step (Algorithm 2)."""
+        return self.walker_batch is not None and self.walker_batch < self.num_walkers
 
     @property
     def moved_fraction(self) -> float:
-        return self.walker_batch / self.n_walkers if self.minibatched else 1.0
+        return self.walker_batch / self.num_walkers if self.minibatched else 1.0
 
     def validate(self, dim: int, n_data: int) -> None:
-        validate_init(self.init, self.n_walkers, dim)
+        validate_init(self.init, self.num_walkers, dim)
 
     def base(self, data):
         """The annealing base for ``data`` (:func:`default_base`)."""
@@ -218,7 +220,7 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
 
         def anneal_start(k, m):
             return annealed_start(
-                k, energy, data, m, base(), self.n_anneal, self.step_size, self.kernel
+                k, energy, data, m, base(), self.num_anneal, self.step_size, self.kernel
             )
 
         return initial_positions(key, energy, data, self.init, n, anneal_start)
@@ -226,7 +228,7 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
     def init_state(self, key, energy, data, log_Z0):
         check_euclidean(energy)
         k_walk, _ = jax.random.split(key)
-        x, a, log_z_est = self.start(k_walk, energy, data, self.n_walkers)
+        x, a, log_z_est = self.start(k_walk, energy, data, self.num_walkers)
         if log_Z0 is None:
             log_Z0 = log_z_est if log_z_est is not None else jnp.asarray(0.0, data.dtype)
         log_Z0 = jnp.asarray(log_Z0, data.dtype)
@@ -274,12 +276,12 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
     def update_rule(self):
         if self.feedback_correction is False:
             return None
-        n_grad = self.n_walkers
+        n_grad = self.num_walkers
         if self.minibatched and self.walker_grad == "batch":
             n_grad = int(self.walker_batch)
         return FeedbackCorrection(
             mode=self.feedback_correction,
             start=int(self.feedback_correction_from),
             estimator=self.feedback_estimator,
-            n_active=n_grad,
+            num_active=n_grad,
         )

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from smc_ebm._naming import renamed
 from smc_ebm.kernels import make_kernel
 from smc_ebm.smc import ESSResampling, Population, anneal, log_mean_exp, resample_indices
 from smc_ebm.smc import step as smc_step
@@ -108,13 +109,13 @@ class WithObservers(_Wrapper):
     """Observers around a weighted strategy (see :func:`with_observers`)."""
 
     inner: Any
-    n_observers: int
+    num_observers: int
     observer_kernel: str = "mala"
     reseed_every: int = 0
 
     def __post_init__(self):
-        if int(self.n_observers) < 2:
-            raise ValueError(f"n_observers must be 0 or >= 2; got {self.n_observers}.")
+        if int(self.num_observers) < 2:
+            raise ValueError(f"num_observers must be 0 or >= 2; got {self.num_observers}.")
         if int(self.reseed_every) < 0:
             raise ValueError(f"reseed_every must be >= 0; got {self.reseed_every}.")
         make_kernel(self.observer_kernel, 1.0)
@@ -123,7 +124,7 @@ class WithObservers(_Wrapper):
         inner = self.inner.init_state(key, energy, data, log_Z0)
         log_Z0 = _resolved_log_Z0(log_Z0, core(inner))
         _, k_obs = jax.random.split(key)
-        x, a, _ = self.inner.start(k_obs, energy, data, int(self.n_observers))
+        x, a, _ = self.inner.start(k_obs, energy, data, int(self.num_observers))
         w = evaluate_state_jit(energy, x, a, anchor_of(log_Z0, a), True)
         return ObservedState(inner, w.population)
 
@@ -176,14 +177,15 @@ class WithObservers(_Wrapper):
         return replace_core(state, new)
 
 
+@renamed()
 def with_observers(
-    strategy: Any, n_observers: int, kernel: str = "mala", *, reseed_every: int = 0
+    strategy: Any, num_observers: int, kernel: str = "mala", *, reseed_every: int = 0
 ) -> WithObservers:
     """Add observers to a weighted strategy, optionally reseeding its walkers from them.
 
     Args:
         strategy: a weighted persistent-walker strategy (e.g. :class:`~smc_ebm.Jarzynski`).
-        n_observers: ``M >= 2`` weighted walkers that follow the same parameter path without
+        num_observers: ``M >= 2`` weighted walkers that follow the same parameter path without
             driving it; they give ``log_Z`` and the cross-entropy. Cost: ``M / N`` more moves
             per step (twice that with MALA).
         kernel: the observers' move, ``"mala"`` by default: an invariant kernel leaves only
@@ -192,7 +194,7 @@ def with_observers(
         reseed_every: every this many steps replace the driving walkers by ``N`` draws from
             the observers' weighted population (weights reset to zero); 0: never.
     """
-    return WithObservers(strategy, int(n_observers), kernel, int(reseed_every))
+    return WithObservers(strategy, int(num_observers), kernel, int(reseed_every))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,22 +203,23 @@ class WithRefresh(_Wrapper):
 
     inner: Any
     refresh_every: int
-    n_refresh: int | None = None
+    num_refresh: int | None = None
     refresh_steps: int | None = None
 
     def __post_init__(self):
         if int(self.refresh_every) < 1:
             raise ValueError(f"refresh_every must be >= 1; got {self.refresh_every}.")
-        if not 1 <= self._n_refresh < self.n_walkers:
+        if not 1 <= self._n_refresh < self.num_walkers:
             raise ValueError(
-                f"n_refresh must be in [1, n_walkers={self.n_walkers}); got {self.n_refresh}."
+                f"num_refresh must be in [1, num_walkers={self.num_walkers}); "
+                f"got {self.num_refresh}."
             )
         if self.refresh_steps is not None and int(self.refresh_steps) < 1:
             raise ValueError(f"refresh_steps must be >= 1; got {self.refresh_steps}.")
 
     @property
     def _n_refresh(self) -> int:
-        return max(1, self.n_walkers // 16) if self.n_refresh is None else int(self.n_refresh)
+        return max(1, self.num_walkers // 16) if self.num_refresh is None else int(self.num_refresh)
 
     def init_state(self, key, energy, data, log_Z0):
         base = functools.cache(functools.partial(self.inner.base, data))
@@ -235,7 +238,7 @@ class WithRefresh(_Wrapper):
         return new, StepInfo(info.resampled, info.acceptance, finite)
 
     def _refresh(self, key, state, energy):
-        r"""Replace ``n_refresh`` random walkers by walkers annealed afresh from the base.
+        r"""Replace ``num_refresh`` random walkers by walkers annealed afresh from the base.
 
         Persistent walkers only see the model where they are: a well that the parameters dig
         away from them carries mass that no weight can show. Walkers annealed from the base at
@@ -251,14 +254,14 @@ class WithRefresh(_Wrapper):
         w = core(state)
         n, m = w.position.shape[0], self._n_refresh
         dtype = w.position.dtype
-        steps = self.n_anneal if self.refresh_steps is None else self.refresh_steps
+        steps = self.num_anneal if self.refresh_steps is None else self.refresh_steps
         x0 = state.base.sample(k_x, m).astype(dtype)
         xf, b, log_ratio, _, _ = anneal(
             k_anneal,
             state.base,
             energy,
             x0,
-            n_steps=int(steps),
+            num_steps=int(steps),
             step_size=self.step_size,
             kernel=self.kernel,
         )
@@ -270,8 +273,9 @@ class WithRefresh(_Wrapper):
         return replace_core(state, evaluate_state(energy, x, a, w.log_Z_anchor, True))
 
 
+@renamed()
 def with_refresh(
-    strategy: Any, every: int, n_refresh: int | None = None, steps: int | None = None
+    strategy: Any, every: int, num_refresh: int | None = None, steps: int | None = None
 ) -> WithRefresh:
     """Refresh random walkers of a weighted strategy by annealing them afresh from the base.
 
@@ -279,27 +283,27 @@ def with_refresh(
         strategy: a weighted persistent-walker strategy (e.g. :class:`~smc_ebm.Jarzynski`),
             whose ``base(data)`` is the annealing base.
         every: refresh every this many steps.
-        n_refresh: walkers replaced per refresh, ``1 <= n_refresh < n_walkers`` (default
-            ``n_walkers // 16``).
-        steps: annealing steps of a refresh (default the strategy's ``n_anneal``).
+        num_refresh: walkers replaced per refresh, ``1 <= num_refresh < num_walkers`` (default
+            ``num_walkers // 16``).
+        steps: annealing steps of a refresh (default the strategy's ``num_anneal``).
     """
-    return WithRefresh(strategy, int(every), n_refresh, steps)
+    return WithRefresh(strategy, int(every), num_refresh, steps)
 
 
 _OPTION_KEYWORDS = (
-    "n_observers",
+    "num_observers",
     "observer_kernel",
     "reseed_every",
     "refresh_every",
-    "n_refresh",
+    "num_refresh",
     "refresh_steps",
 )
 
 
-def compose(cls, build, n_walkers=1000, step_size=0.1, *, kernel="ula", resampling=None, **kw):
+def compose(cls, build, num_walkers=1000, step_size=0.1, *, kernel="ula", resampling=None, **kw):
     """``cls(...)`` (:class:`Jarzynski`) with the keywords of the first interface, composed.
 
-    ``build`` constructs ``cls`` itself; ``n_observers``, ``reseed_every`` and
+    ``build`` constructs ``cls`` itself; ``num_observers``, ``reseed_every`` and
     ``refresh_every`` wrap it (:func:`with_observers`, :func:`with_refresh`), and
     ``kernel="flow"`` gives :class:`~smc_ebm.FlowJarzynski`.
     """
@@ -307,7 +311,7 @@ def compose(cls, build, n_walkers=1000, step_size=0.1, *, kernel="ula", resampli
         raise ValueError(f"kernel must be one of {(*KERNEL_NAMES, 'flow')}; got {kernel!r}.")
     if kernel == "flow":
         kw.setdefault("feedback_correction", "auto")
-        return _flow(FlowJarzynski, n_walkers, step_size, resampling, kw)
+        return _flow(FlowJarzynski, num_walkers, step_size, resampling, kw)
     options = {k: kw.pop(k) for k in _OPTION_KEYWORDS if k in kw}
     unknown = set(kw) - {f.name for f in dataclasses.fields(cls)}
     flow_options = unknown & {f.name for f in dataclasses.fields(FlowJarzynski)}
@@ -321,14 +325,14 @@ def compose(cls, build, n_walkers=1000, step_size=0.1, *, kernel="ula", resampli
             f"Jarzynski got unexpected keyword argument(s) {', '.join(sorted(unknown))}"
         )
     resampling = ESSResampling() if resampling is None else resampling
-    core = build(n_walkers, step_size, kernel=kernel, resampling=resampling, **kw)
-    n_obs, reseed = int(options.get("n_observers", 0)), int(options.get("reseed_every", 0))
+    core = build(num_walkers, step_size, kernel=kernel, resampling=resampling, **kw)
+    n_obs, reseed = int(options.get("num_observers", 0)), int(options.get("reseed_every", 0))
     if n_obs < 0 or n_obs == 1:
-        raise ValueError(f"n_observers must be 0 or >= 2; got {n_obs}.")
+        raise ValueError(f"num_observers must be 0 or >= 2; got {n_obs}.")
     if reseed < 0:
         raise ValueError(f"reseed_every must be >= 0; got {reseed}.")
     if reseed and not n_obs:
-        raise ValueError("reseed_every needs observers to reseed from (n_observers >= 2).")
+        raise ValueError("reseed_every needs observers to reseed from (num_observers >= 2).")
     observer_kernel = options.get("observer_kernel", "mala")
     if observer_kernel not in KERNEL_NAMES:
         raise ValueError(f"observer_kernel must be one of {KERNEL_NAMES}; got {observer_kernel!r}.")
@@ -338,27 +342,27 @@ def compose(cls, build, n_walkers=1000, step_size=0.1, *, kernel="ula", resampli
     strategy = core
     if refresh_every:
         strategy = with_refresh(
-            strategy, refresh_every, options.get("n_refresh"), options.get("refresh_steps")
+            strategy, refresh_every, options.get("num_refresh"), options.get("refresh_steps")
         )
     if n_obs:
         strategy = with_observers(strategy, n_obs, observer_kernel, reseed_every=reseed)
     return strategy
 
 
-def _flow(cls, n_walkers, step_size, resampling, kw):
+def _flow(cls, num_walkers, step_size, resampling, kw):
     unsupported = {
         "walker_batch": kw.pop("walker_batch", None) is not None,
         "walker_grad": kw.pop("walker_grad", "all") != "all",
         "anneal_base": kw.pop("anneal_base", None) is not None,
-        "n_observers": kw.pop("n_observers", 0) != 0,
+        "num_observers": kw.pop("num_observers", 0) != 0,
         "reseed_every": kw.pop("reseed_every", 0) != 0,
         "refresh_every": kw.pop("refresh_every", 0) != 0,
         "feedback_correction_from": kw.pop("feedback_correction_from", 0) != 0,
         "feedback_estimator": kw.pop("feedback_estimator", "probe") != "probe",
     }
-    for name in ("observer_kernel", "n_refresh", "refresh_steps", "n_anneal"):
+    for name in ("observer_kernel", "num_refresh", "refresh_steps", "num_anneal"):
         kw.pop(name, None)
     bad = [name for name, given in unsupported.items() if given]
     if bad:
         raise ValueError(f"Jarzynski(kernel='flow') does not support {', '.join(bad)}")
-    return cls(n_walkers, step_size=step_size, resampling=resampling, **kw)
+    return cls(num_walkers, step_size=step_size, resampling=resampling, **kw)

@@ -39,12 +39,12 @@ class PersistentWalkers(AbstractStrategy):
     the walkers (or over the moved batch with ``walker_batch``).
     """
 
-    n_walkers: int = 1000
+    num_walkers: int = 1000
     step_size: float = 0.1
     kernel: str = "ula"
     walker_batch: int | None = None
     init: Any = "model"
-    n_anneal: int = 200
+    num_anneal: int = 200
     anneal_base: Any = None
 
     weighted = False
@@ -55,14 +55,14 @@ class PersistentWalkers(AbstractStrategy):
 
     @property
     def minibatched(self) -> bool:
-        return self.walker_batch is not None and self.walker_batch < self.n_walkers
+        return self.walker_batch is not None and self.walker_batch < self.num_walkers
 
     @property
     def moved_fraction(self) -> float:
-        return self.walker_batch / self.n_walkers if self.minibatched else 1.0
+        return self.walker_batch / self.num_walkers if self.minibatched else 1.0
 
     def validate(self, dim: int, n_data: int) -> None:
-        validate_init(self.init, self.n_walkers, dim)
+        validate_init(self.init, self.num_walkers, dim)
 
     def init_state(self, key, energy, data, log_Z0):
         check_euclidean(energy)
@@ -71,11 +71,11 @@ class PersistentWalkers(AbstractStrategy):
         def anneal_start(k, m):
             base = default_base(data, self.step_size, self.anneal_base)
             return annealed_start(
-                k, energy, data, m, base, self.n_anneal, self.step_size, self.kernel
+                k, energy, data, m, base, self.num_anneal, self.step_size, self.kernel
             )
 
         x, a, log_z_est = initial_positions(
-            k_walk, energy, data, self.init, self.n_walkers, anneal_start
+            k_walk, energy, data, self.init, self.num_walkers, anneal_start
         )
         if log_z_est is not None:
             # Annealed walkers carry weights since their last resampling; walkers that will be
@@ -113,7 +113,7 @@ class PCD(PersistentWalkers):
     """Persistent contrastive divergence: persistent walkers started at data, no weights.
 
     Args:
-        n_walkers: number of walkers.
+        num_walkers: number of walkers.
         step_size: Langevin step ``h``.
         kernel: ``"ula"`` or ``"mala"``.
         walker_batch: move only this many walkers per step (the model term from them).
@@ -128,7 +128,7 @@ class Unweighted(PersistentWalkers):
     """Persistent walkers started at the model, without weights (the Jarzynski moves alone).
 
     When the energy cannot sample itself, the start is annealed from ``anneal_base`` (default:
-    the data's moment-matched Gaussian) in ``n_anneal`` weighted steps, as for
+    the data's moment-matched Gaussian) in ``num_anneal`` weighted steps, as for
     :class:`Jarzynski`, and the annealed population is then resampled once (systematic) so
     that the walkers, counted equally from there on, start as draws of the model.
     """

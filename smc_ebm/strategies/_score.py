@@ -51,7 +51,7 @@ class ScoreMatching(AbstractStrategy):
     * ``"exact"``: :math:`\tfrac12|\nabla U(x)|^2 - \mathrm{tr}\,\nabla^2 U(x)` (``d`` Hessian
       columns by forward-over-reverse differentiation: low dimension);
     * ``"sliced"``: :math:`\tfrac12|\nabla U(x)|^2 - \frac1P\sum_p v_p^\top\nabla^2U(x)\,v_p`
-      with ``P = n_projections`` Gaussian or Rademacher ``v`` (Hutchinson; one JVP each;
+      with ``P = num_projections`` Gaussian or Rademacher ``v`` (Hutchinson; one JVP each;
       unbiased for the exact loss);
     * ``"denoising"``: :math:`\tfrac12|\nabla U(x + \sigma\varepsilon) - \varepsilon/\sigma|^2
       - \frac{d}{2\sigma^2}` with :math:`\sigma` = ``noise_scale`` (the constant is removed so
@@ -64,7 +64,7 @@ class ScoreMatching(AbstractStrategy):
 
     Args:
         method: ``"exact"``, ``"sliced"`` or ``"denoising"``.
-        n_projections: ``P`` for ``"sliced"``.
+        num_projections: ``P`` for ``"sliced"``.
         projection: ``"gaussian"`` or ``"rademacher"`` (``"sliced"``).
         noise_scale: :math:`\sigma` for ``"denoising"``.
 
@@ -78,15 +78,15 @@ class ScoreMatching(AbstractStrategy):
     """
 
     method: str = "exact"
-    n_projections: int = 1
+    num_projections: int = 1
     projection: str = "gaussian"
     noise_scale: float = 0.1
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}; got {self.method!r}.")
-        if int(self.n_projections) < 1:
-            raise ValueError(f"n_projections must be >= 1; got {self.n_projections}.")
+        if int(self.num_projections) < 1:
+            raise ValueError(f"num_projections must be >= 1; got {self.num_projections}.")
         if self.projection not in PROJECTIONS:
             raise ValueError(f"projection must be one of {PROJECTIONS}; got {self.projection!r}.")
         s = float(self.noise_scale)
@@ -131,7 +131,7 @@ class ScoreMatching(AbstractStrategy):
         if self.method == "exact":
             lap = jnp.trace(jax.jacfwd(grad_u)(x))
         else:
-            shape = (int(self.n_projections), x.shape[0])
+            shape = (int(self.num_projections), x.shape[0])
             if self.projection == "gaussian":
                 v = jax.random.normal(key, shape, x.dtype)
             else:

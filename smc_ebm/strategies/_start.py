@@ -35,7 +35,7 @@ def default_base(data: Array, step_size: float, anneal_base: Any = None) -> Any:
 
 
 @eqx.filter_jit
-def anneal_jit(key, base, energy, x, n_steps: int, step_size: float, kernel: str):
+def anneal_jit(key, base, energy, x, num_steps: int, step_size: float, kernel: str):
     """:func:`~smc_ebm.smc.anneal` at the start of a run, compiled once per structure.
 
     ``base`` and ``energy`` are traced (their arrays are arguments), so a second ``fit`` with
@@ -48,23 +48,23 @@ def anneal_jit(key, base, energy, x, n_steps: int, step_size: float, kernel: str
         base,
         energy,
         x,
-        n_steps=n_steps,
+        num_steps=num_steps,
         step_size=step_size,
         kernel=kernel,
         resampling=ESSResampling(0.5, "systematic"),
     )[:3]
 
 
-def annealed_start(key, energy, data, n, base, n_anneal: int, step_size: float, kernel: str):
+def annealed_start(key, energy, data, n, base, num_anneal: int, step_size: float, kernel: str):
     """``n`` walkers annealed from ``base`` to ``energy``: ``(x, log_weights, log Z_0)``."""
     k0, key = jax.random.split(key)
     x = base.sample(k0, n).astype(data.dtype)
-    x, a, log_ratio = anneal_jit(key, base, energy, x, int(n_anneal), float(step_size), kernel)
+    x, a, log_ratio = anneal_jit(key, base, energy, x, int(num_anneal), float(step_size), kernel)
     bad = ~(np.isfinite(np.asarray(a)) & np.all(np.isfinite(np.asarray(x)), axis=-1))
     if bad.any():
         raise ValueError(
             f"annealing the initial walkers from the base to the model diverged: {bad.sum()} "
-            f"of {n} walkers have a non-finite position or weight after {n_anneal} "
+            f"of {n} walkers have a non-finite position or weight after {num_anneal} "
             f"steps of step_size={step_size}. Langevin steps need h < 2 s^2 on the "
             f"narrowest scale s of the base and of the model; pass a smaller step_size, a "
             f"wider anneal_base, or init='data'."
@@ -124,26 +124,26 @@ def anchor_of(log_Z0: Array, a: Array) -> Array:
 
 def check_walkers(s: Any) -> None:
     """The checks shared by the persistent-walker strategies."""
-    if int(s.n_walkers) < 2:
-        raise ValueError(f"n_walkers must be >= 2; got {s.n_walkers}.")
+    if int(s.num_walkers) < 2:
+        raise ValueError(f"num_walkers must be >= 2; got {s.num_walkers}.")
     if not float(s.step_size) > 0 or not math.isfinite(float(s.step_size)):
         raise ValueError(f"step_size must be a positive finite number; got {s.step_size}.")
     if s.kernel not in KERNEL_NAMES:
         raise ValueError(f"kernel must be one of {KERNEL_NAMES}; got {s.kernel!r}.")
-    if s.walker_batch is not None and not 1 <= int(s.walker_batch) <= s.n_walkers:
+    if s.walker_batch is not None and not 1 <= int(s.walker_batch) <= s.num_walkers:
         raise ValueError(
-            f"walker_batch must be in [1, n_walkers={s.n_walkers}]; got {s.walker_batch}."
+            f"walker_batch must be in [1, num_walkers={s.num_walkers}]; got {s.walker_batch}."
         )
     if s.walker_grad not in ("all", "batch"):
         raise ValueError(f"walker_grad must be 'all' or 'batch'; got {s.walker_grad!r}.")
     if isinstance(s.init, str) and s.init not in ("model", "data"):
         raise ValueError(f"init must be 'model', 'data' or an array; got {s.init!r}.")
-    if s.n_anneal < 1:
-        raise ValueError(f"n_anneal must be >= 1; got {s.n_anneal}.")
+    if s.num_anneal < 1:
+        raise ValueError(f"num_anneal must be >= 1; got {s.num_anneal}.")
 
 
-def validate_init(init: Any, n_walkers: int, dim: int) -> None:
+def validate_init(init: Any, num_walkers: int, dim: int) -> None:
     """Raise ``ValueError`` for an explicit ``init`` array of the wrong shape or not finite."""
-    check_init_array(init, n_walkers, dim)
+    check_init_array(init, num_walkers, dim)
     if not isinstance(init, str) and not np.all(np.isfinite(np.asarray(init))):
         raise ValueError("init array contains NaN or inf.")
