@@ -180,7 +180,7 @@ def test_yaml_config_reads_like_toml(tmp_path):
         "optimizer:\n  per_field:\n    logits: {name: sgd, learning_rate: 0.1}\n"
         "    means: {name: sgd, learning_rate: 0.05}\n"
         "diagnostics: {num_chains: 16, num_steps: 20}\n"
-        "sample: {n: 128, num_steps: 20, num_runs: 4}\n"
+        "sample: {num_walkers: 128, num_steps: 20, num_runs: 4}\n"
     )
     a = runs.validate_config(runs.read_config(toml_cfg))
     b = runs.validate_config(runs.read_config(yaml_cfg))
@@ -195,7 +195,7 @@ def test_yaml_config_reads_like_toml(tmp_path):
         (lambda t: "bogus = 1\n" + t, "unknown keys"),
         (lambda t: t.replace('name = "Jarzynski"', 'name = "Nope"'), "unknown strategy"),
         (lambda t: t.replace('name = "GaussianMixture"', 'name = "Nope"'), "unknown energy"),
-        (lambda t: t.replace("num_walkers = 128", "n_walkerz = 128"), r"\[strategy\]"),
+        (lambda t: t.replace("num_walkers = 128", "n_walkerz = 128", 1), r"\[strategy\]"),
         (lambda t: t.replace("num_chains = 16", "n_chainz = 16"), r"\[diagnostics\]"),
     ],
 )

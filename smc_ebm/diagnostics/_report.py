@@ -145,8 +145,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     elif run.sample:
         s = run.sample
         parts.append("<h2>Generation</h2>")
+        walkers = s.get("num_walkers", s.get("n"))  # runs written before the renaming: n
+        runs_ = s.get("num_runs", s.get("n_runs"))
         line = (
-            f"{s['n']} samples by weighted annealing in {s['num_runs']} independent runs: "
+            f"{walkers} samples by weighted annealing in {runs_} independent runs: "
             f"log Z = {_fmt(float(s['log_Z']))} ± {_fmt(float(s['log_Z_se']))} (one standard "
             f"error), ESS {_fmt(float(s['ess']))}."
         )
