@@ -52,21 +52,32 @@ def _weight_of_left_mode(energy):
     return float(energy.weights[left]), np.asarray(energy.means[left])
 
 
-def test_jarzynski_recovers_the_mode_weight(teacher):
-    """Tolerance 0.05 on the weight 1/4 of the mode at -10.
+# The learned weight's sd over 48 fit keys (2 to 49) with these data, measured (scratch run of
+# this fixture's setting, 1 s a run): 0.017; mean - data fraction -0.003 +- 0.0025.
+TEACHER_WEIGHT_SD = 0.017
 
-    Sources of error, as standard errors: the MLE on 2000 samples (the data's own fraction,
-    0.229 here) has SE sqrt(.25 * .75 / 2000) = 0.0097; the walkers' estimate of the model's
-    weight, which the training equates to the data fraction, has SE ~ sqrt(w (1 - w) /
-    (N ESS)) = 0.009 (N = 4000, ESS ~ 0.6). 4 x sqrt(0.0097^2 + 0.009^2) = 0.053. (Five
-    other seeds gave 0.229..0.253.)
+
+def test_jarzynski_recovers_the_mode_weight(teacher):
+    """The learned weight w of the mode at -10 (1/4 in the teacher) against the data's own
+    fraction (what maximum likelihood targets) and against 1/4.
+
+    Standard errors: w - frac is the error of one training run, whose sd over training keys with
+    these data was measured at 0.017 (48 keys; ``TEACHER_WEIGHT_SD``). That is about twice the
+    one-shot error of N = 4000 weighted walkers' estimate of the mode's mass, sqrt(w (1 - w) /
+    (N ESS)) = 0.009 at ESS 0.6: the walkers' weighted fraction tracks the data's (sd 0.0015
+    over the same keys) and the model's weight absorbs the walkers' error of its mass, which no
+    walker corrects by crossing between the modes. frac - 1/4 is binomial, SE sqrt(.25 * .75 /
+    2000) = 0.0097, independent of the run's. The test makes 7 comparisons (these 2 and the 5
+    coordinates of the mean below, whose bound stays the flat one, far wider in SE), so each
+    bound is z_bound(7) = 3.80 SE: 0.065 and 0.074.
     """
     res = teacher["jarzynski"]
     data = teacher["data"]
     w, mean = _weight_of_left_mode(res.energy)
     frac = float(np.mean(np.asarray(data.samples[:, 0]) < -2.0))
-    assert abs(w - 0.25) < 0.05, w
-    assert abs(w - frac) < 0.05, (w, frac)
+    z = z_bound(7)
+    assert abs(w - frac) < z * TEACHER_WEIGHT_SD, (w, frac)
+    assert abs(w - 0.25) < z * np.hypot(TEACHER_WEIGHT_SD, np.sqrt(0.25 * 0.75 / 2000)), w
     # Means found: within 4 SE of the data's mode mean (SE = 1/sqrt(n_mode) ~ 0.05) plus the
     # walkers' own error of the same size.
     np.testing.assert_allclose(mean, np.eye(TEACHER_DIM)[0] * -10.0, atol=4 * 0.05 * np.sqrt(2))
