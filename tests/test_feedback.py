@@ -487,14 +487,15 @@ def test_reseeding_from_the_observers_removes_the_drivers_feedback_bias():
     nats, half an SE: it is added back to the drivers' error before the comparison.
 
     Without reseeding, the drivers' log Z at the same step is 0.85 nats low (measured -0.85 +-
-    0.02): that check fails by more than 20 SE. After a reseed the bias regrows: 24 steps after
+    0.02 over 32 seeds, sd 0.12): over 8 seeds (enough here) that check fails by about 20 SE,
+    more than the 10 asserted. After a reseed the bias regrows: 24 steps after
     one it was measured -0.099 +- 0.013, about a ninth of the unreseeded run's 201 steps. The
     observers pick up a little of the drivers' feedback while copies of them drive the path
     just after each reseed (maths 2.6; measured -0.013 +- 0.008 here, within the bound)."""
     lr, n, steps = 0.05, 64, 8 * RESEED_EVERY + 1
 
-    def z_scores(strategy):
-        e = _reseeded_gaussian_errors(strategy, steps)
+    def z_scores(strategy, seeds=32):
+        e = _reseeded_gaussian_errors(strategy, steps, seeds)
         e[:, 1] += lr / n * np.sum(3.0 / e[:, 6:] ** 2, axis=1)  # the one step's self-term
         return _z_of_mean(e[:, :6])
 
@@ -502,5 +503,5 @@ def test_reseeding_from_the_observers_removes_the_drivers_feedback_bias():
         se.Jarzynski(n, 0.3, n_observers=256, reseed_every=RESEED_EVERY, feedback_correction=False)
     )
     assert np.all(np.abs(z) < z_bound(6)), z
-    z_plain = z_scores(se.Jarzynski(n, 0.3, n_observers=256, feedback_correction=False))
-    assert z_plain[1] < -20, z_plain
+    z_plain = z_scores(se.Jarzynski(n, 0.3, n_observers=256, feedback_correction=False), 8)
+    assert z_plain[1] < -10, z_plain
