@@ -1,6 +1,7 @@
 """The cost of checkpoints: ``fit`` with and without them, side by side (paper GMM setting).
 
     python benchmarks/checkpoint_cost.py [--steps 2000] [--reps 6]
+    python benchmarks/checkpoint_cost.py --tiny     # d=2, 200 walkers, 100 steps: a smoke run
 
 Each repetition runs the same training twice, with ``checkpoint_every = steps // 10`` (the
 CLI's default: ten checkpoints of 10^4 x 50 walkers) and without, in alternating order, and
@@ -19,16 +20,18 @@ import optax
 import smc_ebm as se
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--reps", type=int, default=6)
-    args = p.parse_args()
-    steps = args.steps
-    data = se.datasets.two_mode_teacher(jax.random.key(0), n=10000, dim=50)
-    energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, 50, scale=0.1)
+    p.add_argument("--tiny", action="store_true", help="d=2, 200 walkers, 100 steps, 1 rep")
+    args = p.parse_args(argv)
+    steps, reps = (100, 1) if args.tiny else (args.steps, args.reps)
+    dim, walkers, n = (2, 200, 500) if args.tiny else (50, 10000, 10000)
+    data = se.datasets.two_mode_teacher(jax.random.key(0), n=n, dim=dim)
+    energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, dim, scale=0.1)
     kw = dict(
-        strategy=se.Jarzynski(10000, 0.1),
+        strategy=se.Jarzynski(walkers, 0.1),
         optimizer=optax.sgd(0.05),
         num_steps=steps,
         progress=False,
@@ -46,7 +49,7 @@ def main():
 
     run(2, False), run(2, True)  # compile both
     ratios, per_checkpoint = [], []
-    for rep in range(args.reps):
+    for rep in range(reps):
         t = {}
         for checkpointed in [False, True] if rep % 2 == 0 else [True, False]:
             t[checkpointed] = run(3 + rep, checkpointed)
@@ -60,6 +63,7 @@ def main():
     q1, q3 = np.quantile(ratios, [0.25, 0.75])
     print(f"{steps} steps; median cost per checkpoint {1e3 * np.median(per_checkpoint):.1f} ms")
     print(f"median ratio checkpointed/plain {np.median(ratios):.3f} (quartiles {q1:.3f}-{q3:.3f})")
+    return {"ratios": ratios, "per_checkpoint_s": per_checkpoint}
 
 
 if __name__ == "__main__":

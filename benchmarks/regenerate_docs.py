@@ -51,6 +51,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--list", action="store_true", help="print the commands and stop")
     p.add_argument("--only", default=None, help="run the commands whose text contains this")
+    p.add_argument("--logs", default=str(ROOT / "outputs" / "regenerate"), help="log directory")
     args = p.parse_args(argv)
     todo = [(page, cmd) for page, cmd in commands() if not args.only or args.only in " ".join(cmd)]
     if args.list:
@@ -58,7 +59,7 @@ def main(argv=None):
             print(f"{page:24s} {' '.join(cmd)}")
         print(f"{len(todo)} commands")
         return todo
-    out = ROOT / "outputs" / "regenerate"
+    out = Path(args.logs)
     out.mkdir(parents=True, exist_ok=True)
     total = time.perf_counter()
     for i, (_page, cmd) in enumerate(todo):

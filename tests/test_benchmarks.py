@@ -40,6 +40,32 @@ def test_benchmark_runs_tiny(script, tmp_path, monkeypatch):
     assert saved["summary"]
 
 
+@pytest.mark.slow  # 13 to 18 s on 2 shared cores: compiles the chunk with and without checkpoints
+def test_checkpoint_cost_runs_tiny(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    out = _load("checkpoint_cost").main(["--tiny"])
+    assert len(out["ratios"]) == 1 and out["ratios"][0] > 0
+    assert np.isfinite(out["per_checkpoint_s"]).all()
+
+
+def test_regenerate_docs_runs_each_command_into_its_log(tmp_path, monkeypatch, capsys):
+    """The run loop, on stand-in commands (the docs' own take hours): each gets its numbered
+    log with its output, and its exit status is printed."""
+    regen = _load("regenerate_docs")
+    ok, bad = tmp_path / "ok.py", tmp_path / "bad.py"
+    ok.write_text("print('hello from ok')\n")
+    bad.write_text("raise SystemExit(3)\n")
+    cmds = [("a.md", ["python", str(ok)]), ("b.md", ["python", str(bad), "--flag"])]
+    monkeypatch.setattr(regen, "commands", lambda: cmds)
+    logs = tmp_path / "logs"
+    assert regen.main(["--logs", str(logs)]) == cmds
+    assert (logs / "00_ok.log").read_text() == "hello from ok\n"
+    assert (logs / "01_bad.log").exists()
+    out = capsys.readouterr().out
+    assert "ok.py: exit 0" in out and "bad.py --flag: exit 3" in out
+    assert regen.main(["--list", "--only", "bad"]) == cmds[1:]
+
+
 @pytest.mark.slow  # about 40 s: compiles a step per size
 def test_scaling_runs_quick(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
