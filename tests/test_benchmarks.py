@@ -48,6 +48,12 @@ def test_checkpoint_cost_runs_tiny(monkeypatch):
     assert np.isfinite(out["per_checkpoint_s"]).all()
 
 
+def test_feedback_cross_step_runs_tiny(monkeypatch):
+    rows = _load("feedback_cross_step").main(["--tiny"])
+    assert [r["correction"] for r in rows] == ["off", "on (probe)", "on (exact)"]
+    assert all(np.isfinite(r["mean"]) for r in rows)
+
+
 def test_regenerate_docs_runs_each_command_into_its_log(tmp_path, monkeypatch, capsys):
     """The run loop, on stand-in commands (the docs' own take hours): each gets its numbered
     log with its output, and its exit status is printed."""
