@@ -51,7 +51,9 @@ def teacher(dim, seed):
     return a @ a.T
 
 
-def run(strategy, dim, n_data, n_walkers, steps, lr, step_size, seed, n_observers=None):
+def run(
+    strategy, dim, n_data, n_walkers, steps, lr, step_size, seed, n_observers=None, progress=True
+):
     prec_true = teacher(dim, seed)
     data = jax.random.multivariate_normal(
         jax.random.key(seed), jnp.zeros(dim), jnp.asarray(np.linalg.inv(prec_true)), (n_data,)
@@ -75,7 +77,7 @@ def run(strategy, dim, n_data, n_walkers, steps, lr, step_size, seed, n_observer
         optimizer=optax.adam(schedule),
         num_steps=steps,
         key=jax.random.key(100 + seed),
-        progress=False,
+        progress=progress,
         log_Z0=log_z_of(np.eye(dim)),
     )  # exact at the initial L = I
     wall = time.perf_counter() - t0
@@ -122,6 +124,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--strategies", nargs="+", default=["jarzynski", "pcd"])
     p.add_argument("--out", default="outputs/numpyro_ggm")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     a = p.parse_args(argv)
     rows = []
     for strategy in a.strategies:
@@ -136,6 +139,7 @@ def main(argv=None):
                 a.step_size,
                 seed,
                 a.n_observers,
+                progress=not a.no_progress,
             )
             rows.append(row)
             print(
