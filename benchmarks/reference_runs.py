@@ -162,7 +162,9 @@ def runs() -> dict[str, np.ndarray]:
     out["sample/samples"] = np.asarray(s.samples)
     out["sample/log_weights"] = np.asarray(s.log_weights)
     out["sample/log_Z"] = np.asarray(s.log_Z)
-    s = se.sample(energy, key=jax.random.key(8), num_walkers=256, num_steps=30, step_size=0.1, kernel="mala")
+    s = se.sample(
+        energy, key=jax.random.key(8), num_walkers=256, num_steps=30, step_size=0.1, kernel="mala"
+    )
     out["sample_mala/samples"] = np.asarray(s.samples)
     d = se.diagnose(
         energy,

@@ -79,7 +79,7 @@ def run(args, angle, key):
             key=kf,
             metrics=metrics,
             record_every=args.record_every,
-            progress=False,
+            progress=not args.no_progress,
             chunk_size=max(args.record_every, 5000),
         )
         h = res.history
@@ -106,6 +106,7 @@ def main():
     p.add_argument("--record-every", type=int, default=20)
     p.add_argument("--teachers", nargs="+", default=list(TEACHERS), choices=list(TEACHERS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--out-dir", type=Path, default=Path("outputs/dual_primal_vs_dual"))
     args = p.parse_args()
     output_dir(args.out_dir)

@@ -42,6 +42,7 @@ def main():
     p.add_argument("--step-size", type=float, default=0.02)
     p.add_argument("--record-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--out-dir", type=Path, default=Path("outputs/dual_restart_sweep"))
     args = p.parse_args()
     output_dir(args.out_dir)
@@ -69,7 +70,9 @@ def main():
     out = {}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name, p_r in settings.items():
-        dual = se.Dual(args.num_walkers, step_size=args.step_size, alpha=args.alpha, restart_prob=p_r)
+        dual = se.Dual(
+            args.num_walkers, step_size=args.step_size, alpha=args.alpha, restart_prob=p_r
+        )
         t0 = time.perf_counter()
         res = se.fit(
             energy,
@@ -80,7 +83,7 @@ def main():
             key=kf,
             metrics=metrics,
             record_every=args.record_every,
-            progress=False,
+            progress=not args.no_progress,
         )
         h = res.history
         tail = max(1, len(h["kl"]) // 10)

@@ -63,6 +63,7 @@ def main():
         help="final learning rate as a fraction of 1e-3 (cosine decay); 1 keeps it constant",
     )
     p.add_argument("--out", default="outputs/flowmc_density/flowmc_density.png")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = p.parse_args()
     output_dir(Path(args.out).parent)
     n = args.walkers or (2048 if args.paper else 512)
@@ -91,7 +92,15 @@ def main():
             for seed in range(3, 3 + args.seeds):
                 try:
                     res, wall = train(
-                        energy, data.samples, strat, steps, 1e-3, 512, seed, args.lr_final
+                        energy,
+                        data.samples,
+                        strat,
+                        steps,
+                        1e-3,
+                        512,
+                        seed,
+                        args.lr_final,
+                        progress=not args.no_progress,
                     )
                 except se.TrainingError as err:
                     errs.append(float("nan"))

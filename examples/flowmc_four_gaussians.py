@@ -44,6 +44,7 @@ def main():
     )
     p.add_argument("--only", default=None, help="comma-separated method names")
     p.add_argument("--out", default="outputs/flowmc_four_gaussians/flowmc_four_gaussians.png")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = p.parse_args()
     output_dir(Path(args.out).parent)
     steps = args.steps or (10000 if args.paper else 5000)
@@ -66,7 +67,15 @@ def main():
         for seed in range(3, 3 + args.seeds):
             try:
                 res, wall = train(
-                    energy, data.samples, strat, steps, 1e-3, 512, seed, args.lr_final
+                    energy,
+                    data.samples,
+                    strat,
+                    steps,
+                    1e-3,
+                    512,
+                    seed,
+                    args.lr_final,
+                    progress=not args.no_progress,
                 )
             except se.TrainingError as err:
                 print(f"{name}, seed {seed}: diverged at step {err.step}")

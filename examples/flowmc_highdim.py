@@ -31,6 +31,7 @@ def main():
     p.add_argument("--walkers", type=int, default=None)
     p.add_argument("--chain-steps", type=int, default=None)
     p.add_argument("--only", default=None, help="comma-separated method names")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = p.parse_args()
     steps = args.steps or (5000 if args.paper else 600)
     n = args.walkers or (1024 if args.paper else 256)
@@ -60,7 +61,9 @@ def main():
         rows = {}
         for name, strat in strats.items():
             try:
-                res, wall = train(energy, data.samples, strat, steps, 1e-2, 512, 3)
+                res, wall = train(
+                    energy, data.samples, strat, steps, 1e-2, 512, 3, progress=not args.no_progress
+                )
             except se.TrainingError as err:
                 rows[name] = [float("nan"), "-", f"diverged at step {err.step}"]
                 continue

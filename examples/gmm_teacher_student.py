@@ -53,7 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--dim", type=int, default=50, help="dimension of the teacher")
     p.add_argument("--n-data", type=int, default=10_000, help="teacher samples")
-    p.add_argument("--num-walkers", type=int, default=10_000, help="walkers (persistent strategies)")
+    p.add_argument(
+        "--num-walkers", type=int, default=10_000, help="walkers (persistent strategies)"
+    )
     p.add_argument("--steps", type=int, default=8000, help="optimizer steps")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0, 1, ...)")
     p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))

@@ -51,7 +51,18 @@ def teacher(dim, seed):
     return a @ a.T
 
 
-def run(strategy, dim, n_data, num_walkers, steps, lr, step_size, seed, num_observers=None):
+def run(
+    strategy,
+    dim,
+    n_data,
+    num_walkers,
+    steps,
+    lr,
+    step_size,
+    seed,
+    num_observers=None,
+    progress=True,
+):
     prec_true = teacher(dim, seed)
     data = jax.random.multivariate_normal(
         jax.random.key(seed), jnp.zeros(dim), jnp.asarray(np.linalg.inv(prec_true)), (n_data,)
@@ -75,7 +86,7 @@ def run(strategy, dim, n_data, num_walkers, steps, lr, step_size, seed, num_obse
         optimizer=optax.adam(schedule),
         num_steps=steps,
         key=jax.random.key(100 + seed),
-        progress=False,
+        progress=progress,
         log_Z0=log_z_of(np.eye(dim)),
     )  # exact at the initial L = I
     wall = time.perf_counter() - t0
@@ -117,11 +128,15 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--step-size", type=float, default=0.05)
     p.add_argument(
-        "--num-observers", type=int, default=None, help="Jarzynski's observers (default num-walkers)"
+        "--num-observers",
+        type=int,
+        default=None,
+        help="Jarzynski's observers (default num-walkers)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--strategies", nargs="+", default=["jarzynski", "pcd"])
     p.add_argument("--out", default="outputs/numpyro_ggm")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     a = p.parse_args(argv)
     rows = []
     for strategy in a.strategies:
@@ -136,6 +151,7 @@ def main(argv=None):
                 a.step_size,
                 seed,
                 a.num_observers,
+                progress=not a.no_progress,
             )
             rows.append(row)
             print(

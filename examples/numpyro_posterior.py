@@ -30,6 +30,7 @@ import numpyro
 import numpyro.distributions as dist
 from blackjax.smc.resampling import systematic
 from numpyro.infer import MCMC, NUTS, Predictive
+from tqdm.auto import tqdm
 
 import smc_ebm as se
 from smc_ebm.recipes import blr_data, blr_exact, blr_model, output_dir  # noqa: E402
@@ -91,7 +92,7 @@ def blackjax_atsmc(key, model, args, n, n_mcmc, step_size, target_ess):
     return float(log_z), int(stages), np.asarray(state.particles)
 
 
-def blr(seeds, num_walkers, num_runs, dim, bj_step):
+def blr(seeds, num_walkers, num_runs, dim, bj_step, progress=True):
     x, y = blr_data(0, n=30, d=dim)
     log_z, mean, cov = blr_exact(x, y)
     rows = []
@@ -106,6 +107,7 @@ def blr(seeds, num_walkers, num_runs, dim, bj_step):
             num_runs=num_runs,
             kernel="mala",
             num_mcmc_steps=10,
+            progress=progress,
         )
         t_ours = time.perf_counter() - t0
         w = res.samples["w"].reshape(-1, dim)
@@ -114,7 +116,7 @@ def blr(seeds, num_walkers, num_runs, dim, bj_step):
             blackjax_atsmc(
                 jax.random.key(10_000 * seed + r), blr_model, (x, y), num_walkers, 10, bj_step, 0.5
             )
-            for r in range(num_runs)
+            for r in tqdm(range(num_runs), desc="blackjax runs", disable=not progress)
         ]
         t_bj = time.perf_counter() - t0
         bj_z = np.array([b[0] for b in bj])
@@ -150,7 +152,7 @@ def blr(seeds, num_walkers, num_runs, dim, bj_step):
     return rows
 
 
-def schools(seed, num_walkers, num_runs, nuts_draws):
+def schools(seed, num_walkers, num_runs, nuts_draws, progress=True):
     t0 = time.perf_counter()
     mcmc = MCMC(
         NUTS(schools_noncentred),
@@ -177,6 +179,7 @@ def schools(seed, num_walkers, num_runs, nuts_draws):
             num_runs=num_runs,
             kernel="mala",
             num_mcmc_steps=20,
+            progress=progress,
         )
         z_scores = {}
         for site in ("mu", "tau", "theta"):
@@ -214,11 +217,14 @@ def main(argv=None):
     p.add_argument("--nuts-draws", type=int, default=2000)
     p.add_argument("--skip-schools", action="store_true")
     p.add_argument("--out", default="outputs/numpyro_posterior")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     a = p.parse_args(argv)
     result = {"args": vars(a)}
-    result["blr"] = blr(a.seeds, a.num_walkers, a.num_runs, a.dim, a.blackjax_step)
+    progress = not a.no_progress
+    result["blr"] = blr(a.seeds, a.num_walkers, a.num_runs, a.dim, a.blackjax_step, progress)
     if not a.skip_schools:
-        result["schools"] = schools(a.seeds[0], 2 * a.num_walkers, a.num_runs, a.nuts_draws)
+        n = 2 * a.num_walkers
+        result["schools"] = schools(a.seeds[0], n, a.num_runs, a.nuts_draws, progress)
     out = Path(a.out)
     output_dir(out)
     (out / "posterior.json").write_text(json.dumps(result, indent=1, default=float))

@@ -43,6 +43,7 @@ def main():
     p.add_argument("--step-size", type=float, default=0.1)
     p.add_argument("--record-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--out-dir", type=Path, default=Path("outputs/score_matching_vs_jarzynski"))
     args = p.parse_args()
     output_dir(args.out_dir)
@@ -79,7 +80,7 @@ def main():
             key=kf,
             metrics=metrics,
             record_every=args.record_every,
-            progress=False,
+            progress=not args.no_progress,
         )
         wall = time.perf_counter() - t0
         h = res.history

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from smc_ebm._live import ask_host
+from smc_ebm._live import poll_at
 from smc_ebm.strategies import all_finite
 
 # Incremented each time the chunk function is traced; tests use it to prove that the
@@ -135,9 +135,7 @@ def build_chunk(
             blank = Record(nan, nan, nan, jnp.asarray(0, jnp.int32), nan, nan)
 
             active = (err == 0) & (step >= start_step) & (step < end_step)
-            every = jnp.maximum(poll_every, 1)
-            polled = active & (poll_every > 0) & (jnp.mod(step, every) == 0)
-            stop = jax.lax.cond(polled, ask_host, lambda s: jnp.asarray(False), step)
+            stop = poll_at(step, poll_every, active)
 
             def skip(_):
                 # A stop asked for at this step: it and the rest are not taken, carried as

@@ -30,6 +30,7 @@ from blackjax.smc.solver import dichotomy
 from jaxtyping import PRNGKeyArray
 from numpyro.infer import Predictive
 
+from smc_ebm._live import live_call, poll_at
 from smc_ebm._naming import OldAttributes, renamed
 from smc_ebm.diagnostics import make_tree
 from smc_ebm.energies import from_numpyro
@@ -120,58 +121,85 @@ def _split(energy):
 
 
 @eqx.filter_jit
-def _run(keys, energy, z0, target_ess, kernel, n_mcmc, num_integration_steps, h0, max_stages):
+def _run(
+    keys, energy, z0, target_ess, kernel, n_mcmc, num_integration_steps, h0, max_stages, every
+):
+    """The runs' tempering, a ``while_loop`` over the stages of the ``vmap`` of the runs.
+
+    That is what ``vmap`` makes of a ``while_loop`` of one run: each run's stage is computed
+    while any run goes on and kept where that run goes on (the same numbers). The host's poll
+    (every ``every`` stages; ``None``: none compiled in) is outside the vmap: one per stage
+    of all runs, with the least temperature of the runs still going.
+    """
     prior_and_loglik = _split(energy)
     init, step = _mcmc(kernel, num_integration_steps)
     target_acc = TARGET_ACCEPTANCE[kernel]
 
-    def one_run(key, z):
-        n = z.shape[0]
+    def start(key, z):
         u0, ll = jax.vmap(prior_and_loglik)(z)
         temps = jnp.ones(max_stages + 1, z.dtype).at[0].set(0.0)
         zero = jnp.zeros((), z.dtype)
-        carry = (z, u0, ll, zero, zero, 0, jnp.asarray(h0, z.dtype), zero, temps, key)
+        return (z, u0, ll, zero, zero, 0, jnp.asarray(h0, z.dtype), zero, temps, key)
 
-        def cond(c):
-            return (c[3] < 1.0) & (c[5] < max_stages)
+    def cond(c):
+        return (c[3] < 1.0) & (c[5] < max_stages)
 
-        def body(c):
-            z, u0, ll, beta, log_z, j, h, acc_sum, temps, key = c
-            key, k_res, k_mv = jax.random.split(key, 3)
-            ll_safe = jnp.where(jnp.isfinite(ll), ll, -jnp.inf)
-            delta = ess_solver(lambda v: v, ll_safe, target_ess, 1.0 - beta, dichotomy)
-            delta = jnp.where(jnp.isnan(delta), 1.0 - beta, delta)
-            delta = jnp.where(j == max_stages - 1, 1.0 - beta, delta)  # finish in time
-            beta = jnp.minimum(beta + delta, 1.0)
-            logw = delta * ll_safe
-            log_z = log_z + jax.nn.logsumexp(logw) - math.log(n)
-            idx = systematic(k_res, jax.nn.softmax(logw), n)
-            z = z[idx]
-            scale = jnp.maximum(jnp.std(z, axis=0), 1e-6)
+    def body(c):  # one stage of one run
+        n = c[0].shape[0]
+        z, u0, ll, beta, log_z, j, h, acc_sum, temps, key = c
+        key, k_res, k_mv = jax.random.split(key, 3)
+        ll_safe = jnp.where(jnp.isfinite(ll), ll, -jnp.inf)
+        delta = ess_solver(lambda v: v, ll_safe, target_ess, 1.0 - beta, dichotomy)
+        delta = jnp.where(jnp.isnan(delta), 1.0 - beta, delta)
+        delta = jnp.where(j == max_stages - 1, 1.0 - beta, delta)  # finish in time
+        beta = jnp.minimum(beta + delta, 1.0)
+        logw = delta * ll_safe
+        log_z = log_z + jax.nn.logsumexp(logw) - math.log(n)
+        idx = systematic(k_res, jax.nn.softmax(logw), n)
+        z = z[idx]
+        scale = jnp.maximum(jnp.std(z, axis=0), 1e-6)
 
-            def logdensity(w):  # in whitened coordinates z = scale * w: preconditioned
-                a, b = prior_and_loglik(w * scale)
-                return -a + beta * b
+        def logdensity(w):  # in whitened coordinates z = scale * w: preconditioned
+            a, b = prior_and_loglik(w * scale)
+            return -a + beta * b
 
-            def mcmc_step(states, k):
-                states, info = jax.vmap(step, in_axes=(0, 0, None, None))(
-                    jax.random.split(k, n), states, logdensity, h
-                )
-                return states, jnp.mean(info.acceptance_rate)
+        def mcmc_step(states, k):
+            states, info = jax.vmap(step, in_axes=(0, 0, None, None))(
+                jax.random.split(k, n), states, logdensity, h
+            )
+            return states, jnp.mean(info.acceptance_rate)
 
-            states = jax.vmap(init, in_axes=(0, None))(z / scale, logdensity)
-            states, accs = jax.lax.scan(mcmc_step, states, jax.random.split(k_mv, n_mcmc))
-            z = states.position * scale
-            acc = jnp.mean(accs)
-            h = h * jnp.exp(jnp.clip(acc - target_acc, -0.5, 0.5))  # tune for the next stage
-            u0, ll = jax.vmap(prior_and_loglik)(z)
-            temps = temps.at[j + 1].set(beta)
-            return z, u0, ll, beta, log_z, j + 1, h, acc_sum + acc, temps, key
+        states = jax.vmap(init, in_axes=(0, None))(z / scale, logdensity)
+        states, accs = jax.lax.scan(mcmc_step, states, jax.random.split(k_mv, n_mcmc))
+        z = states.position * scale
+        acc = jnp.mean(accs)
+        h = h * jnp.exp(jnp.clip(acc - target_acc, -0.5, 0.5))  # tune for the next stage
+        u0, ll = jax.vmap(prior_and_loglik)(z)
+        temps = temps.at[j + 1].set(beta)
+        return z, u0, ll, beta, log_z, j + 1, h, acc_sum + acc, temps, key
 
-        z, u0, ll, beta, log_z, j, h, acc_sum, temps, _ = jax.lax.while_loop(cond, body, carry)
-        return z, log_z, j, temps, acc_sum / jnp.maximum(j, 1), h
+    def stages(sc):
+        stage, c = sc
+        going = jax.vmap(cond)(c)
+        poll_at(stage, every, values=(jnp.min(jnp.where(going, c[3], 1.0)),))
+        new = jax.vmap(body)(c)
 
-    return jax.vmap(one_run)(keys, z0)
+        def keep(a, b):
+            return jax.lax.select(
+                jnp.broadcast_to(going.reshape((-1,) + (1,) * (a.ndim - 1)), a.shape), a, b
+            )
+
+        return stage + 1, jax.tree.map(keep, new, c)
+
+    carry = jax.vmap(start)(keys, z0)
+    _, carry = jax.lax.while_loop(lambda sc: jnp.any(jax.vmap(cond)(sc[1])), stages, (0, carry))
+    z, u0, ll, beta, log_z, j, h, acc_sum, temps, _ = carry
+    return z, log_z, j, temps, acc_sum / jnp.maximum(j, 1), h
+
+
+def _percent(stage: int, beta: float) -> int:
+    """The bar's position at a poll: the least temperature of the runs still going, in %."""
+    return int(100 * beta)
 
 
 @renamed()
@@ -188,6 +216,7 @@ def posterior(
     step_size: float | None = None,
     max_stages: int = 200,
     model_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> PosteriorResult:
     r"""Posterior draws and log evidence of a NumPyro model by adaptive tempered SMC.
 
@@ -207,6 +236,10 @@ def posterior(
             stages towards acceptance 0.574 (MALA) or 0.75 (HMC).
         max_stages: the last stage allowed jumps to :math:`\beta = 1`.
         model_kwargs: the model's keyword arguments.
+        progress: show a live progress bar (tqdm) of the temperature :math:`\beta` (in
+            percent, of the run furthest behind), moved from inside the compiled call about
+            every 0.5 s, then the mean acceptance. Ctrl-C ends the call at its next poll
+            with ``KeyboardInterrupt``.
 
     Returns:
         A :class:`PosteriorResult`; ``result.to_arviz()`` for ``az.summary``.
@@ -228,17 +261,23 @@ def posterior(
         k_prior, *args, **model_kwargs
     )
     z0 = energy.unconstrain(draws).reshape(r, n, d)
-    z, log_z, stages, temps, acc, h = _run(
-        jax.random.split(k_run, r),
-        energy,
-        z0,
-        float(target_ess),
-        kernel,
-        int(num_mcmc_steps),
-        int(num_integration_steps),
-        float(step_size),
-        int(max_stages),
-    )
+    timing = ("posterior", str(getattr(model, "__name__", "")), z0.shape, str(z0.dtype), kernel)
+    timing = (*timing, int(num_mcmc_steps), int(num_integration_steps))
+    with live_call(timing, 100, "posterior", progress, _percent, "%") as live:
+        out = _run(
+            jax.random.split(k_run, r),
+            energy,
+            z0,
+            float(target_ess),
+            kernel,
+            int(num_mcmc_steps),
+            int(num_integration_steps),
+            float(step_size),
+            int(max_stages),
+            live.every,
+        )
+        z, log_z, stages, temps, acc, h = live.done(out, steps=int(np.max(out[2])))
+        live.show(acceptance=float(np.mean(acc)))
     samples = jax.tree.map(np.asarray, energy.constrain(z.reshape(r * n, d)))
     samples = {k: v.reshape((r, n) + v.shape[1:]) for k, v in samples.items()}
     log_z = np.asarray(log_z, np.float64)

@@ -20,20 +20,22 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
+from smc_ebm._live import live_call, poll_at
 from smc_ebm._naming import OldAttributes, renamed
 from smc_ebm._sharding import place_populations
 from smc_ebm.energies import as_base
 from smc_ebm.energies._base import has_log_partition
 from smc_ebm.energies._gaussian import Gaussian
-from smc_ebm.kernels import KERNELS
-from smc_ebm.smc import anneal
+from smc_ebm.kernels import KERNELS, make_kernel
 from smc_ebm.smc._resampling import (
     ESSResampling,
     IntervalResampling,
     NoResampling,
     ess_fraction,
+    log_mean_exp,
     resample_indices,
 )
+from smc_ebm.smc._step import anneal_init, anneal_move, anneal_result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,20 +97,30 @@ def _check_base(base: Any) -> None:
 
 
 @eqx.filter_jit
-def _run(keys, energy, base, x0, num_steps, step_size, kernel, resampling):
-    def one(k, x):
-        return anneal(
-            k,
-            base,
-            energy,
-            x,
-            num_steps=num_steps,
-            step_size=step_size,
-            kernel=kernel,
-            resampling=resampling,
-        )
+def _run(keys, energy, base, x0, num_steps, step_size, kernel, resampling, every):
+    """:func:`~smc_ebm.smc.anneal` of each run (keys ``(R,)``, starts ``(R, m, d)``).
 
-    return jax.vmap(one)(keys, x0)
+    A ``lax.scan`` over the steps of the ``vmap`` of the runs' steps: the numbers of
+    ``vmap(anneal)``, with the host's poll (:func:`smc_ebm._live.poll_at`, every ``every``
+    steps; ``None``: none compiled in) outside the vmap, once per step of all runs.
+    """
+    kern = make_kernel(kernel, step_size)
+    population = jax.vmap(lambda x: anneal_init(base, energy, x))(x0)
+    ts = jnp.linspace(0.0, 1.0, num_steps + 1, dtype=x0.dtype)
+    step_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, num_steps))(keys), 0, 1)
+
+    def body(population, inp):
+        k, j, t0, t1 = inp
+        poll_at(j, every)
+
+        def move(k, p):
+            return anneal_move(k, p, j, t0, t1, base, energy, kern, resampling)
+
+        return jax.vmap(move)(k, population)
+
+    xs = (step_keys, jnp.arange(num_steps), ts[:-1], ts[1:])
+    population, (dos, accs) = jax.lax.scan(body, population, xs)
+    return jax.vmap(anneal_result, in_axes=(0, 1, 1))(population, dos, accs)
 
 
 @renamed(extra={"n": "num_walkers"}, positional=("key", "num_walkers"))
@@ -124,6 +136,7 @@ def sample(
     resampling: ESSResampling | IntervalResampling | NoResampling | None = None,
     num_runs: int = 4,
     devices: Any = None,
+    progress: bool = True,
 ) -> SampleResult:
     r"""Draw weighted samples of :math:`\rho \propto e^{-U}` and estimate :math:`\log Z`.
 
@@ -159,6 +172,9 @@ def sample(
         devices: split the work over these devices (e.g. ``jax.devices()``): whole runs per
             device when ``num_runs`` is a multiple of their number, else each run's walkers.
             Default: one device.
+        progress: show a live progress bar (tqdm), moved from inside the compiled call
+            about every 0.5 s, then log Z and (MALA) the acceptance. Ctrl-C ends
+            the call at its next poll with ``KeyboardInterrupt``.
 
     Returns:
         A :class:`SampleResult`.
@@ -207,9 +223,15 @@ def sample(
     keys = jax.random.split(k_run, num_runs)
     if devices is not None:
         x0, keys = place_populations(x0, keys, devices)
-    x, a, log_ratio, n_res, acc = _run(
-        keys, energy, init, x0, int(num_steps), float(step_size), kernel, resampling
-    )
+    timing = ("sample", type(energy).__name__, x0.shape, str(x0.dtype), kernel, int(num_steps))
+    with live_call(timing, int(num_steps), "sample", progress) as live:
+        out = _run(
+            keys, energy, init, x0, int(num_steps), float(step_size), kernel, resampling, live.every
+        )
+        x, a, log_ratio, n_res, acc = live.done(out)
+        pooled = float(log_mean_exp(log_ratio) + init.log_partition())  # log Z, for the bar
+        shown = {} if kernel == "ula" else {"acceptance": float(jnp.mean(acc))}
+        live.show(log_Z=pooled, **shown)
     finite = jnp.all(jnp.isfinite(x), axis=-1) & jnp.isfinite(a)
     if not bool(jnp.all(finite)) or not bool(jnp.all(jnp.isfinite(log_ratio))):
         bad = int(jnp.sum(~finite))

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
+from smc_ebm._live import live_call, poll_at
 from smc_ebm._naming import OldAttributes, renamed
 from smc_ebm._sharding import place, walker_mesh
 from smc_ebm.diagnostics import _arviz
@@ -115,14 +116,18 @@ class Diagnosis(OldAttributes):
         return plot_pair(self, **kwargs)
 
 
-def _chains(energy, key, x0, num_warmup, num_records, thin, step_size, kernel):
+def _chains(energy, key, x0, num_warmup, num_records, thin, step_size, kernel, every):
     """Run the chains and summarise them.
 
     Returns positions ``(R, C, d)``, energies and acceptances ``(R, C)``, and the columns
     of the table (:func:`summary_stats`) of ``x`` and ``U``, each of shape ``(d + 1,)``.
+    The host is polled every ``every`` steps of all chains (``None``: no poll compiled in).
     """
     k = make_kernel(kernel, step_size)
-    xs, us, accs = run_chains(key, k, energy, x0, num_records, thin=thin, num_warmup=num_warmup)
+    on_step = None if every is None else (lambda i: poll_at(i, every))
+    xs, us, accs = run_chains(
+        key, k, energy, x0, num_records, thin=thin, num_warmup=num_warmup, on_step=on_step
+    )
     draws = jnp.concatenate([xs, us[..., None].astype(xs.dtype)], axis=-1)
     return xs, us, accs, summary_stats(jnp.swapaxes(draws, 0, 1))
 
@@ -224,6 +229,7 @@ def diagnose(
     num_warmup: int = 0,
     thin: int = 1,
     devices: Sequence[Any] | None = None,
+    progress: bool = True,
 ) -> Diagnosis:
     r"""Run independent chains under an energy and measure their convergence.
 
@@ -244,6 +250,9 @@ def diagnose(
         devices: split the chains over these devices (``jax.devices()``; ``num_chains`` must
             be a multiple of their number); the table's statistics are then cross-device
             reductions. Default: one device.
+        progress: show a live progress bar (tqdm) of the steps (warm-up included), moved
+            from inside the compiled call about every 0.5 s, then the acceptance (MALA).
+            Ctrl-C ends the call at its next poll with ``KeyboardInterrupt``.
 
     Returns:
         A :class:`Diagnosis`: the ArviZ object, the summary table and the headline
@@ -282,10 +291,22 @@ def diagnose(
 
     xr = _arviz.xarray()
     num_records = int(num_steps) // int(thin)
-    xs, us, accs, columns = _run_chains(
-        energy, k_run, x0, int(num_warmup), num_records, int(thin), float(step_size), kernel
-    )
-    xs, us, accs, columns = jax.device_get((xs, us, accs, columns))
+    total = int(num_warmup) + num_records * int(thin)
+    timing = ("diagnose", type(energy).__name__, x0.shape, str(x0.dtype), kernel, int(thin))
+    with live_call(timing, total, "diagnose", progress) as live:
+        out = _run_chains(
+            energy,
+            k_run,
+            x0,
+            int(num_warmup),
+            num_records,
+            int(thin),
+            float(step_size),
+            kernel,
+            live.every,
+        )
+        xs, us, accs, columns = jax.device_get(live.done(out))
+        live.show(**({} if kernel == "ula" else {"acceptance": float(np.mean(accs))}))
     _check_chains(xs, us, accs, kernel, float(step_size))
     # (draw, chain, ...) -> (chain, draw, ...)
     xs, us, accs = np.swapaxes(xs, 0, 1), np.swapaxes(us, 0, 1), np.swapaxes(accs, 0, 1)

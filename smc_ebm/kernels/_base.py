@@ -99,24 +99,38 @@ def run_chains(
     *,
     thin: int = 1,
     num_warmup: int = 0,
+    on_step: Any = None,
 ) -> tuple[Float[Array, "R C d"], Float[Array, "R C"], Float[Array, "R C"]]:
     """Independent chains of ``kernel`` under a FIXED ``energy``: the one chain runner.
 
     Runs ``num_warmup`` unrecorded steps, then ``num_records`` records of ``thin`` steps each.
     Pure and jittable. Returns ``(positions (R, C, d), energies (R, C), acceptance (R, C))``,
-    the acceptance averaged over the ``thin`` steps of each record.
+    the acceptance averaged over the ``thin`` steps of each record. ``on_step(i)`` (traced,
+    called for its effect, e.g. a progress poll) runs before step ``i`` (the warm-up steps
+    count first); ``None`` adds nothing.
     """
 
     def one(carry, k):
         return kernel.step(k, carry, energy)
 
-    def record(state, k):
-        state, infos = jax.lax.scan(one, state, jax.random.split(k, thin))
+    def counted(carry, ki):
+        on_step(ki[1])
+        return one(carry, ki[0])
+
+    def scan_steps(state, keys, first):
+        if on_step is None:
+            return jax.lax.scan(one, state, keys)
+        return jax.lax.scan(counted, state, (keys, first + jnp.arange(keys.shape[0])))
+
+    def record(state, kr):
+        k, r = kr
+        state, infos = scan_steps(state, jax.random.split(k, thin), num_warmup + r * thin)
         return state, (state.position, state.energy, jnp.mean(infos.acceptance, axis=0))
 
     k_warm, k_run = jax.random.split(key)
     state = kernel.init(x0, energy)
     if num_warmup:
-        state, _ = jax.lax.scan(one, state, jax.random.split(k_warm, num_warmup))
-    _, out = jax.lax.scan(record, state, jax.random.split(k_run, num_records))
+        state, _ = scan_steps(state, jax.random.split(k_warm, num_warmup), 0)
+    records = (jax.random.split(k_run, num_records), jnp.arange(num_records))
+    _, out = jax.lax.scan(record, state, records)
     return out

@@ -38,8 +38,10 @@ def flow_strategies(num_walkers, flow, step_size, ula_step, num_proposals, flow_
     }
 
 
-def train(energy, data, strategy, steps, lr, batch, seed, lr_final=1.0):
+def train(energy, data, strategy, steps, lr, batch, seed, lr_final=1.0, progress=True):
     """Adam on the energy; with ``lr_final < 1`` its rate decays as a cosine to ``lr_final * lr``.
+
+    ``progress``: the live bar of ``fit``.
 
     The decay removes most of the stationary jitter of the mode weights that a constant rate
     leaves (the gradient's Monte Carlo noise, from 512 walkers and a batch of 512).
@@ -54,7 +56,7 @@ def train(energy, data, strategy, steps, lr, batch, seed, lr_final=1.0):
         num_steps=steps,
         batch_size=batch,
         key=jax.random.key(seed),
-        progress=False,
+        progress=progress,
     )
     return res, time.perf_counter() - t0
 

@@ -47,7 +47,7 @@ def fit_config(
         config: a config file path or an already-read dict (``None`` with ``resume``: the
             run's own config).
         run_dir: the run directory (default ``runs/<name>``).
-        progress: show the training progress bar.
+        progress: show the progress bars (training, diagnostics, generation).
         overwrite: replace the run in ``run_dir`` (everything in it is removed first).
         log: called with progress lines (``None``: silent).
         resume: continue the interrupted or killed run in ``run_dir`` from its checkpoint
@@ -146,7 +146,7 @@ def _run(plan: Plan, say: Any, progress: bool) -> Path:
         say(f"{status} run ({result.steps} of {steps} steps) written to {run_dir}")
         return run_dir
     try:
-        _finish(plan, result, meta, (k_diag, k_sample), say)
+        _finish(plan, result, meta, (k_diag, k_sample), say, progress)
     except KeyboardInterrupt:
         # Trained to the end (its checkpoint says so) but stopped in the diagnostics, the
         # sampling or the figures: --resume writes them.
@@ -159,7 +159,7 @@ def _run(plan: Plan, say: Any, progress: bool) -> Path:
     return run_dir
 
 
-def _finish(plan: Plan, result: Any, meta: dict, keys: tuple, say: Any) -> None:
+def _finish(plan: Plan, result: Any, meta: dict, keys: tuple, say: Any, progress: bool) -> None:
     """Diagnostics, generation and figures of a complete run, into ``meta`` and its files."""
     import smc_ebm as se
 
@@ -171,7 +171,7 @@ def _finish(plan: Plan, result: Any, meta: dict, keys: tuple, say: Any) -> None:
     if dcfg.pop("enabled"):
         say(f"diagnose: {dcfg['num_chains']} chains x {dcfg['num_steps']} steps ({dcfg['kernel']})")
         try:
-            diag = se.diagnose(result, key=k_diag, **dcfg)
+            diag = se.diagnose(result, key=k_diag, **dcfg, progress=progress)
         except FloatingPointError as err:  # chains that diverged: said, not fatal to the run
             meta["diagnostics"] = {"error": str(err)}
             say(str(err))
@@ -190,7 +190,9 @@ def _finish(plan: Plan, result: Any, meta: dict, keys: tuple, say: Any) -> None:
         # far better than a standard normal when the data are not centred and scaled.
         base = se.energies.Gaussian.fit_to(data.samples)
         try:
-            out = se.sample(result.energy, key=k_sample, num_walkers=n, init=base, **scfg)
+            out = se.sample(
+                result.energy, key=k_sample, num_walkers=n, init=base, **scfg, progress=progress
+            )
         except FloatingPointError as err:
             meta["sample"] = {"error": str(err)}
             say(str(err))

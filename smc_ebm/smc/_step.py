@@ -214,27 +214,60 @@ def anneal(
     """
     resampling = ESSResampling(0.5, "systematic") if resampling is None else resampling
     kernel = make_kernel(kernel, step_size)
-
-    def path(t):
-        return Interpolated(base, energy, jnp.asarray(t, x.dtype))
-
-    u, g, _ = evaluate(path(0.0), x)
+    population = anneal_init(base, energy, x)
     ts = jnp.linspace(0.0, 1.0, num_steps + 1, dtype=x.dtype)
-    zero = jnp.zeros((), x.dtype)
-    population = Population(x, u, g, jnp.zeros(x.shape[0], x.dtype), zero)
 
     def body(population, inp):
         k, j, t0, t1 = inp
-        population, info = step(k, population, path(t0), path(t1), kernel, None, resampling, j)
-        return population, (info.resampled, info.acceptance)
+        return anneal_move(k, population, j, t0, t1, base, energy, kernel, resampling)
 
     keys = jax.random.split(key, num_steps)
     steps = jnp.arange(num_steps)
     population, (dos, accs) = jax.lax.scan(body, population, (keys, steps, ts[:-1], ts[1:]))
+    return anneal_result(population, dos, accs)
+
+
+# The pieces of :func:`anneal`, for a caller that scans over the steps of several vmapped runs
+# (``smc_ebm.sample``: one host poll per step of all its runs, outside their vmap).
+
+
+def anneal_init(base: Any, energy: Any, x: Array) -> Population:
+    """The walkers ``x`` (drawn from ``base``) as the population that :func:`anneal` starts."""
+    u, g, _ = evaluate(Interpolated(base, energy, jnp.asarray(0.0, x.dtype)), x)
+    zero = jnp.zeros((), x.dtype)
+    return Population(x, u, g, jnp.zeros(x.shape[0], x.dtype), zero)
+
+
+def anneal_move(
+    key: PRNGKeyArray,
+    population: Population,
+    index: Array,
+    t0: Array,
+    t1: Array,
+    base: Any,
+    energy: Any,
+    kernel: Kernel,
+    resampling: Any,
+) -> tuple[Population, tuple[Array, Array]]:
+    """Step ``index`` of :func:`anneal`, from ``U_{t0}`` to ``U_{t1}``.
+
+    Returns ``(population, (resampled, acceptance))``.
+    """
+    dt = population.position.dtype
+    old = Interpolated(base, energy, jnp.asarray(t0, dt))
+    new = Interpolated(base, energy, jnp.asarray(t1, dt))
+    population, info = step(key, population, old, new, kernel, None, resampling, index)
+    return population, (info.resampled, info.acceptance)
+
+
+def anneal_result(
+    population: Population, resampled: Array, acceptance: Array
+) -> tuple[Array, Array, Array, Array, Array]:
+    """What :func:`anneal` returns, from the final population and the steps' records."""
     return (
         population.position,
         population.log_weights,
         population.log_Z(),
-        jnp.sum(dos),
-        jnp.mean(accs),
+        jnp.sum(resampled),
+        jnp.mean(acceptance),
     )
