@@ -54,7 +54,6 @@ MNIST (28x28) on a GPU, with the IDX files (or mnist.npz) in ~/data/mnist::
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import time
 from pathlib import Path
@@ -204,7 +203,10 @@ def load(args: argparse.Namespace, key) -> tuple[se.datasets.Dataset, se.metrics
         clf = se.metrics.digit_classifier(k_clf, args.labels)
     else:
         data = se.datasets.mnist(args.mnist, key=k_data, labels=args.labels, weights=args.weights)
-        loader = functools.partial(se.datasets.mnist, args.mnist)
+
+        def loader(key, labels, weights):
+            return se.datasets.mnist(args.mnist, key=key, labels=labels, weights=weights)
+
         clf = se.metrics.digit_classifier(k_clf, args.labels, loader=loader)
     return data, clf
 
