@@ -93,6 +93,8 @@ def poll_at(step: Any, every: Any, when: Any = True, values: tuple = ()) -> Any:
     """
     if every is None:
         return jnp.asarray(False)
+    step = jnp.asarray(step)
+    every = jnp.asarray(every).astype(step.dtype)  # int64 steps under x64: no mixed promotion
     polled = jnp.asarray(when) & (every > 0) & (jnp.mod(step, jnp.maximum(every, 1)) == 0)
     return jax.lax.cond(
         polled, lambda s, *v: ask_host(s, *v), lambda s, *v: jnp.asarray(False), step, *values
