@@ -48,6 +48,7 @@ def test_checkpoint_cost_runs_tiny(monkeypatch):
     assert np.isfinite(out["per_checkpoint_s"]).all()
 
 
+@pytest.mark.slow  # 10 s: six compiled fits
 def test_feedback_cross_step_runs_tiny(monkeypatch):
     rows = _load("feedback_cross_step").main(["--tiny"])
     assert [r["correction"] for r in rows] == ["off", "on (probe)", "on (exact)"]

@@ -42,6 +42,7 @@ def test_feedback_correction_removes_log_z_drift():
     assert abs(corrected) < 0.3 * abs(raw)
 
 
+@pytest.mark.slow  # 15-20 s on 2 cores; the default suite is near its 20-minute budget
 def test_feedback_correction_is_skipped_for_adam_on_a_zero_initialised_net():
     """Adam's update is not linear in the gradient (its Jacobian is unbounded where a gradient
     coordinate is zero, as in the hidden layers of a net whose last layer is zero), so the
@@ -137,6 +138,7 @@ def test_local_feedback_correction_applies_to_adam():
         se.FlowJarzynski(128, feedback_correction="always")
 
 
+@pytest.mark.slow  # 15-20 s on 2 cores; the default suite is near its 20-minute budget
 def test_feedback_correction_from_starts_the_correction_at_that_step():
     """``feedback_correction_from=k0``: the first ``k0`` steps run without the correction
     (bit-identical to a correction that never starts), the later ones with it."""

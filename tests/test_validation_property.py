@@ -71,7 +71,7 @@ def test_fit_loop_arguments_run_or_are_refused(
         assert np.all(np.isfinite(np.asarray(result.walkers)))
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=20)  # each example compiles a fit: half of the others' budget
 @given(
     num_walkers=st.integers(-1, 9),
     step_size=floats,
