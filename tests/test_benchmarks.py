@@ -83,8 +83,18 @@ def test_scaling_runs_quick(tmp_path, monkeypatch):
 
 def test_gpu_check_runs_quick(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
+    path = tmp_path / "g.json"
+    out = _load("gpu_check").main(["--quick", "--no-digits", "--out", str(path)])
+    assert out["runs"][0]["steps"] == 20 and json.loads(path.read_text())["diagnose_call"]
+    assert 0 <= out["runs"][0]["weight_near_minus_10"] <= 1
+
+
+@pytest.mark.slow  # about 30 s: compiles the digits example's two strategies
+def test_gpu_check_digits_section_runs_quick(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
     out = _load("gpu_check").main(["--quick", "--out", str(tmp_path / "g.json")])
-    assert out["runs"][0]["steps"] == 20 and (tmp_path / "g.json").exists()
+    for name in ("Jarzynski", "PCD"):
+        assert abs(sum(out["digits"][name]["proportions"]) - 1) < 1e-6
 
 
 def test_flows_family_arguments_and_mixtures(monkeypatch):
