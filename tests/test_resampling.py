@@ -23,6 +23,29 @@ from smc_ebm.smc import (
 METHODS = sorted(RESAMPLERS)
 
 
+@pytest.mark.parametrize("name", ["systematic", "stratified"])
+@pytest.mark.parametrize("n", [1, 7, 1000, 10_000])
+def test_unrolled_resamplers_give_blackjax_s_ancestors(name, n):
+    """The library's systematic and stratified resamplers (blackjax's, with the binary search
+    unrolled for speed on a GPU) draw exactly blackjax's ancestors: the same key and weights
+    give the same indices, for spread, peaked and partly zero weights."""
+    import blackjax.smc.resampling as bjr
+
+    ours, theirs = RESAMPLERS[name], getattr(bjr, name)
+    keys = jax.random.split(jax.random.key(3), 8)
+    for i, key in enumerate(keys):
+        k_w, k_r = jax.random.split(key)
+        a = jax.random.normal(k_w, (n,)) * (0.1, 1.0, 5.0, 30.0)[i % 4]
+        if i >= 4:  # some weights exactly zero
+            a = jnp.where(jnp.arange(n) % 3 == 1, -jnp.inf, a)
+        w = jax.nn.softmax(a)
+        for m in {n, 2 * n + 1}:
+            np.testing.assert_array_equal(
+                np.asarray(jax.jit(ours, static_argnums=2)(k_r, w, m)),
+                np.asarray(jax.jit(theirs, static_argnums=2)(k_r, w, m)),
+            )
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_resampler_is_unbiased(method):
     """E[count_i] = N p_i, checked over M independent draws.
