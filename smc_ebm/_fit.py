@@ -40,10 +40,10 @@ from smc_ebm._host import (
     step_back,
     validate_data,
 )
-from smc_ebm._live import STOP, Progress, poll_every, running, step_seconds, wait
+from smc_ebm._live import STOP, Progress, poll_every, running, step_seconds, stop_asked, wait
 from smc_ebm._loop import DATA_ENERGY, TRACE_COUNT, Record, chunk_function
 from smc_ebm._result import FitResult, TrainingError, make_result
-from smc_ebm._sharding import place, place_data, walker_mesh
+from smc_ebm._sharding import fetch, place, place_data, walker_mesh
 from smc_ebm.energies import check_trainable, has_log_partition
 from smc_ebm.kernels import split_energy
 from smc_ebm.strategies import AbstractStrategy
@@ -118,7 +118,9 @@ def fit(
             devices, e.g. ``jax.devices()``; the parameters are replicated and resampling
             stays global, so results equal the one-device run up to the order of sums
             (``smc_ebm._sharding``). The number of walkers must be a multiple of the number
-            of devices. Default: one device.
+            of devices. Under ``jax.distributed``, pass all processes' devices from every
+            process; the result is gathered to each (docs/quickstart.md). Default: one
+            device.
 
     Returns:
         A :class:`FitResult`.
@@ -244,7 +246,9 @@ def fit(
 
     def save(carry, done):
         if checkpoint is not None:
-            save_checkpoint(checkpoint, assemble(carry, done)[0], manifest)
+            carry = fetch(carry) if devices is not None else carry
+            if jax.process_index() == 0:  # under jax.distributed, one process writes
+                save_checkpoint(checkpoint, assemble(carry, done)[0], manifest)
 
     def take():
         """Wait for the chunk in flight and keep it (its records, its carry)."""
@@ -291,7 +295,7 @@ def fit(
     # one raises KeyboardInterrupt here and gives up the chunk in flight.
     with running():
         try:
-            while step < end_step and not err and not STOP.is_set():
+            while step < end_step and not err and not stop_asked():
                 t_chunk = time.perf_counter()
                 out = chunk(carry, jnp.asarray(first), start_arr, data, key_run, end, every)
                 pending = (out, t_chunk)
@@ -299,7 +303,10 @@ def fit(
         except KeyboardInterrupt:
             pass
         finally:
-            interrupted = interrupted or STOP.is_set() or pending is not None
+            # (A loop that ended early without an error was stopped: under several processes,
+            # also on those that were not signalled themselves.)
+            stopped = step < end_step and not err
+            interrupted = interrupted or STOP.is_set() or pending is not None or stopped
             if bar is not None:
                 bar.close()
     if interrupted:
@@ -310,8 +317,10 @@ def fit(
 
     err_step = int(carry[4]) if err else None
     done_steps = err_step if err else step
+    if devices is not None:  # arrays split over several processes: gathered to each
+        carry, data = fetch(carry), fetch(data)
     saved, history, traces = assemble(carry, done_steps, err_step)
-    if checkpoint is not None:
+    if checkpoint is not None and jax.process_index() == 0:
         save_checkpoint(checkpoint, saved, manifest)
     params, opt_state, state = carry[:3]
     result = make_result(

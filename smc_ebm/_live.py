@@ -116,10 +116,31 @@ def step_seconds(chunk: Any, seconds: float | None = None) -> float | None:
 
 
 def poll_every(step_seconds: float | None) -> int:
-    """Steps between two polls, about ``POLL_SECONDS`` apart."""
+    """Steps between two polls, about ``POLL_SECONDS`` apart.
+
+    ``0`` (never) under several processes (``jax.distributed``): each process times its own
+    steps, and processes that poll at different steps desynchronise the collectives of the
+    compiled call (a poll's answer is shared from one device). They stop between chunks
+    instead (:func:`stop_asked`).
+    """
+    if jax.process_count() > 1:
+        return 0
     if step_seconds is None or not step_seconds > 0:
         return FIRST_POLL_EVERY
     return max(1, min(2**30, math.floor(POLL_SECONDS / step_seconds)))
+
+
+def stop_asked() -> bool:
+    """Whether a stop was asked (:data:`STOP`).
+
+    Under several processes: of any of them, so that all stop after the same chunk.
+    """
+    if jax.process_count() == 1:
+        return STOP.is_set()
+    from jax.experimental import multihost_utils
+
+    asked = multihost_utils.process_allgather(np.asarray(STOP.is_set()))
+    return bool(np.any(asked))
 
 
 def wait(tree: Any, also: Any = (), interval: float = 0.002) -> Any:

@@ -22,7 +22,7 @@ from jaxtyping import PRNGKeyArray
 
 from smc_ebm._live import live_call, poll_at
 from smc_ebm._naming import OldAttributes, renamed
-from smc_ebm._sharding import place_populations
+from smc_ebm._sharding import fetch, place_populations
 from smc_ebm.energies import as_base
 from smc_ebm.energies._base import has_log_partition
 from smc_ebm.energies._gaussian import Gaussian
@@ -228,7 +228,7 @@ def sample(
         out = _run(
             keys, energy, init, x0, int(num_steps), float(step_size), kernel, resampling, live.every
         )
-        x, a, log_ratio, n_res, acc = live.done(out)
+        x, a, log_ratio, n_res, acc = fetch(live.done(out))
         pooled = float(log_mean_exp(log_ratio) + init.log_partition())  # log Z, for the bar
         shown = {} if kernel == "ula" else {"acceptance": float(jnp.mean(acc))}
         live.show(log_Z=pooled, **shown)

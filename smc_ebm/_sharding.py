@@ -10,7 +10,9 @@ become cross-device reductions. Resampling is global (the same ancestors as on o
 so results equal the one-device run up to the order of floating-point sums.
 
 Under ``jax.distributed.initialize()`` the same code spans hosts: pass ``jax.devices()``
-(all processes' devices) on every process.
+(all processes' devices) on every process. Arrays are then built from each process's own
+shards (:func:`put_global`), and what leaves the compiled calls is gathered to every process
+(:func:`fetch`), so results are plain arrays that every process can read.
 """
 
 from __future__ import annotations
@@ -55,9 +57,27 @@ def place(tree: Any, mesh: Mesh, n: int | None) -> Any:
         if not isinstance(x, jax.Array | np.ndarray):
             return x
         lead = n is not None and x.ndim >= 1 and x.shape[0] == n
-        return jax.device_put(x, split if lead else whole)
+        return put_global(x, split if lead else whole)
 
     return jax.tree.map(put, tree)
+
+
+def put_global(x: Any, sharding: NamedSharding) -> jax.Array:
+    """``x`` with ``sharding``, also when the mesh spans several processes.
+
+    ``jax.device_put`` accepts only shardings whose devices this process can address. Under
+    ``jax.distributed`` every process holds the same value (the same data, and starts drawn
+    from the same key), so each builds its own shards of the global array from it.
+    """
+    if sharding.is_fully_addressable:
+        return jax.device_put(x, sharding)
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # typed keys: via their data
+        data = put_global(jax.random.key_data(x), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return jax.jit(lambda a: a, out_shardings=sharding)(x)  # already global: reshard
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def place_data(data: Any, mesh: Mesh, minibatched: bool) -> Any:
@@ -83,12 +103,33 @@ def place_populations(x0: Any, keys: Any, devices: Sequence[Any]) -> tuple[Any, 
     runs, m = x0.shape[0], x0.shape[1]
     if runs % n_dev == 0:
         by_run = NamedSharding(mesh, PartitionSpec(AXIS))
-        return jax.device_put(x0, by_run), jax.device_put(keys, by_run)
+        return put_global(x0, by_run), put_global(keys, by_run)
     if m % n_dev == 0:
         by_walker = NamedSharding(mesh, PartitionSpec(None, AXIS))
         whole = NamedSharding(mesh, PartitionSpec())
-        return jax.device_put(x0, by_walker), jax.device_put(keys, whole)
+        return put_global(x0, by_walker), put_global(keys, whole)
     raise ValueError(
         f"neither the {runs} runs nor their {m} walkers each can be split evenly over "
         f"{n_dev} devices."
     )
+
+
+def fetch(tree: Any) -> Any:
+    """``tree`` with every array that spans several processes gathered to this process.
+
+    Under ``jax.distributed`` an array split over the devices of several processes cannot be
+    read by any one of them; ``multihost_utils.process_allgather`` (called by every process,
+    as every process runs the same code) gives each the whole value. Arrays that one process
+    can address are returned as they are, so one-process runs are unchanged.
+    """
+    from jax.experimental import multihost_utils
+
+    def get(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return x
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = get(jax.random.key_data(x))
+            return jax.random.wrap_key_data(jax.numpy.asarray(data), impl=jax.random.key_impl(x))
+        return jax.numpy.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(get, tree)

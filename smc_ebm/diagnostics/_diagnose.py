@@ -27,7 +27,7 @@ from jaxtyping import PRNGKeyArray
 
 from smc_ebm._live import live_call, poll_at
 from smc_ebm._naming import OldAttributes, renamed
-from smc_ebm._sharding import place, walker_mesh
+from smc_ebm._sharding import fetch, place, walker_mesh
 from smc_ebm.diagnostics import _arviz
 from smc_ebm.diagnostics._device import summary_stats
 from smc_ebm.energies import as_base
@@ -305,7 +305,7 @@ def diagnose(
             kernel,
             live.every,
         )
-        xs, us, accs, columns = jax.device_get(live.done(out))
+        xs, us, accs, columns = jax.device_get(fetch(live.done(out)))
         live.show(**({} if kernel == "ula" else {"acceptance": float(np.mean(accs))}))
     _check_chains(xs, us, accs, kernel, float(step_size))
     # (draw, chain, ...) -> (chain, draw, ...)
