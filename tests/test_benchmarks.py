@@ -129,3 +129,36 @@ def test_every_command_in_the_docs_names_a_script_and_its_flags():
         source = script.read_text()
         for flag in (a.split("=")[0] for a in argv[2:] if a.startswith("--")):
             assert f'"{flag}"' in source, (page, " ".join(argv), flag)
+
+
+def test_digits_family_triples_errors_and_summary(monkeypatch):
+    """The family's cases are drawn within their stated ranges, and the relative errors are
+    ordered by class position (checked against hand-computed values)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = _load("digits_family")
+    for i in range(20):
+        t = module.draw_triple(i)
+        w = np.sort(t["weights"])
+        assert len(set(t["digits"])) == 3 and all(0 <= d <= 9 for d in t["digits"])
+        assert abs(w.sum() - 1) < 1e-12 and 0.10 <= w[0] <= 0.20
+        assert w[1] >= w[0] + 0.05 - 1e-12 and w[2] > w[1]
+    assert module.draw_triple(3) == module.draw_triple(3)  # a fixed list
+    target = [0.5, 0.2, 0.3]  # positions: minority 0.2, middle 0.3, majority 0.5
+    errs = module.relative_errors([[0.55, 0.1, 0.35], [0.5, 0.3, 0.2]], target)
+    np.testing.assert_allclose(errs, [[0.5, 0.05 / 0.3, 0.1], [0.5, 0.1 / 0.3, 0.0]])
+    records = [
+        {"target": target, "PCD": {"averaged_proportions": [[0.55, 0.1, 0.35]]}},
+        {"target": target, "PCD": {"averaged_proportions": [[0.5, 0.3, 0.2]]}},
+    ]
+    s = module.summarise(records)["PCD, walkers, mean of the last 25%"]
+    assert s["runs"] == 2
+    np.testing.assert_allclose(s["mean"], [0.5, (0.05 + 0.1) / 0.3 / 2, 0.05])
+
+
+@pytest.mark.slow  # about 30 s: the digits example twice at 40 steps
+def test_digits_family_runs_quick(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.chdir(tmp_path)
+    out = _load("digits_family").main(["--quick", "--out", str(tmp_path / "f.json")])
+    assert set(out) >= {"Jarzynski, final walkers", "PCD, walkers, mean of the last 25%"}
+    assert json.loads((tmp_path / "f.json").read_text())["complete"]
