@@ -7,9 +7,9 @@ progress bar and answers whether a stop was asked for; a stop ends the chunk at 
 and ``fit`` keeps every step done. ``fit`` chooses ``poll_every`` so that polls come about
 ``POLL_SECONDS`` apart, from the step time measured on the last chunk of the same compiled
 function (also by an earlier call); before any step has been timed it polls every
-``FIRST_POLL_EVERY`` steps. A poll is costly on the CPU backend (about 2.5 ms on a 2-core
-machine: the callback interrupts the compiled loop), so it is kept rare: at one poll per
-0.5 s it costs about 0.5%.
+``FIRST_POLL_EVERY`` steps. A poll interrupts the compiled loop (0.2 to 0.3 ms on a 2-core
+CPU, ``benchmarks/progress_overhead.py``), so it is kept rare: at one poll per 0.5 s it
+costs under 0.1%.
 
 ``sample``, ``diagnose`` and ``posterior`` are one compiled call each; they poll the same way
 (:func:`poll_at` in the compiled code, :func:`live_call` on the host), with the step time

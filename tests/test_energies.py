@@ -63,10 +63,14 @@ def test_gaussian_log_partition_and_log_prob():
     x = jnp.array([1.0, 0.0, -3.0])
     ref = scipy.stats.norm.logpdf(np.asarray(x), np.asarray(mean), np.asarray(scale)).sum()
     np.testing.assert_allclose(float(g.log_prob(x)), ref, rtol=1e-6)
-    # 1-D log partition by quadrature.
-    g1 = Gaussian(jnp.array([0.7]), jnp.array([1.3]))
-    z, _ = scipy.integrate.quad(lambda t: math.exp(-float(g1(jnp.array([t])))), -np.inf, np.inf)
-    np.testing.assert_allclose(float(g1.log_partition()), math.log(z), atol=LOGZ_ATOL)
+    # 1-D log partition by quadrature, also for a negative scale (U depends on s^2 only; a
+    # trained scale may cross zero).
+    for s1 in (1.3, -1.3):
+        g1 = Gaussian(jnp.array([0.7]), jnp.array([s1]))
+        z, _ = scipy.integrate.quad(
+            lambda t, g1=g1: math.exp(-float(g1(jnp.array([t])))), -np.inf, np.inf
+        )
+        np.testing.assert_allclose(float(g1.log_partition()), math.log(z), atol=LOGZ_ATOL)
     st = Gaussian.standard(4)
     np.testing.assert_allclose(float(st.log_partition()), 2 * math.log(2 * math.pi), rtol=1e-6)
 

@@ -50,7 +50,8 @@ class Gaussian(AbstractEnergy):
         return 0.5 * jnp.sum(((x - self.mean) / self.scale) ** 2)
 
     def log_partition(self) -> Float[Array, ""]:
-        return jnp.sum(jnp.log(self.scale)) + 0.5 * self.dim * math.log(2 * math.pi)
+        # |s|: the energy depends on s^2 only, and a trained scale may cross zero (SGD).
+        return jnp.sum(jnp.log(jnp.abs(self.scale))) + 0.5 * self.dim * math.log(2 * math.pi)
 
     def log_prob(self, x: Float[Array, " d"]) -> Float[Array, ""]:
         """Normalised log-density of one sample."""
