@@ -27,17 +27,22 @@ from smc_ebm.energies import Gaussian
 LR = 0.05
 
 
-def errors(strategy, steps: int, seeds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per seed: drivers' log Z minus the exact value, and the first-order same-step drift."""
+def gaussian_runs(strategy, steps: int, seeds: int):
+    """The setting's ``fit`` results, one per seed (training key = seed).
+
+    SGD at rate ``LR`` on the mean and scale of a 2-d Gaussian, from N(0, I), toward 512 draws
+    of N((1, -1), diag(1.5, 0.7)^2) (data from key 0); one record, at the end.
+    """
     data = jnp.array([1.0, -1.0]) + jnp.array([1.5, 0.7]) * jax.random.normal(
         jax.random.key(0), (512, 2)
     )
-    energy, optimizer = Gaussian(jnp.zeros(2), jnp.ones(2)), optax.sgd(LR)
-    err, same_step = [], []
+    data = np.asarray(data, np.float32)
+    energy = Gaussian(jnp.zeros(2), jnp.ones(2))
+    optimizer = optax.sgd(LR)  # one object: the compiled chunk is reused over the seeds
     for seed in range(seeds):
-        res = se.fit(
+        yield se.fit(
             energy,
-            np.asarray(data, np.float32),
+            data,
             strategy=strategy,
             optimizer=optimizer,
             num_steps=steps,
@@ -45,6 +50,12 @@ def errors(strategy, steps: int, seeds: int) -> tuple[np.ndarray, np.ndarray]:
             progress=False,
             record_every=steps,
         )
+
+
+def errors(strategy, steps: int, seeds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed: drivers' log Z minus the exact value, and the first-order same-step drift."""
+    err, same_step = [], []
+    for res in gaussian_runs(strategy, steps, seeds):
         s = np.abs(np.asarray(res.energy.scale, np.float64))
         err.append(res.log_Z - np.sum(np.log(np.sqrt(2 * np.pi) * s)))
         same_step.append(-LR / strategy.num_walkers * np.sum(3.0 / s**2) * steps)

@@ -1,11 +1,14 @@
 """The feedback correction removes the self-induced drift of the walkers' log Z."""
 
+from pathlib import Path
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _scripts import load_script
 from _stats import z_bound
 
 import smc_ebm as se
@@ -439,28 +442,15 @@ RESEED_EVERY = 25
 
 def _reseeded_gaussian_errors(strategy, num_steps, seeds=32):
     """Per seed, the errors of the walkers' estimates at the end of an SGD run on the mean and
-    scale of a 2-d Gaussian (rate 0.05, from N(0, I) toward data with sd (1.5, 0.7)), each
-    against the closed form for the run's own final parameters (m, s): the reported log Z and
-    the drivers' log Z minus sum log(sqrt(2 pi) |s|); the drivers' weighted means of
-    ((x - m) / s)^2 minus 1 and of (x - m) / s (two coordinates each); then |s|."""
-    data = jnp.array([1.0, -1.0]) + jnp.array([1.5, 0.7]) * jax.random.normal(
-        jax.random.key(0), (512, 2)
-    )
-    data = np.asarray(data, np.float32)
-    energy = Gaussian(jnp.zeros(2), jnp.ones(2))
-    optimizer = optax.sgd(0.05)  # one object: the compiled chunk is reused over the seeds
+    scale of a 2-d Gaussian (rate 0.05, from N(0, I) toward data with sd (1.5, 0.7); the
+    setting of benchmarks/feedback_cross_step.py), each against the closed form for the run's
+    own final parameters (m, s): the reported log Z and the drivers' log Z minus
+    sum log(sqrt(2 pi) |s|); the drivers' weighted means of ((x - m) / s)^2 minus 1 and of
+    (x - m) / s (two coordinates each); then |s|."""
+    bench = load_script(Path(__file__).resolve().parents[1] / "benchmarks/feedback_cross_step.py")
+    assert bench.LR == 0.05
     out = []
-    for seed in range(seeds):
-        res = se.fit(
-            energy,
-            data,
-            strategy=strategy,
-            optimizer=optimizer,
-            num_steps=num_steps,
-            key=jax.random.key(seed),
-            progress=False,
-            record_every=num_steps,
-        )
+    for res in bench.gaussian_runs(strategy, num_steps, seeds):
         m = np.asarray(res.energy.mean, np.float64)
         s = np.abs(np.asarray(res.energy.scale, np.float64))
         exact_log_z = np.sum(np.log(np.sqrt(2 * np.pi) * s))
