@@ -22,6 +22,7 @@ after every triple, marked ``"complete": false`` until the last one.
     python benchmarks/digits_family.py --triples 6 --seeds 1   # 12 runs, about 16 min (2 CPUs)
     python benchmarks/digits_family.py                         # 6 triples x 3 seeds
     python benchmarks/digits_family.py --quick                 # 1 triple, 40 steps: a smoke test
+    python benchmarks/digits_family.py --combine a.json b.json  # the table of earlier runs
 """
 
 from __future__ import annotations
@@ -88,6 +89,15 @@ def summarise(records: list[dict]) -> dict:
     return out
 
 
+def print_table(summary: dict, runs: str) -> None:
+    print(f"\nrelative error |p - p*| / p*, mean ± sd over {runs}")
+    print("| strategy, estimate | runs | " + " | ".join(POSITIONS) + " |")
+    print("|---|---|---|---|---|")
+    for label, s in summary.items():
+        cells = [f"{m:.0%} ± {d:.0%}" for m, d in zip(s["mean"], s["sd"], strict=True)]
+        print(f"| {label} | {s['runs']} | " + " | ".join(cells) + " |")
+
+
 def save(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -100,14 +110,24 @@ def main(argv=None) -> dict:
     p.add_argument("--triples", type=int, default=6)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--model-ais", type=int, default=0, help="per-class annealing steps (0: off)")
+    p.add_argument("--first-seed", type=int, default=0, help="the example's --first-seed")
     p.add_argument("--quick", action="store_true", help="1 triple, 1 seed, tiny sizes")
+    p.add_argument(
+        "--combine", type=Path, nargs="+", default=None, help="summarise these JSON files' runs"
+    )
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.combine:
+        records = [r for f in args.combine for r in json.loads(f.read_text())["records"]]
+        summary = summarise(records)
+        print_table(summary, f"the runs of {len(args.combine)} files")
+        return summary
     if args.quick:
         args.triples, args.seeds = 1, 1
     default = Path("outputs") / "digits_family_quick.json"
     out_path = args.out or (default if args.quick else RESULTS / "digits_family.json")
     extra = ["--no-progress", "--seeds", str(args.seeds), "--model-ais", str(args.model_ais)]
+    extra += ["--first-seed", str(args.first_seed)]
     if args.quick:
         extra += ["--steps", "40", "--num-walkers", "32", "--walker-batch", "16"]
         extra += ["--num-anneal", "2", "--channels", "2", "2", "2", "--batch-size", "16"]
@@ -139,13 +159,7 @@ def main(argv=None) -> dict:
         save(out_path, payload | {"summary": summarise(records), "records": records})
     summary = summarise(records)
     wall = time.perf_counter() - t0
-    runs = f"{args.triples} triples x {args.seeds} seeds"
-    print(f"\nrelative error |p - p*| / p*, mean ± sd over {runs}")
-    print("| strategy, estimate | runs | " + " | ".join(POSITIONS) + " |")
-    print("|---|---|---|---|---|")
-    for label, s in summary.items():
-        cells = [f"{m:.0%} ± {d:.0%}" for m, d in zip(s["mean"], s["sd"], strict=True)]
-        print(f"| {label} | {s['runs']} | " + " | ".join(cells) + " |")
+    print_table(summary, f"{args.triples} triples x {args.seeds} seeds")
     print(f"\ntotal wall time {wall:.0f} s; numbers in {out_path}")
     payload = {"complete": True, "args": vars(args) | {"out": str(out_path)}, "wall_s": wall}
     save(out_path, payload | {"summary": summary, "records": records})

@@ -131,7 +131,7 @@ def test_every_command_in_the_docs_names_a_script_and_its_flags():
             assert f'"{flag}"' in source, (page, " ".join(argv), flag)
 
 
-def test_digits_family_triples_errors_and_summary(monkeypatch):
+def test_digits_family_triples_errors_and_summary(tmp_path, monkeypatch):
     """The family's cases are drawn within their stated ranges, and the relative errors are
     ordered by class position (checked against hand-computed values)."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
@@ -153,6 +153,12 @@ def test_digits_family_triples_errors_and_summary(monkeypatch):
     s = module.summarise(records)["PCD, walkers, mean of the last 25%"]
     assert s["runs"] == 2
     np.testing.assert_allclose(s["mean"], [0.5, (0.05 + 0.1) / 0.3 / 2, 0.05])
+    # --combine pools the runs of several files into one table.
+    files = [tmp_path / f"r{i}.json" for i in (0, 1)]
+    for f, r in zip(files, records, strict=True):
+        f.write_text(json.dumps({"records": [r]}))
+    combined = module.main(["--combine", *map(str, files)])
+    assert combined["PCD, walkers, mean of the last 25%"] == s
 
 
 @pytest.mark.slow  # about 30 s: the digits example twice at 40 steps
