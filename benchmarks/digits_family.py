@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import digits_proportions as example  # noqa: E402
+
+from smc_ebm.recipes import write_json  # noqa: E402
 
 POSITIONS = ("minority", "middle", "majority")
 STRATEGIES = ("Jarzynski", "PCD")
@@ -98,13 +99,6 @@ def print_table(summary: dict, runs: str) -> None:
         print(f"| {label} | {s['runs']} | " + " | ".join(cells) + " |")
 
 
-def save(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--triples", type=int, default=6)
@@ -156,13 +150,13 @@ def main(argv=None) -> dict:
             flush=True,
         )
         payload = {"complete": False, "args": vars(args) | {"out": str(out_path)}}
-        save(out_path, payload | {"summary": summarise(records), "records": records})
+        write_json(out_path, payload | {"summary": summarise(records), "records": records})
     summary = summarise(records)
     wall = time.perf_counter() - t0
     print_table(summary, f"{args.triples} triples x {args.seeds} seeds")
     print(f"\ntotal wall time {wall:.0f} s; numbers in {out_path}")
     payload = {"complete": True, "args": vars(args) | {"out": str(out_path)}, "wall_s": wall}
-    save(out_path, payload | {"summary": summary, "records": records})
+    write_json(out_path, payload | {"summary": summary, "records": records})
     return summary
 
 

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import os
 import re
 import time
 import warnings
@@ -49,7 +47,7 @@ import jax
 import numpy as np
 
 import smc_ebm as se
-from smc_ebm.recipes import flow_strategies, table, tilted_energy, train
+from smc_ebm.recipes import flow_strategies, table, tilted_energy, train, write_json
 
 BOX, MARGIN, MIN_SEP = 3.0, 1.0, 2.0
 BOUNDS = ((-BOX - MARGIN, BOX + MARGIN), (-BOX - MARGIN, BOX + MARGIN))
@@ -126,13 +124,6 @@ def summarise(runs: list[dict], diverged: int, flow: bool) -> dict:
     if flow:
         out["meets_bars"] = out["median"] <= BARS["median"] and out["p90"] <= BARS["p90"]
     return out
-
-
-def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> dict:

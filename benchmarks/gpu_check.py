@@ -24,8 +24,6 @@ as it is done (a run stopped part-way keeps what it measured):
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,6 +33,7 @@ import numpy as np
 import optax
 
 import smc_ebm as se
+from smc_ebm.recipes import write_json
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
@@ -128,12 +127,6 @@ def digits_default(quick: bool) -> dict:
     return out
 
 
-def save(out: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes")
@@ -160,7 +153,7 @@ def main(argv=None) -> dict:
             f"{record['weight_near_minus_10']:.3f}",
             flush=True,
         )
-        save(out, args.out)
+        write_json(args.out, out)
     out["diagnose"] = device_summary(
         64, 1000 if not args.quick else 50, 50 if not args.quick else 3
     )
@@ -172,7 +165,7 @@ def main(argv=None) -> dict:
         f"(first call {r['first_call_s']:.1f} s), max R-hat {r['max_rhat']:.3f}",
         flush=True,
     )
-    save(out, args.out)
+    write_json(args.out, out)
     if not args.no_digits:
         out["digits"] = digits_default(args.quick)
         for name in ("Jarzynski", "PCD"):
@@ -182,7 +175,7 @@ def main(argv=None) -> dict:
                 f"final walkers' proportions {np.round(r['proportions'], 3).tolist()}",
                 flush=True,
             )
-        save(out, args.out)
+        write_json(args.out, out)
     if len(jax.devices()) > 1:
         n = 10**5 if not args.quick else 64 * len(jax.devices())
         one = scaling.time_per_step(n, dim, 20, 3)
@@ -190,7 +183,7 @@ def main(argv=None) -> dict:
         out["split"] = {"walkers": n, "one_device_s": one, "split_s": many, "ratio": many / one}
         print(f"{len(jax.devices())} devices / 1: {many / one:.2f}", flush=True)
     out["total_s"] = time.perf_counter() - t_start
-    save(out, args.out)
+    write_json(args.out, out)
     print(f"wrote {args.out} ({out['total_s']:.0f} s)")
     return out
 

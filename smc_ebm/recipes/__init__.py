@@ -4,7 +4,7 @@ The example scripts in ``examples/`` import these instead of sharing code throug
 """
 
 from smc_ebm.recipes._flows import flow_strategies, table, tilted_energy, train
-from smc_ebm.recipes._output import output_dir
+from smc_ebm.recipes._output import output_dir, write_json
 from smc_ebm.recipes._regression import blr_data, blr_exact, blr_model
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "table",
     "tilted_energy",
     "train",
+    "write_json",
 ]

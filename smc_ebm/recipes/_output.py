@@ -1,10 +1,14 @@
-"""Where the examples write: a folder checked before any work starts."""
+"""Where the examples and benchmarks write: checked folders and atomic JSON files."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from smc_ebm._checkpoint import write_atomic
 
 
 def output_dir(path: str | os.PathLike) -> Path:
@@ -21,3 +25,14 @@ def output_dir(path: str | os.PathLike) -> Path:
     except OSError as err:
         raise SystemExit(f"cannot write into the output folder {str(path)!r}: {err}") from err
     return path
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write ``payload`` to ``path`` as indented JSON, atomically (the folder is created).
+
+    A run that rewrites its numbers after every case leaves, if killed, the last complete
+    file, never a part of one (:func:`smc_ebm._checkpoint.write_atomic`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(payload, indent=1).encode())
