@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from blackjax.smc.ess import ess_solver
-from blackjax.smc.resampling import systematic
 from blackjax.smc.solver import dichotomy
 from jaxtyping import PRNGKeyArray
 from numpyro.infer import Predictive
@@ -34,6 +33,7 @@ from smc_ebm._live import live_call, poll_at
 from smc_ebm._naming import OldAttributes, renamed
 from smc_ebm.diagnostics import make_tree
 from smc_ebm.energies import from_numpyro
+from smc_ebm.smc import resample_indices
 
 #: Target acceptance of the step-size tuning, per kernel.
 TARGET_ACCEPTANCE = {"mala": 0.574, "hmc": 0.75}
@@ -155,7 +155,7 @@ def _run(
         beta = jnp.minimum(beta + delta, 1.0)
         logw = delta * ll_safe
         log_z = log_z + jax.nn.logsumexp(logw) - math.log(n)
-        idx = systematic(k_res, jax.nn.softmax(logw), n)
+        idx = resample_indices(k_res, logw, "systematic")
         z = z[idx]
         scale = jnp.maximum(jnp.std(z, axis=0), 1e-6)
 
