@@ -33,9 +33,8 @@ HEAD = textwrap.dedent(
 TAIL = textwrap.dedent(
     """
     out = {}
-    for name, kw in CASES.items():
-        if name in parts:
-            out[name] = READ[name](RUN[name](jax.devices(), ckpt if name == "jarzynski" else None))
+    for name in parts:
+        out[name] = READ[name](RUN[name](jax.devices(), ckpt if name == "jarzynski" else None))
     print("RESULT" + json.dumps(out))
     """
 )
@@ -81,7 +80,6 @@ CASES_SOURCE = textwrap.dedent(
                     log_weights=d.table[["mean", "r_hat"]].values.tolist(),
                     params=[[d.max_rhat]], resampled=[], log_Z=[])
 
-    CASES = {"jarzynski": None, "pcd": None, "sample": None, "diagnose": None}
     RUN = {"jarzynski": fit(se.Jarzynski(64, 0.2, resampling=se.ESSResampling(0.9))),
            "pcd": fit(se.PCD(64, 0.2)), "sample": sample, "diagnose": diagnose}
     READ = {"jarzynski": read_fit, "pcd": read_fit, "sample": read_sample,
