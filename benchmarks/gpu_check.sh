@@ -8,7 +8,7 @@
 #                        and dimension (10 to 1000), with the fitted exponents;
 #   overhead.txt, overhead_record1000.txt  benchmarks/overhead.py: fit against a bare lax.scan
 #                        of the algorithm, side by side (records every 10 and every 1000 steps).
-# On one H200 the four parts took about 6.5 minutes (docs/quickstart.md, "On a GPU"; the bar is
+# On one H200 the whole script took 295 s (docs/quickstart.md, "On a GPU"; the bar is
 # 8 minutes); the files of that run are benchmarks/results/*_h200.*.
 #
 #   bash benchmarks/gpu_check.sh [folder]
