@@ -196,7 +196,12 @@ def test_ctrl_c_keeps_the_finished_chunks_and_resumes_exactly():
 def test_a_signal_stops_inside_a_chunk_within_a_second(sig):
     """One compiled chunk for a run of several seconds: a signal sent one second in stops
     the chunk at its next poll (polls are about ``POLL_SECONDS`` = 0.5 s apart), not at its
-    end; the steps done are kept, and resuming gives the uninterrupted run bitwise."""
+    end; the steps done are kept, and resuming gives the uninterrupted run bitwise.
+
+    The polls are spaced from a step time measured before the run; with another process on
+    the same cores (the suite runs in two workers) a step can take twice as long, and so the
+    wait is bounded by two poll intervals and a second of slack. ``cut.steps < n`` is what
+    tells a stop at a poll from a stop at the chunk's end."""
     from smc_ebm import _live
 
     n = 400_000  # several seconds of 64 walkers in 2-d on a CPU
@@ -217,7 +222,7 @@ def test_a_signal_stops_inside_a_chunk_within_a_second(sig):
         timer.cancel()
     waited = time.perf_counter() - sent["time"]
     assert cut.interrupted and 0 < cut.steps < n, cut.steps
-    assert waited < _live.POLL_SECONDS + 0.5, waited
+    assert waited < 2 * _live.POLL_SECONDS + 1.0, waited
     assert cut.history["step"].tolist() == list(range(cut.steps))
     rest = 7
     _assert_same_run(_fit(cut.steps + rest, **over), _fit(rest, resume=cut, **over))
