@@ -112,10 +112,14 @@ class WithObservers(_Wrapper):
     num_observers: int
     observer_kernel: str = "mala"
     reseed_every: int = 0
+    observer_step_size: float | None = None
 
     def __post_init__(self):
         if int(self.num_observers) < 2:
             raise ValueError(f"num_observers must be 0 or >= 2; got {self.num_observers}.")
+        h = self.observer_step_size
+        if h is not None and not float(h) > 0:
+            raise ValueError(f"the observers' step_size must be > 0; got {h}.")
         if int(self.reseed_every) < 0:
             raise ValueError(f"reseed_every must be >= 0; got {self.reseed_every}.")
         make_kernel(self.observer_kernel, 1.0)
@@ -139,7 +143,8 @@ class WithObservers(_Wrapper):
     def step(self, key, state, energy_old, energy_new, step):
         _, k_res, k_obs = jax.random.split(key, 3)
         inner, info = self.inner.step(key, state.walkers, energy_old, energy_new, step)
-        kernel = make_kernel(self.observer_kernel, self.step_size)
+        h = self.step_size if self.observer_step_size is None else self.observer_step_size
+        kernel = make_kernel(self.observer_kernel, h)
         observers, _ = smc_step(
             k_obs,
             state.observers,
@@ -179,7 +184,12 @@ class WithObservers(_Wrapper):
 
 @renamed()
 def with_observers(
-    strategy: Any, num_observers: int, kernel: str = "mala", *, reseed_every: int = 0
+    strategy: Any,
+    num_observers: int,
+    kernel: str = "mala",
+    *,
+    reseed_every: int = 0,
+    step_size: float | None = None,
 ) -> WithObservers:
     """Add observers to a weighted strategy, optionally reseeding its walkers from them.
 
@@ -193,8 +203,12 @@ def with_observers(
             much smaller variance.
         reseed_every: every this many steps replace the driving walkers by ``N`` draws from
             the observers' weighted population (weights reset to zero); 0: never.
+        step_size: the observers' step (default: the wrapped strategy's). An invariant kernel
+            keeps their weights exact at any step, so MALA observers may move further than
+            the ULA walkers they watch.
     """
-    return WithObservers(strategy, int(num_observers), kernel, int(reseed_every))
+    h = None if step_size is None else float(step_size)
+    return WithObservers(strategy, int(num_observers), kernel, int(reseed_every), h)
 
 
 @dataclasses.dataclass(frozen=True)
