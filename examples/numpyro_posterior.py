@@ -92,7 +92,7 @@ def blackjax_atsmc(key, model, args, n, n_mcmc, step_size, target_ess):
     return float(log_z), int(stages), np.asarray(state.particles)
 
 
-def blr(seeds, num_walkers, num_runs, dim, bj_step, progress=True):
+def blr(seeds, num_walkers, num_runs, dim, bj_step, progress=True, bj_moves=10):
     x, y = blr_data(0, n=30, d=dim)
     log_z, mean, cov = blr_exact(x, y)
     rows = []
@@ -114,7 +114,13 @@ def blr(seeds, num_walkers, num_runs, dim, bj_step, progress=True):
         t0 = time.perf_counter()
         bj = [
             blackjax_atsmc(
-                jax.random.key(10_000 * seed + r), blr_model, (x, y), num_walkers, 10, bj_step, 0.5
+                jax.random.key(10_000 * seed + r),
+                blr_model,
+                (x, y),
+                num_walkers,
+                bj_moves,
+                bj_step,
+                0.5,
             )
             for r in tqdm(range(num_runs), desc="blackjax runs", disable=not progress)
         ]
@@ -143,7 +149,8 @@ def blr(seeds, num_walkers, num_runs, dim, bj_step, progress=True):
                 "bj_err": bj_log_z - log_z,
                 "bj_time_s": t_bj,
                 "bj_stages": float(np.mean([b[1] for b in bj])),
-                "bj_evals_per_particle": 1 + float(np.mean([b[1] for b in bj])) * (10 + 2),
+                "bj_moves": bj_moves,
+                "bj_evals_per_particle": 1 + float(np.mean([b[1] for b in bj])) * (bj_moves + 2),
                 "bj_max_mean_err_in_sd": float(np.max(np.abs(bj_w.mean(0) - mean) / sd)),
                 "bj_max_sd_ratio_err": float(np.max(np.abs(bj_w.std(0) / sd - 1))),
             }
@@ -214,6 +221,12 @@ def main(argv=None):
     p.add_argument("--num-runs", type=int, default=8)
     p.add_argument("--dim", type=int, default=5)
     p.add_argument("--blackjax-step", type=float, default=0.01)
+    p.add_argument(
+        "--blackjax-moves",
+        type=int,
+        default=10,
+        help="blackjax's MALA moves per stage (7 gives about se.posterior's evaluations)",
+    )
     p.add_argument("--nuts-draws", type=int, default=2000)
     p.add_argument("--skip-schools", action="store_true")
     p.add_argument("--out", default="outputs/numpyro_posterior")
@@ -221,7 +234,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     result = {"args": vars(a)}
     progress = not a.no_progress
-    result["blr"] = blr(a.seeds, a.num_walkers, a.num_runs, a.dim, a.blackjax_step, progress)
+    result["blr"] = blr(
+        a.seeds, a.num_walkers, a.num_runs, a.dim, a.blackjax_step, progress, a.blackjax_moves
+    )
     if not a.skip_schools:
         n = 2 * a.num_walkers
         result["schools"] = schools(a.seeds[0], n, a.num_runs, a.nuts_draws, progress)
