@@ -403,13 +403,15 @@ class FlowJarzynski(FlowStrategy):
         resampling: :class:`ESSResampling` (default), :class:`IntervalResampling` or
             :class:`NoResampling`.
         feedback_correction: first-order correction of the walkers' self-influence through
-            the parameter update (as in :func:`~smc_ebm.Jarzynski`).
+            the parameter update (as in :func:`~smc_ebm.Jarzynski`; ``"auto"``, the default,
+            applies it when the optimizer's update is linear in the gradient and skips it
+            silently otherwise, e.g. under Adam; ``True`` warns when it skips).
 
     The other keywords are those of :class:`FlowMC`.
     """
 
     weighted: bool = True
-    feedback_correction: bool | str = True
+    feedback_correction: bool | str = "auto"
 
     def __post_init__(self) -> None:
         if self.resampling is None:
