@@ -185,6 +185,31 @@ def test_fit_ggm_reaches_the_mle(ggm_data, strategy):
         assert abs(res.log_Z - exact) < 0.1
 
 
+def test_diagnose_a_numpyro_model_names_its_sites():
+    """se.diagnose on a NumPyro model: the posterior holds x (3-d) and r (positive) under their
+    names; r is exp of one unconstrained coordinate (LogNormal's bijection) and x the other
+    three (identity), draw by draw; az.summary reads the sites directly."""
+    import arviz as az
+
+    diag = se.diagnose(
+        from_numpyro(normalised),
+        key=jax.random.key(0),
+        num_chains=4,
+        num_steps=20,
+        init=dist.Normal(0, 1).expand([4]).to_event(1),
+        progress=False,
+    )
+    post = diag.idata.posterior
+    z = diag.idata.unconstrained_posterior["x"].values  # (chain, draw, 4)
+    x, r = post["x"].values, post["r"].values
+    assert x.shape == (4, 20, 3) and r.shape == (4, 20) and post["x"].dims[-1] == "x_dim_0"
+    j = [c for c in range(4) if np.allclose(np.exp(z[..., c]), r, rtol=1e-5)]
+    assert len(j) == 1
+    rest = [c for c in range(4) if c != j[0]]
+    np.testing.assert_allclose(x, z[..., rest], rtol=1e-6)
+    assert set(az.summary(diag.idata, var_names=["x", "r"]).index) == {"x[0]", "x[1]", "x[2]", "r"}
+
+
 def shifted_gaussian(d):
     """N(mu, I) with its mean a numpyro.param, normaliser left out."""
     mu = numpyro.param("mu", jnp.zeros(d))

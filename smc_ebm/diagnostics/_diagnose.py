@@ -216,6 +216,23 @@ def summary_table(ds: Any) -> Any:
     return _table(columns)
 
 
+def _by_site(energy: Any, xs: np.ndarray, coords: dict, xr: Any) -> Any:
+    """A NumPyro energy's draws by site, or ``None`` for other energies.
+
+    The draws ``(chain, draw, d)`` go through ``energy.constrain`` to the model's sites,
+    each with its own dims (``{site}_dim_{i}``).
+    """
+    if not (hasattr(energy, "constrain") and hasattr(energy, "site_names")):
+        return None
+    c, n, d = xs.shape
+    values = jax.device_get(energy.constrain(jnp.asarray(xs.reshape(c * n, d))))
+    data = {}
+    for name, v in values.items():
+        v = np.asarray(v).reshape(c, n, *np.shape(v)[1:])
+        data[name] = (("chain", "draw", *(f"{name}_dim_{i}" for i in range(v.ndim - 2))), v)
+    return xr.Dataset(data, coords={k: coords[k] for k in ("chain", "draw")})
+
+
 @renamed(positional=("key",))
 def diagnose(
     result_or_energy: Any,
@@ -256,9 +273,12 @@ def diagnose(
 
     Returns:
         A :class:`Diagnosis`: the ArviZ object, the summary table and the headline
-        figures (max R-hat, min bulk/tail ESS, acceptance). The chains and the table's
-        statistics run in one compiled call; only the draws and the table leave the
-        device.
+        figures (max R-hat, min bulk/tail ESS, acceptance). For a NumPyro model
+        (:func:`~smc_ebm.energies.from_numpyro`) the ``posterior`` group holds its latent
+        sites under their own names, constrained, with ``U``; the chains' unconstrained
+        coordinates, which the table's ``x`` rows describe, are in
+        ``unconstrained_posterior``. The chains and the table's statistics run in one
+        compiled call; only the draws and the table leave the device.
 
     Example:
         >>> diag = se.diagnose(result, key=jax.random.key(0), num_chains=128)  # doctest: +SKIP
@@ -322,9 +342,14 @@ def diagnose(
         {"acceptance_rate": (("chain", "draw"), accs), "lp": (("chain", "draw"), -us)},
         coords={k: coords[k] for k in ("chain", "draw")},
     )
+    groups = {"posterior": posterior, "sample_stats": stats}
+    sites = _by_site(energy, xs, coords, xr)
+    if sites is not None:  # a NumPyro model: its sites by name, the walkers' space beside
+        if "U" not in sites:
+            sites = sites.assign(U=posterior["U"])
+        groups = {"posterior": sites, "unconstrained_posterior": posterior, "sample_stats": stats}
     idata = _arviz.make_tree(
-        {"posterior": posterior, "sample_stats": stats},
-        {"inference_library": "smc_ebm", "kernel": kernel, "step_size": float(step_size)},
+        groups, {"inference_library": "smc_ebm", "kernel": kernel, "step_size": float(step_size)}
     )
     table = _table(
         {
