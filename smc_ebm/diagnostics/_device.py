@@ -207,9 +207,11 @@ def ess_bulk(draws: jax.Array) -> jax.Array:
 
 @jax.jit
 def ess_tail(draws: jax.Array) -> jax.Array:
-    """Tail effective sample size, as ``az.ess(method="tail")``.
+    """Tail effective sample size, as ``az.ess(method="tail", prob=0.95)``.
 
-    The smaller ESS of the indicators ``x <= q`` of the 5% and the 95% quantile.
+    The smaller ESS of the indicators ``x <= q`` of the 5% and the 95% quantile (Vehtari et
+    al. 2021, and ArviZ 0.x's default; ArviZ 1.x's default tail takes the quantiles of its
+    ``rcParams["stats.ci_prob"]``, 0.89, i.e. 11% and 89%).
 
     Args:
         draws: ``(chain, draw, *event)``, at least 4 draws per chain.
