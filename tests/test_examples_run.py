@@ -2,9 +2,10 @@
 
 The tiny sizes only check that each script's code path works (arguments, training, the
 printed table, the files it writes); the examples' numbers are measured at full size by the
-commands in docs/. Each takes 15-60 s on 2 cores (a Python start, JAX's import and the
-compilation of every strategy the example trains), about 4 minutes for the eight, so they
-run with the slow tests.
+commands in docs/. Each takes 10-40 s on 2 cores (a Python start, JAX's import and the
+compilation of every strategy the example trains). The five cheapest (about a minute
+together) run in the default suite; the three flow and posterior examples (about 100 s
+together) run with the slow tests.
 """
 
 import os
@@ -38,8 +39,12 @@ OUT_DIR = {
 PRINTS_ONLY = {"flowmc_highdim"}  # its printed table is its whole output
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(TINY))
+SLOW = {"flowmc_density", "flowmc_highdim", "numpyro_posterior"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(TINY)]
+)
 def test_example_runs_at_a_tiny_size(name, tmp_path):
     args = TINY[name].format(tmp=tmp_path).split() + ["--no-progress"]
     if name in OUT_DIR:
