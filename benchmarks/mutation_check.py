@@ -112,6 +112,9 @@ def run_mutant(name: str, timeout: float) -> tuple[str, str, float]:
         tmp = Path(tmp)
         shutil.copytree(ROOT / "smc_ebm", tmp / "smc_ebm")
         shutil.copytree(ROOT / "tests", tmp / "tests")
+        # Some tests build their settings with a benchmark's or an example's code.
+        for folder in ("benchmarks", "examples"):
+            shutil.copytree(ROOT / folder, tmp / folder, ignore=shutil.ignore_patterns("results"))
         shutil.copy(ROOT / "pyproject.toml", tmp / "pyproject.toml")
         if path is not None:
             target = tmp / path
