@@ -68,6 +68,8 @@ def run(
     num_observers=None,
     progress=True,
     warmup=500,
+    observer_step_size=None,
+    init="model",
 ):
     prec_true = teacher(dim, seed)
     data = jax.random.multivariate_normal(
@@ -77,7 +79,11 @@ def run(
     mle = np.linalg.inv(data64.T @ data64 / n_data)
     energy = se.energies.from_numpyro(ggm, dim, trainable=True)
     if strategy == "jarzynski":
-        strat = se.Jarzynski(num_walkers, step_size, num_observers=num_observers or num_walkers)
+        strat = se.strategies.with_observers(  # MALA observers give the tracked log Z
+            se.Jarzynski(num_walkers, step_size, init=init),
+            num_observers or num_walkers,
+            step_size=observer_step_size,
+        )
     else:
         strat = se.PCD(num_walkers, step_size)
 
@@ -111,6 +117,8 @@ def run(
     }
     if strategy == "jarzynski":
         out["log_Z_tracked"] = res.log_Z
+        out["drivers_min_ess"] = float(np.nanmin(np.asarray(res.history["ess"])))
+        out["resamplings"] = int(np.sum(res.history["resampled"]))
     else:
         s = se.sample(
             res.energy,
