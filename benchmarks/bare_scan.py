@@ -39,7 +39,7 @@ def _sgd(theta, data, model_grad, lr):
 
 def _systematic(key, w):
     n = w.shape[0]
-    u = (jax.random.uniform(key) + jnp.arange(n)) / n
+    u = (jax.random.uniform(key, dtype=w.dtype) + jnp.arange(n, dtype=w.dtype)) / n
     return jnp.clip(jnp.searchsorted(jnp.cumsum(w), u), 0, n - 1)
 
 

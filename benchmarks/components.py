@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs")
     print(f"platform {platform.platform()}, python {platform.python_version()}")
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         f"\nJarzynski step parts: {jz:.3f} ms; extra over PCD {jz - pcd:.3f} ms "
         f"(increment alone {times['increment']:.3f} ms); ratio of the parts {jz / pcd:.3f}"
     )
+    return times
 
 
 if __name__ == "__main__":

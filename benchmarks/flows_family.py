@@ -64,6 +64,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--walkers", type=int, default=512)
     p.add_argument("--seeds", type=int, default=1, help="training seeds per mixture")
     p.add_argument("--only", default=None, help="comma-separated methods, e.g. FlowMC,PCD")
+    p.add_argument(
+        "--lr-final",
+        type=float,
+        default=LR_FINAL,
+        help=f"final learning rate as a fraction of the first (cosine decay; {LR_FINAL})",
+    )
     p.add_argument("--quick", action="store_true", help="2 mixtures, 300 steps")
     p.add_argument("--out", type=Path, default=None, help="JSON path")
     args = p.parse_args(argv)
@@ -146,7 +152,7 @@ def main(argv=None) -> dict:
         mix = [{k: np.asarray(v).tolist() for k, v in m.items()} for m in mixtures]
         return {
             "complete": complete,
-            "config": {**config, "batch": BATCH, "lr": LR, "lr_final": LR_FINAL, "data": N_DATA},
+            "config": {**config, "batch": BATCH, "lr": LR, "data": N_DATA},
             "box": BOX, "margin": MARGIN, "min_separation": MIN_SEP, "bars": BARS,
             "mixtures": mix, "runs": runs, "summary": summary,
             "total_wall_s": time.perf_counter() - t_start,
@@ -168,7 +174,7 @@ def main(argv=None) -> dict:
                     warnings.simplefilter("always")
                     try:
                         res, _ = train(
-                            energy, data, strats[name], args.steps, LR, BATCH, seed, LR_FINAL
+                            energy, data, strats[name], args.steps, LR, BATCH, seed, args.lr_final
                         )
                     except se.TrainingError as err:
                         res = err

@@ -39,17 +39,17 @@ ggm_example = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ggm_example)
 
 
-def run(seed, warmup, observer_step, start, dim=5, h=0.05):
+def run(seed, warmup, observer_step, start, dim=5, h=0.05, walkers=2048, steps=4000, n_data=2000):
     """The example's run (``examples/numpyro_ggm.py``) with one thing changed."""
     init = "model"
     if start == "exact":  # the model at L = I is a standard normal
-        init = np.random.default_rng(7).normal(size=(2048, dim)).astype(np.float32)
+        init = np.random.default_rng(7).normal(size=(walkers, dim)).astype(np.float32)
     row = ggm_example.run(
         "jarzynski",
         dim,
-        2000,
-        2048,
-        4000,
+        n_data,
+        walkers,
+        steps,
         0.02,
         h,
         seed,
@@ -76,11 +76,14 @@ def main(argv=None):
     p.add_argument("--observer-step", type=float, default=1.0)
     p.add_argument("--start", choices=["model", "exact"], default="model")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--tiny", action="store_true", help="128 walkers, 60 steps: a smoke test")
     a = p.parse_args(argv)
+    size = dict(walkers=128, steps=60, n_data=200) if a.tiny else {}
+    warmup = min(a.warmup, 10) if a.tiny else a.warmup
     rows = []
     with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes int and float
         for seed in a.seeds:
-            rows.append(run(seed, a.warmup, a.observer_step, a.start))
+            rows.append(run(seed, warmup, a.observer_step, a.start, **size))
             print(json.dumps(rows[-1]), flush=True)
     errs = np.array([r["log_Z_err"] for r in rows])
     if len(errs) > 1:

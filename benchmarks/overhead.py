@@ -190,7 +190,7 @@ def make_strategy(name: str, args: argparse.Namespace):
     return se.CD(num_steps=4, step_size=h)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
     print(
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         for name in args.strategies
     }
-    compare(runs, data.samples, optimizer, args, header)
+    return compare(runs, data.samples, optimizer, args, header)
 
 
 def compare(runs: dict, data, optimizer, args: argparse.Namespace, header: str) -> dict:

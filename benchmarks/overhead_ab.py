@@ -49,7 +49,7 @@ def strategies(se, n, h):
     }
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ref", default="HEAD~1", help="the other commit")
     p.add_argument("--dim", type=int, default=50)
@@ -114,6 +114,7 @@ def main(argv=None) -> None:
         a, b = times[v, "PCD"], times[v, "Jarzynski"]
         paired = statistics.median(y / x for x, y in zip(a, b, strict=True))
         print(f"{v} Jarzynski/PCD  minima {min(b) / min(a):.3f}  paired median {paired:.3f}")
+    return {f"{v} {s}": t for (v, s), t in times.items()}
 
 
 if __name__ == "__main__":
