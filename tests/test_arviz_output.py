@@ -70,7 +70,9 @@ def sampled():
     gmm = se.energies.GaussianMixture(
         means=jnp.array([[-1.5, 0.0], [1.5, 0.5]]), logits=jnp.array([0.0, 0.7])
     )
-    out = se.sample(gmm, key=jax.random.key(0), num_walkers=1200, num_steps=50, num_runs=4, step_size=0.2)
+    out = se.sample(
+        gmm, key=jax.random.key(0), num_walkers=1200, num_steps=50, num_runs=4, step_size=0.2
+    )
     return gmm, out
 
 

@@ -262,7 +262,10 @@ def test_diagnostics_and_sampling_that_diverge_are_said_not_fatal(tmp_path, caps
 
     cfg = tmp_path / "div.toml"
     text = TINY.replace("num_chains = 16\n", 'num_chains = 16\nkernel = "ula"\nstep_size = 1e3\n')
-    text = text.replace("num_walkers = 128\nnum_steps = 20\n", "num_walkers = 128\nnum_steps = 20\nstep_size = 1e3\n")
+    text = text.replace(
+        "num_walkers = 128\nnum_steps = 20\n",
+        "num_walkers = 128\nnum_steps = 20\nstep_size = 1e3\n",
+    )
     cfg.write_text(text)
     out = tmp_path / "run"
     assert main(["fit", str(cfg), "--out", str(out), "--no-progress"]) == 0

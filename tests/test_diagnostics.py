@@ -224,7 +224,9 @@ def test_diagnose_says_when_chains_diverge_or_never_move():
     assert not any("undefined" in str(w.message) for w in rec)
     same = jnp.broadcast_to(x0[:1], x0.shape)
     with pytest.warns(RuntimeWarning, match=r"R-hat is undefined \(NaN\) for x\[0\]"):
-        d = se.diagnose(e, key=jax.random.key(0), kernel="mala", step_size=1e3, **{**kw, "init": same})
+        d = se.diagnose(
+            e, key=jax.random.key(0), kernel="mala", step_size=1e3, **{**kw, "init": same}
+        )
     assert np.isnan(d.max_rhat)
     with warnings.catch_warnings():  # a healthy run: no word
         warnings.simplefilter("error")

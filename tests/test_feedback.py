@@ -500,7 +500,9 @@ def test_reseeding_from_the_observers_removes_the_drivers_feedback_bias():
         return _z_of_mean(e[:, :6])
 
     z = z_scores(
-        se.Jarzynski(n, 0.3, num_observers=256, reseed_every=RESEED_EVERY, feedback_correction=False)
+        se.Jarzynski(
+            n, 0.3, num_observers=256, reseed_every=RESEED_EVERY, feedback_correction=False
+        )
     )
     assert np.all(np.abs(z) < z_bound(6)), z
     z_plain = z_scores(se.Jarzynski(n, 0.3, num_observers=256, feedback_correction=False), 8)

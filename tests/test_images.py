@@ -229,7 +229,15 @@ def test_class_masses_recover_the_weights_of_a_mixture():
     y = np.asarray(jax.random.choice(k_y, 3, (300,), p=jnp.asarray(w)))
     x = np.asarray(means)[y] + np.asarray(jax.random.normal(k_x, (300, 2)))
     res = se.metrics.class_masses(
-        gmm, x, y, _NearestMean(means), key=k_run, num_walkers=512, num_steps=20, step_size=0.2, num_runs=8
+        gmm,
+        x,
+        y,
+        _NearestMean(means),
+        key=k_run,
+        num_walkers=512,
+        num_steps=20,
+        step_size=0.2,
+        num_runs=8,
     )
     assert np.all(res.standard_errors > 0) and np.all(res.standard_errors < 0.02)
     np.testing.assert_array_less(np.abs(res.proportions - w), 4 * res.standard_errors)
@@ -243,7 +251,9 @@ def test_class_masses_recover_the_weights_of_a_mixture():
     assert np.all(res.ess > 0.5)
     np.testing.assert_allclose(res.mean_energy, 1.0 - np.log(w), atol=4 / np.sqrt(0.5 * 512))
     with pytest.raises(ValueError, match="multiple of num_runs"):
-        se.metrics.class_masses(gmm, x, y, _NearestMean(means), key=k_run, num_walkers=100, num_runs=8)
+        se.metrics.class_masses(
+            gmm, x, y, _NearestMean(means), key=k_run, num_walkers=100, num_runs=8
+        )
     with pytest.raises(ValueError, match="labels"):
         se.metrics.class_masses(gmm, x, y[:10], _NearestMean(means), key=k_run)
     with pytest.raises(ValueError, match="class 2"):

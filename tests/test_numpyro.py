@@ -125,9 +125,13 @@ def test_adapter_everywhere(key):
     import flowjax.distributions as fd
 
     gauss = se.energies.Gaussian(jnp.zeros(2), jnp.ones(2))
-    out = se.sample(gauss, key=key, num_walkers=200, num_steps=10, num_runs=2, init=fd.Normal(jnp.zeros(2), 3.0))
+    out = se.sample(
+        gauss, key=key, num_walkers=200, num_steps=10, num_runs=2, init=fd.Normal(jnp.zeros(2), 3.0)
+    )
     assert np.isfinite(out.log_Z)
-    diag = se.diagnose(gauss, key=key, num_chains=4, num_steps=8, init=dist.Normal(0, 1).expand([2]))
+    diag = se.diagnose(
+        gauss, key=key, num_chains=4, num_steps=8, init=dist.Normal(0, 1).expand([2])
+    )
     assert diag.num_chains == 4
     for d in (dist.Normal(0.0, 2.0).expand([2]), dist.Normal(0.0, 2.0).expand([2]).to_event(1)):
         base = as_base(d)

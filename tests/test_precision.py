@@ -45,7 +45,8 @@ X64_SCRIPT = textwrap.dedent(
                  key=jax.random.key(5), progress=False)
     assert res.walkers.dtype == np.float64
     for kernel in ("ula", "mala"):
-        out = se.sample(energy, key=jax.random.key(2), num_walkers=64, num_steps=10, num_runs=2, kernel=kernel)
+        out = se.sample(energy, key=jax.random.key(2), num_walkers=64, num_steps=10,
+                        num_runs=2, kernel=kernel)
         assert np.isfinite(out.log_Z) and np.asarray(out.resampled).dtype == np.float64
     diag = se.diagnose(res, key=jax.random.key(3), num_chains=4, num_steps=20)
     assert np.isfinite(diag.max_rhat) and 0 <= diag.acceptance <= 1
@@ -106,4 +107,6 @@ def test_sample_with_a_diverging_step_size_raises():
     """No silent NaN: a step size of 1e6 on a unit-scale mixture blows the walkers up."""
     energy = GaussianMixture.init(jax.random.key(0), 2, 2, scale=1.0)
     with pytest.raises(FloatingPointError, match="step_size=1000000.0"):
-        se.sample(energy, key=jax.random.key(1), num_walkers=64, num_steps=5, step_size=1e6, num_runs=2)
+        se.sample(
+            energy, key=jax.random.key(1), num_walkers=64, num_steps=5, step_size=1e6, num_runs=2
+        )

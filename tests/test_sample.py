@@ -69,7 +69,15 @@ def _check(out, gmm, n):
 
 def test_sample_gaussian_mixture_log_Z_and_moments(target, base):
     n = 4096
-    out = se.sample(target, key=jax.random.key(0), num_walkers=n, init=base, num_steps=200, step_size=0.1, num_runs=16)
+    out = se.sample(
+        target,
+        key=jax.random.key(0),
+        num_walkers=n,
+        init=base,
+        num_steps=200,
+        step_size=0.1,
+        num_runs=16,
+    )
     assert out.samples.shape == (n, 2) and out.log_weights.shape == (n,)
     assert out.log_Z_runs.shape == (16,)
     np.testing.assert_allclose(out.weights.sum(), 1.0, rtol=1e-5)
@@ -104,7 +112,14 @@ def test_log_Z_standard_error_is_calibrated(target, base):
     exact = float(target.log_partition())
     z = []
     for seed in range(40):
-        out = se.sample(target, key=jax.random.key(100 + seed), num_walkers=1024, init=base, num_steps=100, num_runs=8)
+        out = se.sample(
+            target,
+            key=jax.random.key(100 + seed),
+            num_walkers=1024,
+            init=base,
+            num_steps=100,
+            num_runs=8,
+        )
         z.append((out.log_Z - exact) / out.log_Z_se)
     z = np.asarray(z)
     assert abs(z.mean()) < 0.5

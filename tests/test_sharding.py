@@ -54,7 +54,8 @@ SCRIPT = textwrap.dedent(
         res = []
         for n in (None, 4):
             devices = None if n is None else jax.devices()[:n]
-            r = se.sample(gmm, key=jax.random.key(5), num_walkers=256, num_steps=50, num_runs=runs_, devices=devices)
+            r = se.sample(gmm, key=jax.random.key(5), num_walkers=256, num_steps=50,
+                          num_runs=runs_, devices=devices)
             res.append(dict(walkers=r.samples.tolist(), log_weights=r.log_weights.tolist(),
                             params=[[r.log_Z]], resampled=r.num_resamplings.tolist(),
                             n_devices=n or 1))
