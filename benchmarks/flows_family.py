@@ -63,6 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="default 5000 (300 with --quick)")
     p.add_argument("--walkers", type=int, default=512)
     p.add_argument("--seeds", type=int, default=1, help="training seeds per mixture")
+    p.add_argument("--first-seed", type=int, default=3, help="training seeds from this one")
     p.add_argument("--only", default=None, help="comma-separated methods, e.g. FlowMC,PCD")
     p.add_argument(
         "--lr-final",
@@ -168,7 +169,7 @@ def main(argv=None) -> dict:
         )
         print(f"mixture {i}: {len(truth)} modes, weights {np.round(truth, 3)}", flush=True)
         for name in names:
-            for seed in range(3, 3 + args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 t0 = time.perf_counter()
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")

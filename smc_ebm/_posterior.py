@@ -31,7 +31,7 @@ from numpyro.infer import Predictive
 
 from smc_ebm._live import live_call, poll_at
 from smc_ebm._naming import OldAttributes, renamed
-from smc_ebm.diagnostics import make_tree
+from smc_ebm.diagnostics import make_tree, sites_dataset
 from smc_ebm.energies import from_numpyro
 from smc_ebm.smc import resample_indices
 
@@ -77,17 +77,8 @@ class PosteriorResult(OldAttributes):
         final resampling and moves, so ``az.summary`` gives the posterior mean, sd and an
         R-hat across runs.
         """
-        import xarray as xr
-
-        data = {}
-        for name, value in self.samples.items():
-            dims = ("chain", "draw") + tuple(f"{name}_dim_{i}" for i in range(value.ndim - 2))
-            data[name] = (dims, value)
-        posterior = xr.Dataset(
-            data, coords={"chain": np.arange(self.z.shape[0]), "draw": np.arange(self.z.shape[1])}
-        )
         return make_tree(
-            {"posterior": posterior},
+            {"posterior": sites_dataset(self.samples)},
             {
                 "inference_library": "smc_ebm",
                 "log_evidence": self.log_evidence,

@@ -3,7 +3,7 @@
 The ``device_*`` statistics compute ArviZ's R-hat, ESS and MCSE in ``jax.numpy`` under ``jit``.
 """
 
-from smc_ebm.diagnostics._arviz import arviz_major, group, group_names, make_tree
+from smc_ebm.diagnostics._arviz import arviz_major, group, group_names, make_tree, sites_dataset
 from smc_ebm.diagnostics._device import ess_bulk as device_ess_bulk
 from smc_ebm.diagnostics._device import ess_tail as device_ess_tail
 from smc_ebm.diagnostics._device import mcse_mean as device_mcse_mean
@@ -29,6 +29,7 @@ __all__ = [
     "group",
     "group_names",
     "make_tree",
+    "sites_dataset",
     "strategy_name",
     "summarize",
     "summary_table",

@@ -64,6 +64,25 @@ def make_tree(groups: Mapping[str, Any], attrs: Mapping[str, Any] | None = None)
     return arviz().InferenceData(**groups)
 
 
+def sites_dataset(values: Mapping[str, Any], coords: Mapping[str, Any] | None = None) -> Any:
+    """Draws of named sites, each ``(chain, draw, *shape)``, as one ``xarray.Dataset``.
+
+    A site's own axes get ArviZ's default names ``{site}_dim_{i}``; chain and draw take
+    ``coords`` (default: numbered from 0). Used for NumPyro models, whose draws are reported
+    by site.
+    """
+    import numpy as np
+
+    data, shape = {}, None
+    for name, v in values.items():
+        v = np.asarray(v)
+        shape = v.shape[:2]
+        data[name] = (("chain", "draw", *(f"{name}_dim_{i}" for i in range(v.ndim - 2))), v)
+    if coords is None and shape is not None:
+        coords = {"chain": np.arange(shape[0]), "draw": np.arange(shape[1])}
+    return xarray().Dataset(data, coords=coords)
+
+
 def _datatree(groups: Mapping[str, Any], attrs: Mapping[str, Any]) -> Any:
     """The ArviZ 1.x container: a root with one child node per group."""
     tree_type = _datatree_type()

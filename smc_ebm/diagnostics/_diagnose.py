@@ -216,7 +216,7 @@ def summary_table(ds: Any) -> Any:
     return _table(columns)
 
 
-def _by_site(energy: Any, xs: np.ndarray, coords: dict, xr: Any) -> Any:
+def _by_site(energy: Any, xs: np.ndarray, coords: dict) -> Any:
     """A NumPyro energy's draws by site, or ``None`` for other energies.
 
     The draws ``(chain, draw, d)`` go through ``energy.constrain`` to the model's sites,
@@ -226,11 +226,10 @@ def _by_site(energy: Any, xs: np.ndarray, coords: dict, xr: Any) -> Any:
         return None
     c, n, d = xs.shape
     values = jax.device_get(energy.constrain(jnp.asarray(xs.reshape(c * n, d))))
-    data = {}
-    for name, v in values.items():
-        v = np.asarray(v).reshape(c, n, *np.shape(v)[1:])
-        data[name] = (("chain", "draw", *(f"{name}_dim_{i}" for i in range(v.ndim - 2))), v)
-    return xr.Dataset(data, coords={k: coords[k] for k in ("chain", "draw")})
+    return _arviz.sites_dataset(
+        {name: np.asarray(v).reshape(c, n, *np.shape(v)[1:]) for name, v in values.items()},
+        {k: coords[k] for k in ("chain", "draw")},
+    )
 
 
 @renamed(positional=("key",))
@@ -343,7 +342,7 @@ def diagnose(
         coords={k: coords[k] for k in ("chain", "draw")},
     )
     groups = {"posterior": posterior, "sample_stats": stats}
-    sites = _by_site(energy, xs, coords, xr)
+    sites = _by_site(energy, xs, coords)
     if sites is not None:  # a NumPyro model: its sites by name, the walkers' space beside
         if "U" not in sites:
             sites = sites.assign(U=posterior["U"])
