@@ -40,7 +40,7 @@ def test_benchmark_runs_tiny(script, tmp_path, monkeypatch):
     assert saved["summary"]
 
 
-@pytest.mark.slow  # 13 to 18 s on 2 shared cores: compiles the chunk with and without checkpoints
+# 13 to 18 s on 2 shared cores: compiles the chunk with and without checkpoints
 def test_checkpoint_cost_runs_tiny(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     out = _load("checkpoint_cost").main(["--tiny"])
@@ -48,7 +48,7 @@ def test_checkpoint_cost_runs_tiny(monkeypatch):
     assert np.isfinite(out["per_checkpoint_s"]).all()
 
 
-@pytest.mark.slow  # 10 s: six compiled fits
+# 10 s: six compiled fits
 def test_feedback_cross_step_runs_tiny(monkeypatch):
     rows = _load("feedback_cross_step").main(["--tiny"])
     assert [r["correction"] for r in rows] == ["off", "on (probe)", "on (exact)"]
