@@ -10,7 +10,8 @@ distinct digits of 0-9; a minority weight uniform in [0.10, 0.20], a middle weig
 trained with ``--seeds`` seeds by Jarzynski and PCD (the example's ``--first-seed 0``), every
 other setting the example's default; ``--model-ais K`` also measures each trained model's own
 class proportions by per-class annealing (``se.metrics.class_masses``, K MALA steps; about
-4-10 minutes per model on a 2-core CPU, so off by default).
+4-10 minutes per model on a 2-core CPU, so off by default). Options it does not know go to
+the example unchanged (e.g. ``--lr-final 0.01``), to measure another setting on the family.
 
 Per strategy it prints the mean and the sd over runs (triples x seeds) of the relative error
 ``|p - p*| / p*`` per class position (minority, middle, majority), for the final walkers, the
@@ -110,7 +111,9 @@ def main(argv=None) -> dict:
         "--combine", type=Path, nargs="+", default=None, help="summarise these JSON files' runs"
     )
     p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args(argv)
+    args, passed = p.parse_known_args(argv)
+    if passed and not passed[0].startswith("--"):
+        p.error(f"unrecognized arguments: {' '.join(passed)}")
     if args.combine:
         records = [r for f in args.combine for r in json.loads(f.read_text())["records"]]
         summary = summarise(records)
@@ -121,7 +124,7 @@ def main(argv=None) -> dict:
     default = Path("outputs") / "digits_family_quick.json"
     out_path = args.out or (default if args.quick else RESULTS / "digits_family.json")
     extra = ["--no-progress", "--seeds", str(args.seeds), "--model-ais", str(args.model_ais)]
-    extra += ["--first-seed", str(args.first_seed)]
+    extra += ["--first-seed", str(args.first_seed), *passed]
     if args.quick:
         extra += ["--steps", "40", "--num-walkers", "32", "--walker-batch", "16"]
         extra += ["--num-anneal", "2", "--channels", "2", "2", "2", "--batch-size", "16"]
@@ -149,13 +152,17 @@ def main(argv=None) -> dict:
             f"{time.perf_counter() - t0:.0f} s so far",
             flush=True,
         )
-        payload = {"complete": False, "args": vars(args) | {"out": str(out_path)}}
+        payload = {
+            "complete": False,
+            "args": vars(args) | {"out": str(out_path), "example": passed},
+        }
         write_json(out_path, payload | {"summary": summarise(records), "records": records})
     summary = summarise(records)
     wall = time.perf_counter() - t0
     print_table(summary, f"{args.triples} triples x {args.seeds} seeds")
     print(f"\ntotal wall time {wall:.0f} s; numbers in {out_path}")
-    payload = {"complete": True, "args": vars(args) | {"out": str(out_path)}, "wall_s": wall}
+    payload = {"complete": True, "args": vars(args) | {"out": str(out_path), "example": passed}}
+    payload["wall_s"] = wall
     write_json(out_path, payload | {"summary": summary, "records": records})
     return summary
 

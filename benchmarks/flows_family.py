@@ -16,7 +16,7 @@ Mixture ``i`` is drawn with ``numpy.random.default_rng(1000 + i)`` (a fixed seed
 Every method trains the recipe of the example (``smc_ebm.recipes``): a tilted MLP energy
 (width 64, depth 2) over the flow's base N(0, 2^2 I), a 4-layer affine flow (width 32), FlowMC,
 flow-Jarzynski, Jarzynski (ULA) and PCD as ``flow_strategies(n, flow, 0.02, 0.005, 32, 1e-3)``,
-Adam with a cosine decay from 1e-3 to 1e-4, batch 512, 20 000 draws of the mixture; training
+Adam with a cosine decay from 1e-3 to 1e-5, batch 512, 20 000 draws of the mixture; training
 seeds 3, 4, ... (``--seeds``). The metric is the MSE of the mode weights of
 ``se.metrics.mode_weights_grid`` on a 300 x 300 grid of [-4, 4]^2 (the box with a margin of 1).
 
@@ -27,9 +27,11 @@ run and in total. The JSON (``--out``) is rewritten atomically after every mixtu
 ``"complete": false`` until the last one.
 
 Default budget: the example's, 512 walkers and 5000 steps for every method, 10 mixtures, one
-seed each (about 30 min on 2 idle CPU cores, from the example's wall times: 76 s per flow run).
+seed each (about 20 min on 2 CPU cores: 53-55 s per flow run, 5-6 s per local one).
 
     python benchmarks/flows_family.py                 # the default budget
+    python benchmarks/flows_family.py --first-seed 4  # the same with training seed 4
+    python benchmarks/flows_family.py --combine a.json b.json   # one table of earlier runs
     python benchmarks/flows_family.py --quick         # 2 mixtures, 300 steps: a smoke test
 """
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import re
 import time
 import warnings
@@ -53,7 +56,7 @@ BOX, MARGIN, MIN_SEP = 3.0, 1.0, 2.0
 BOUNDS = ((-BOX - MARGIN, BOX + MARGIN), (-BOX - MARGIN, BOX + MARGIN))
 WEIGHT_RANGE, VARIANCE_RANGE = (0.05, 0.5), (0.03, 0.1)
 BARS = {"median": 2e-4, "p90": 4.29e-4}  # for the flow strategies (4.29e-4: the paper's MSE)
-N_DATA, BATCH, LR, LR_FINAL = 20_000, 512, 1e-3, 0.1
+N_DATA, BATCH, LR, LR_FINAL = 20_000, 512, 1e-3, 0.01
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -73,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="2 mixtures, 300 steps")
     p.add_argument("--out", type=Path, default=None, help="JSON path")
+    p.add_argument(
+        "--combine", type=Path, nargs="+", default=None, help="tabulate these JSON files' runs"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.mixtures = min(args.mixtures, 2)
@@ -135,6 +141,8 @@ def summarise(runs: list[dict], diverged: int, flow: bool) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.combine:
+        return combine(args.combine)
     flow_kw = dict(num_layers=4, width=32, depth=2)
     energy, flow = tilted_energy(jax.random.key(1), 2, 2.0, 64, 2, jax.random.key(2), flow_kw)
     strats = flow_strategies(args.walkers, flow, 0.02, 0.005, 32, LR)
@@ -215,22 +223,40 @@ def main(argv=None) -> dict:
         f"{args.steps} steps; bars for the flow strategies: median <= {BARS['median']:.3g}, "
         f"p90 <= {BARS['p90']:.3g}"
     )
+    print_table(out["summary"])
+    print(f"total wall time: {out['total_wall_s'] / 60:.1f} min; JSON: {args.out}")
+    return out
+
+
+def combine(paths: list[Path]) -> dict:
+    """The summary of the runs of several JSON files (e.g. other seeds), per method."""
+    runs: dict[str, list] = {}
+    diverged: dict[str, int] = {}
+    for path in paths:
+        saved = json.loads(Path(path).read_text())
+        for name, rs in saved["runs"].items():
+            runs.setdefault(name, []).extend(rs)
+            diverged[name] = diverged.get(name, 0) + saved["summary"][name]["diverged"]
+    summary = {n: summarise(runs[n], diverged[n], "flow" in _key(n)) for n in runs}
+    print(f"the runs of {len(paths)} files: " + ", ".join(str(p) for p in paths))
+    print_table(summary)
+    return summary
+
+
+def print_table(summary: dict) -> None:
     rows = {}
-    for n in names:
-        s = out["summary"][n]
+    for n, s in summary.items():
         if not s["runs"]:
-            rows[n] = ["-"] * 5 + [f"{s['diverged']}", "-", "-"]
+            rows[n] = ["-"] * 5 + ["0", f"{s['diverged']}", "-", "-"]
             continue
         bars = {True: "yes", False: "no"}.get(s.get("meets_bars"), "-")
         rows[n] = [
             f"{s['median']:.3g}", f"{s['p90']:.3g}", f"{s['worst']:.3g}", bars,
-            f"{s['lightest_rel_error']:+.1%}", f"{s['diverged']}",
+            f"{s['lightest_rel_error']:+.1%}", f"{s['runs']}", f"{s['diverged']}",
             f"{s['wall_per_run_s']:.0f}", f"{s['total_wall_s']:.0f}",
         ]  # fmt: skip
     cols = ["median MSE", "p90 MSE", "worst MSE", "meets bars", "lightest mode, rel. error"]
-    table(rows, cols + ["diverged", "wall s per run", "wall s total"])
-    print(f"total wall time: {out['total_wall_s'] / 60:.1f} min; JSON: {args.out}")
-    return out
+    table(rows, cols + ["runs", "diverged", "wall s per run", "wall s total"])
 
 
 if __name__ == "__main__":

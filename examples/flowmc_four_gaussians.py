@@ -39,7 +39,7 @@ def main():
     p.add_argument(
         "--lr-final",
         type=float,
-        default=0.1,
+        default=0.01,
         help="final learning rate as a fraction of 1e-3 (cosine decay); 1 keeps it constant",
     )
     p.add_argument("--only", default=None, help="comma-separated method names")

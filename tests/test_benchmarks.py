@@ -115,6 +115,24 @@ def test_flows_family_arguments_and_mixtures(monkeypatch):
         assert min(gaps) >= module.MIN_SEP and np.abs(m["means"]).max() <= module.BOX
 
 
+def test_flows_family_combine_pools_the_runs_of_several_files(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = _load("flows_family")
+
+    def run(mse):
+        return {"mse": mse, "lightest_rel_error": -0.1, "wall_s": 1.0}
+
+    files = {"a.json": [1e-4, 3e-4, 5e-4], "b.json": [2e-4, 9e-4]}
+    for name, mses in files.items():
+        saved = {"runs": {"FlowMC": [run(m) for m in mses]}, "summary": {"FlowMC": {"diverged": 1}}}
+        (tmp_path / name).write_text(json.dumps(saved))
+    s = module.main(["--combine", *(str(tmp_path / n) for n in files)])["FlowMC"]
+    assert (s["runs"], s["diverged"], s["median"], s["worst"]) == (5, 2, 3e-4, 9e-4)
+    # numpy's linear interpolation: p90 of [1, 2, 3, 5, 9] e-4 is 5e-4 + 0.6 * 4e-4
+    np.testing.assert_allclose(s["p90"], 7.4e-4)
+    assert s["meets_bars"] is False  # median 3e-4 > 2e-4
+
+
 def test_every_command_in_the_docs_names_a_script_and_its_flags():
     """The commands benchmarks/regenerate_docs.py reruns (read from README.md and docs/):
     each script exists and defines every ``--flag`` the docs pass it (a renamed flag or a
@@ -165,6 +183,8 @@ def test_digits_family_triples_errors_and_summary(tmp_path, monkeypatch):
 def test_digits_family_runs_quick(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     monkeypatch.chdir(tmp_path)
-    out = _load("digits_family").main(["--quick", "--out", str(tmp_path / "f.json")])
+    argv = ["--quick", "--out", str(tmp_path / "f.json"), "--lr-final", "0.5"]
+    out = _load("digits_family").main(argv)
     assert set(out) >= {"Jarzynski, final walkers", "PCD, walkers, mean of the last 25%"}
-    assert json.loads((tmp_path / "f.json").read_text())["complete"]
+    saved = json.loads((tmp_path / "f.json").read_text())
+    assert saved["complete"] and saved["args"]["example"] == ["--lr-final", "0.5"]
