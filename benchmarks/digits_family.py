@@ -41,6 +41,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import digits_proportions as example  # noqa: E402
 
+FORWARDS_TO = "examples/digits_proportions.py"  # where options it does not know go
+
 from smc_ebm.recipes import write_json  # noqa: E402
 
 POSITIONS = ("minority", "middle", "majority")
