@@ -41,9 +41,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import digits_proportions as example  # noqa: E402
 
-FORWARDS_TO = "examples/digits_proportions.py"  # where options it does not know go
-
 from smc_ebm.recipes import write_json  # noqa: E402
+
+FORWARDS_TO = "examples/digits_proportions.py"  # where options it does not know go
 
 POSITIONS = ("minority", "middle", "majority")
 STRATEGIES = ("Jarzynski", "PCD")
@@ -130,6 +130,7 @@ def main(argv=None) -> dict:
     if args.quick:
         extra += ["--steps", "40", "--num-walkers", "32", "--walker-batch", "16"]
         extra += ["--num-anneal", "2", "--channels", "2", "2", "2", "--batch-size", "16"]
+    run_args = vars(args) | {"out": str(out_path), "example": passed}
     t0 = time.perf_counter()
     records: list[dict] = []
     for i in range(args.triples):
@@ -154,17 +155,13 @@ def main(argv=None) -> dict:
             f"{time.perf_counter() - t0:.0f} s so far",
             flush=True,
         )
-        payload = {
-            "complete": False,
-            "args": vars(args) | {"out": str(out_path), "example": passed},
-        }
+        payload = {"complete": False, "args": run_args}
         write_json(out_path, payload | {"summary": summarise(records), "records": records})
     summary = summarise(records)
     wall = time.perf_counter() - t0
     print_table(summary, f"{args.triples} triples x {args.seeds} seeds")
     print(f"\ntotal wall time {wall:.0f} s; numbers in {out_path}")
-    payload = {"complete": True, "args": vars(args) | {"out": str(out_path), "example": passed}}
-    payload["wall_s"] = wall
+    payload = {"complete": True, "args": run_args, "wall_s": wall}
     write_json(out_path, payload | {"summary": summary, "records": records})
     return summary
 

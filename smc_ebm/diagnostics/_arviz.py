@@ -16,6 +16,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 
 @functools.cache
 def arviz() -> Any:
@@ -71,8 +73,6 @@ def sites_dataset(values: Mapping[str, Any], coords: Mapping[str, Any] | None = 
     ``coords`` (default: numbered from 0). Used for NumPyro models, whose draws are reported
     by site.
     """
-    import numpy as np
-
     data, shape = {}, None
     for name, v in values.items():
         v = np.asarray(v)
