@@ -9,11 +9,12 @@ time ~ walkers^a (at d = 50) and time ~ d^b (at 10^4 walkers), over the sizes at
 10^4 walkers and d >= 50 (smaller sizes are dominated by fixed per-step costs), and writes a
 JSON file and a plot.
 
-``--devices K`` also times the same total work on K forced host devices against one, in a
-subprocess (``--xla_force_host_platform_device_count=K``): on a CPU the K devices share the
-same cores, so the ratio measures the overhead of splitting, not a speed-up.
+``--devices K`` also times the same total work on K forced host devices against one, at
+10^4, 10^5 and 10^6 walkers, in a subprocess (``--xla_force_host_platform_device_count=K``):
+on a CPU the K devices share the same cores, so the ratio measures the overhead of
+splitting, not a speed-up.
 
-    python benchmarks/scaling.py                       # about 5 minutes on 2 cores
+    python benchmarks/scaling.py                       # about 6 minutes on 2 cores
     python benchmarks/scaling.py --quick               # seconds (a smoke test)
 """
 
@@ -59,21 +60,26 @@ def exponent(sizes, times) -> float:
     return float(np.polyfit(np.log(sizes), np.log(times), 1)[0])
 
 
-def device_ratio(k: int, num_walkers: int, dim: int, steps: int, reps: int) -> dict:
+def device_ratio(k: int, sizes, dim: int, steps: int, reps: int) -> list[dict]:
+    """For each number of walkers in ``sizes``: one device against ``k`` forced host devices,
+    side by side in one subprocess (each pair timed one after the other)."""
     here = str(Path(__file__).parent)
     code = (
         f"import jax, json, sys; sys.path.insert(0, {here!r}); import scaling as s; "
-        f"one = s.time_per_step({num_walkers}, {dim}, {steps}, {reps}); "
-        f"many = s.time_per_step({num_walkers}, {dim}, {steps}, {reps}, devices=jax.devices()); "
-        "print('RESULT' + json.dumps([one, many]))"
+        f"out = [(s.time_per_step(n, {dim}, {steps}, {reps}), "
+        f"s.time_per_step(n, {dim}, {steps}, {reps}, devices=jax.devices())) "
+        f"for n in {list(sizes)!r}]; "
+        "print('RESULT' + json.dumps(out))"
     )
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={k}"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")][-1]
-    one, many = json.loads(line[6:])
-    return {"devices": k, "one_device_s": one, "split_s": many, "ratio": many / one}
+    return [
+        {"devices": k, "walkers": n, "one_device_s": one, "split_s": many, "ratio": many / one}
+        for n, (one, many) in zip(sizes, json.loads(line[6:]), strict=True)
+    ]
 
 
 def main(argv=None) -> dict:
@@ -111,12 +117,15 @@ def main(argv=None) -> dict:
     }
     print(f"time ~ walkers^{out['walker_exponent']:.2f} (N >= 1e4), ~ d^{out['dim_exponent']:.2f}")
     if args.devices > 1:
-        out["split"] = device_ratio(args.devices, nd, wdim, args.steps, args.reps)
-        s = out["split"]
-        print(
-            f"{s['devices']} forced devices / 1, same work (N = {nd}, d = {wdim}): "
-            f"{s['ratio']:.2f} ({1e3 * s['split_s']:.3f} vs {1e3 * s['one_device_s']:.3f} ms/step)"
-        )
+        sizes = [128, 256] if args.quick else [10**4, 10**5, 10**6]
+        out["split"] = device_ratio(args.devices, sizes, wdim, args.steps, args.reps)
+        for s in out["split"]:
+            print(
+                f"{s['devices']} forced devices / 1, same work (N = {s['walkers']:>7}, "
+                f"d = {wdim}): {s['ratio']:.2f} ({1e3 * s['split_s']:.3f} vs "
+                f"{1e3 * s['one_device_s']:.3f} ms/step)",
+                flush=True,
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=1))
     import matplotlib

@@ -43,7 +43,7 @@ from smc_ebm._host import (
 from smc_ebm._live import STOP, Progress, poll_every, running, step_seconds, stop_asked, wait
 from smc_ebm._loop import DATA_ENERGY, TRACE_COUNT, Record, chunk_function
 from smc_ebm._result import FitResult, TrainingError, make_result
-from smc_ebm._sharding import fetch, place, place_data, walker_mesh
+from smc_ebm._sharding import fetch, on_mesh, place, place_data, walker_mesh
 from smc_ebm.energies import check_trainable, has_log_partition
 from smc_ebm.kernels import split_energy
 from smc_ebm.strategies import AbstractStrategy
@@ -189,6 +189,7 @@ def fit(
         )
 
     num_walkers = int(strategy.walkers(start.state)[0].shape[0])
+    mesh = None
     if devices is not None:
         mesh = walker_mesh(devices, num_walkers)
         placed = (place(start.params, mesh, None), place(start.opt_state, mesh, None))
@@ -293,7 +294,7 @@ def fit(
 
     # Ctrl-C or SIGTERM stops the chunk in flight at its next poll (smc_ebm._live.running); a second
     # one raises KeyboardInterrupt here and gives up the chunk in flight.
-    with running():
+    with running(), on_mesh(mesh):
         try:
             while step < end_step and not err and not stop_asked():
                 t_chunk = time.perf_counter()

@@ -22,7 +22,7 @@ from jaxtyping import PRNGKeyArray
 
 from smc_ebm._live import live_call, poll_at
 from smc_ebm._naming import OldAttributes, renamed
-from smc_ebm._sharding import fetch, place_populations
+from smc_ebm._sharding import fetch, on_mesh, place_populations
 from smc_ebm.energies import as_base
 from smc_ebm.energies._base import has_log_partition
 from smc_ebm.energies._gaussian import Gaussian
@@ -221,10 +221,11 @@ def sample(
     k_init, k_run, k_res = jax.random.split(key, 3)
     x0 = init.sample(k_init, n).reshape(num_runs, m, dim)
     keys = jax.random.split(k_run, num_runs)
+    mesh = None
     if devices is not None:
-        x0, keys = place_populations(x0, keys, devices)
+        x0, keys, mesh = place_populations(x0, keys, devices)
     timing = ("sample", type(energy).__name__, x0.shape, str(x0.dtype), kernel, int(num_steps))
-    with live_call(timing, int(num_steps), "sample", progress) as live:
+    with live_call(timing, int(num_steps), "sample", progress) as live, on_mesh(mesh):
         out = _run(
             keys, energy, init, x0, int(num_steps), float(step_size), kernel, resampling, live.every
         )

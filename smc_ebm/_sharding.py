@@ -17,6 +17,7 @@ shards (:func:`put_global`), and what leaves the compiled calls is gathered to e
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +25,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-AXIS = "walkers"
+from smc_ebm.smc import WALKER_AXIS
+
+AXIS = WALKER_AXIS
 
 
 def _mesh(devices: Sequence[Any]) -> Mesh:
@@ -43,6 +46,18 @@ def walker_mesh(devices: Sequence[Any], num_walkers: int) -> Mesh:
             "choose a number of walkers that is a multiple of the number of devices."
         )
     return mesh
+
+
+def on_mesh(mesh: Mesh | None) -> contextlib.AbstractContextManager:
+    """``jax.set_mesh(mesh)`` around the compiled calls of a run split over ``mesh``.
+
+    With the mesh set, the resamplers keep their cumulative sum off the split walker axis
+    (:func:`smc_ebm.smc.resample_indices`). Without ``jax.set_mesh`` (jax < 0.7) the results
+    are the same, and a resampling step costs more at large populations.
+    """
+    if mesh is None or not hasattr(jax, "set_mesh"):
+        return contextlib.nullcontext()
+    return jax.set_mesh(mesh)
 
 
 def place(tree: Any, mesh: Mesh, n: int | None) -> Any:
@@ -91,23 +106,24 @@ def place_data(data: Any, mesh: Mesh, minibatched: bool) -> Any:
     return place(data, mesh, n)
 
 
-def place_populations(x0: Any, keys: Any, devices: Sequence[Any]) -> tuple[Any, Any]:
+def place_populations(x0: Any, keys: Any, devices: Sequence[Any]) -> tuple[Any, Any, Mesh | None]:
     """``sample``'s starts ``(runs, m, d)`` and run keys on a mesh over ``devices``.
 
     Whole runs go to each device when their number divides evenly (no communication: each
     run resamples on its own device); otherwise each run's walkers are split, and its
-    resampling is a cross-device operation.
+    resampling is a cross-device operation. The third value is the mesh when the walkers are
+    split (to set around the compiled call, :func:`on_mesh`), else ``None``.
     """
     mesh = _mesh(devices)
     n_dev = mesh.devices.size
     runs, m = x0.shape[0], x0.shape[1]
     if runs % n_dev == 0:
         by_run = NamedSharding(mesh, PartitionSpec(AXIS))
-        return put_global(x0, by_run), put_global(keys, by_run)
+        return put_global(x0, by_run), put_global(keys, by_run), None
     if m % n_dev == 0:
         by_walker = NamedSharding(mesh, PartitionSpec(None, AXIS))
         whole = NamedSharding(mesh, PartitionSpec())
-        return put_global(x0, by_walker), put_global(keys, whole)
+        return put_global(x0, by_walker), put_global(keys, whole), mesh
     raise ValueError(
         f"neither the {runs} runs nor their {m} walkers each can be split evenly over "
         f"{n_dev} devices."

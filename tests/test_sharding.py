@@ -8,7 +8,8 @@ Jarzynski with ESS resampling (on 1, 2 and 4 devices), mini-batched Jarzynski, P
 log-weights and parameters (log Z for ``sample``) agree to 1e-4 (the sums run in another
 order across devices, float32 rounding ~1e-7 per step; a real error, such as a reduction over
 one device's walkers only, is of order one), the resampling decisions are the same, and the
-state's per-walker arrays are split over the devices.
+state's per-walker arrays are split over the devices. ``fit`` traces a split run under the
+walker mesh, and the resamplers draw the one-device ancestors there.
 """
 
 import json
@@ -70,6 +71,32 @@ SCRIPT = textwrap.dedent(
         res.append(dict(walkers=x.reshape(-1, 3).tolist(), log_weights=cols,
                         params=[[d.max_rhat]], resampled=[], n_devices=n or 1))
     out["diagnose"] = res
+
+    seen = []
+    class Probe(se.ESSResampling):  # records, at trace time, whether a walker mesh is set
+        def should_resample(self, index, ess):
+            seen.append(se.smc.walkers_split())
+            return super().should_resample(index, ess)
+    probe = []
+    for n in (None, 4):
+        seen.clear()
+        se.fit(energy, data, strategy=se.Jarzynski(64, 0.2, resampling=Probe(0.9)),
+               optimizer=optax.sgd(0.05), num_steps=4, key=jax.random.key(2), progress=False,
+               devices=None if n is None else jax.devices()[:n])
+        probe.append(list(seen))
+    out["probe"] = probe
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    mesh = Mesh(np.array(jax.devices()), ("walkers",))
+    by_walker = NamedSharding(mesh, PartitionSpec("walkers"))
+    a = 3.0 * jax.random.normal(jax.random.key(8), (64,))
+    anc = {}
+    for method in se.smc.RESAMPLERS:
+        draw = lambda k, a, method=method: se.smc.resample_indices(k, a, method)
+        one = jax.jit(draw)(jax.random.key(9), a)
+        with jax.set_mesh(mesh):
+            split = jax.jit(draw)(jax.random.key(9), jax.device_put(a, by_walker))
+        anc[method] = [one.tolist(), split.tolist(), split.sharding.is_equivalent_to(by_walker, 1)]
+    out["ancestors"] = anc
     print("RESULT" + json.dumps(out))
     """
 )
@@ -106,6 +133,24 @@ def test_walkers_split_over_devices_give_the_one_device_run(runs, name):
             np.testing.assert_allclose(a, b, atol=1e-4, err_msg=f"{name} params")
     if name == "jarzynski":
         assert sum(one["resampled"]) > 0  # the comparison covers steps with resampling
+
+
+def test_split_runs_trace_under_the_walker_mesh(runs):
+    """``fit`` sets the mesh around a split run's compiled chunk (the resamplers read it), and
+    only there."""
+    one, split = runs["probe"]
+    assert one and not any(one)
+    assert split and all(split)
+
+
+@pytest.mark.parametrize("method", ["systematic", "stratified", "multinomial", "residual"])
+def test_resampling_under_the_walker_mesh_draws_the_one_device_ancestors(runs, method):
+    """With the mesh set, the weights are gathered whole before the cumulative sum and the
+    ancestors come back split over the walkers: the same ancestors as on one device."""
+    one, split, is_split = runs["ancestors"][method]
+    assert split == one
+    assert len(set(one)) < len(one)  # a real resampling: some walkers copied
+    assert is_split
 
 
 def test_walkers_that_do_not_divide_are_refused():

@@ -3,6 +3,7 @@
 from smc_ebm.smc._increments import ais, default_increment, jarzynski
 from smc_ebm.smc._resampling import (
     RESAMPLERS,
+    WALKER_AXIS,
     ESSResampling,
     IntervalResampling,
     NoResampling,
@@ -11,6 +12,9 @@ from smc_ebm.smc._resampling import (
     maybe_resample_indices,
     off_until,
     resample_indices,
+    split,
+    walkers_split,
+    whole,
 )
 from smc_ebm.smc._step import (
     Interpolated,
@@ -25,6 +29,7 @@ from smc_ebm.smc._weights import ais_increment, frozen_increment, jarzynski_incr
 
 __all__ = [
     "RESAMPLERS",
+    "WALKER_AXIS",
     "ESSResampling",
     "Interpolated",
     "IntervalResampling",
@@ -46,5 +51,8 @@ __all__ = [
     "resample",
     "resample_indices",
     "row_sum",
+    "split",
     "step",
+    "walkers_split",
+    "whole",
 ]

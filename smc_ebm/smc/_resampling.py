@@ -10,6 +10,7 @@ import blackjax.smc.resampling as bjr
 import jax
 import jax.numpy as jnp
 from blackjax.smc.ess import log_ess
+from jax.sharding import PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 
@@ -80,9 +81,47 @@ def resample_indices(
     ``num_samples`` is ``m`` (default: ``n``, the population's own size).
     """
     _check_method(method)
-    weights = jax.nn.softmax(log_weights)
+    weights = jax.nn.softmax(whole(log_weights))
     m = log_weights.shape[0] if num_samples is None else num_samples
-    return RESAMPLERS[method](key, weights, m)
+    return split(RESAMPLERS[method](key, weights, m))
+
+
+WALKER_AXIS = "walkers"
+"""The name of the mesh axis that splits the walkers (``fit(..., devices=...)``)."""
+
+
+def _mesh():
+    get = getattr(jax.sharding, "get_abstract_mesh", None)  # jax >= 0.7 (``jax.set_mesh``)
+    mesh = get() if get is not None else None
+    return None if mesh is None or mesh.empty or WALKER_AXIS not in mesh.axis_names else mesh
+
+
+def walkers_split() -> bool:
+    """Whether a mesh with a walker axis is set (``jax.set_mesh``): a run split over devices."""
+    return _mesh() is not None
+
+
+def whole(x: Array) -> Array:
+    """``x`` whole on every device when a mesh with a walker axis is set, else ``x`` itself.
+
+    XLA splits a cumulative sum over a split axis at a cost that grows like the square of its
+    length: 23 s for :math:`10^6` weights over 4 CPU devices, against 5 ms on one. The
+    weights are ``n`` numbers, so gathering them to every device first costs little.
+    """
+    if _mesh() is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, PartitionSpec())
+
+
+def split(x: Array) -> Array:
+    """``x`` split along its first axis over the walker axis of the mesh set, else ``x``.
+
+    The ancestors are then searched for where their walkers live, each device its own share.
+    """
+    mesh = _mesh()
+    if mesh is None or x.shape[0] % mesh.shape[WALKER_AXIS]:
+        return x
+    return jax.lax.with_sharding_constraint(x, PartitionSpec(WALKER_AXIS))
 
 
 def maybe_resample_indices(

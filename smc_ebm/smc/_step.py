@@ -32,6 +32,7 @@ from smc_ebm.smc._resampling import (
     ess_fraction,
     log_mean_exp,
     maybe_resample_indices,
+    walkers_split,
 )
 
 
@@ -137,14 +138,22 @@ def resample(
 ) -> tuple[Population, Int[Array, " N"]]:
     """The population resampled when ``do`` (zero log-weights, anchor moved), and the ancestors.
 
-    The ancestors are the identity when ``do`` is false; the walkers are gathered with them at
-    every step (see :func:`~smc_ebm.smc.maybe_resample_indices` for why).
+    The ancestors are the identity when ``do`` is false. On one device the walkers are
+    gathered with them at every step (see :func:`~smc_ebm.smc.maybe_resample_indices` for
+    why). With the walkers split over devices (:func:`~smc_ebm.smc.walkers_split`) they are
+    gathered only when ``do``: a gather with traced indices brings the whole population to
+    every device, which at :math:`10^6` walkers on 4 CPU devices made a step without
+    resampling cost 1.24 times one device's instead of 1.04.
     """
     idx, a, anchor = maybe_resample_indices(
         do, key, population.log_weights, population.log_Z_anchor, method
     )
-    x, g = gather_rows(idx, population.position, population.grad)
-    return Population(x, population.energy[idx], g, a, anchor), idx
+    x, u, g = population.position, population.energy, population.grad
+    if walkers_split():
+        x, u, g = jax.lax.cond(do, lambda: (x[idx], u[idx], g[idx]), lambda: (x, u, g))
+        return Population(x, u, g, a, anchor), idx
+    x, g = gather_rows(idx, x, g)
+    return Population(x, u[idx], g, a, anchor), idx
 
 
 def gather_rows(idx: Array, x: Array, g: Array) -> tuple[Array, Array]:
