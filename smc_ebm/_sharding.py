@@ -27,14 +27,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from smc_ebm.smc import WALKER_AXIS
 
-AXIS = WALKER_AXIS
-
 
 def _mesh(devices: Sequence[Any]) -> Mesh:
     devices = list(devices)
     if not devices:
         raise ValueError("devices must hold at least one device.")
-    return Mesh(np.array(devices), (AXIS,))
+    return Mesh(np.array(devices), (WALKER_AXIS,))
 
 
 def walker_mesh(devices: Sequence[Any], num_walkers: int) -> Mesh:
@@ -65,7 +63,7 @@ def place(tree: Any, mesh: Mesh, n: int | None) -> Any:
 
     ``n=None`` replicates everything.
     """
-    split = NamedSharding(mesh, PartitionSpec(AXIS))
+    split = NamedSharding(mesh, PartitionSpec(WALKER_AXIS))
     whole = NamedSharding(mesh, PartitionSpec())
 
     def put(x):
@@ -118,10 +116,10 @@ def place_populations(x0: Any, keys: Any, devices: Sequence[Any]) -> tuple[Any, 
     n_dev = mesh.devices.size
     runs, m = x0.shape[0], x0.shape[1]
     if runs % n_dev == 0:
-        by_run = NamedSharding(mesh, PartitionSpec(AXIS))
+        by_run = NamedSharding(mesh, PartitionSpec(WALKER_AXIS))
         return put_global(x0, by_run), put_global(keys, by_run), None
     if m % n_dev == 0:
-        by_walker = NamedSharding(mesh, PartitionSpec(None, AXIS))
+        by_walker = NamedSharding(mesh, PartitionSpec(None, WALKER_AXIS))
         whole = NamedSharding(mesh, PartitionSpec())
         return put_global(x0, by_walker), put_global(keys, whole), mesh
     raise ValueError(

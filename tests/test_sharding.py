@@ -86,8 +86,8 @@ SCRIPT = textwrap.dedent(
         probe.append(list(seen))
     out["probe"] = probe
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
-    mesh = Mesh(np.array(jax.devices()), ("walkers",))
-    by_walker = NamedSharding(mesh, PartitionSpec("walkers"))
+    mesh = Mesh(np.array(jax.devices()), (se.smc.WALKER_AXIS,))
+    by_walker = NamedSharding(mesh, PartitionSpec(se.smc.WALKER_AXIS))
     a = 3.0 * jax.random.normal(jax.random.key(8), (64,))
     anc = {}
     for method in se.smc.RESAMPLERS:

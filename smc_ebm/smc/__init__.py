@@ -12,9 +12,7 @@ from smc_ebm.smc._resampling import (
     maybe_resample_indices,
     off_until,
     resample_indices,
-    split,
     walkers_split,
-    whole,
 )
 from smc_ebm.smc._step import (
     Interpolated,
@@ -51,8 +49,6 @@ __all__ = [
     "resample",
     "resample_indices",
     "row_sum",
-    "split",
     "step",
     "walkers_split",
-    "whole",
 ]

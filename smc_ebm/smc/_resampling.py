@@ -81,9 +81,9 @@ def resample_indices(
     ``num_samples`` is ``m`` (default: ``n``, the population's own size).
     """
     _check_method(method)
-    weights = jax.nn.softmax(whole(log_weights))
+    weights = jax.nn.softmax(_whole(log_weights))
     m = log_weights.shape[0] if num_samples is None else num_samples
-    return split(RESAMPLERS[method](key, weights, m))
+    return _split(RESAMPLERS[method](key, weights, m))
 
 
 WALKER_AXIS = "walkers"
@@ -101,7 +101,7 @@ def walkers_split() -> bool:
     return _mesh() is not None
 
 
-def whole(x: Array) -> Array:
+def _whole(x: Array) -> Array:
     """``x`` whole on every device when a mesh with a walker axis is set, else ``x`` itself.
 
     XLA splits a cumulative sum over a split axis at a cost that grows like the square of its
@@ -114,7 +114,7 @@ def whole(x: Array) -> Array:
     return jax.lax.with_sharding_constraint(x, PartitionSpec())
 
 
-def split(x: Array) -> Array:
+def _split(x: Array) -> Array:
     """``x`` split along its first axis over the walker axis of the mesh set, else ``x``.
 
     The ancestors are then searched for where their walkers live, each device its own share.
