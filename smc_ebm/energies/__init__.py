@@ -14,6 +14,7 @@ from smc_ebm.energies._gmm import GaussianMixture
 from smc_ebm.energies._mlp import MLP
 from smc_ebm.energies._numpyro import NumPyroEnergy, check_trainable, from_numpyro
 from smc_ebm.energies._shallow import ShallowReLU
+from smc_ebm.energies._squared import SquaredNorm
 from smc_ebm.energies._tilted import Tilted
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "MLP",
     "NumPyroEnergy",
     "ShallowReLU",
+    "SquaredNorm",
     "Tilted",
     "as_base",
     "check_trainable",
