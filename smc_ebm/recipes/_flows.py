@@ -12,10 +12,21 @@ import smc_ebm as se
 from smc_ebm._naming import renamed
 
 
-def tilted_energy(key, dim, sigma, width, depth, flow_key, flow_kw):
-    """A Tilted MLP energy over the flow's base, both starting at N(0, sigma^2 I)."""
+def tilted_energy(key, dim, sigma, width, depth, flow_key, flow_kw, squared=0):
+    """A Tilted energy over the flow's base N(0, sigma^2 I), and the flow.
+
+    ``squared=0``: a scalar SiLU MLP, zero at the start (the model starts at the base).
+    ``squared=k``: :class:`~smc_ebm.energies.SquaredNorm` of a ReLU MLP with ``k`` outputs,
+    whose energy grows quadratically away from the data (Gaussian tails); it starts near,
+    not at, the base.
+    """
     flow = se.flows.make_flow(flow_key, dim, sigma=sigma, **flow_kw)
-    net = se.energies.MLP(dim, width, depth, key=key, zero_init=True)
+    if squared:
+        net = se.energies.SquaredNorm.mlp(
+            dim, squared, width, depth, key=key, activation=jax.nn.relu
+        )
+    else:
+        net = se.energies.MLP(dim, width, depth, key=key, zero_init=True)
     return se.energies.Tilted(net, se.flows.base_distribution(flow)), flow
 
 
