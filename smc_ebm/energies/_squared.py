@@ -54,7 +54,7 @@ class SquaredNorm(AbstractEnergy):
         key: PRNGKeyArray,
         activation=jax.nn.silu,
     ) -> SquaredNorm:
-        """``U = |f|^2 / 2`` with ``f`` an equinox MLP ``(dim,) -> (out,)`` of SiLU layers."""
+        """``U = |f|^2 / 2``, ``f`` an equinox MLP ``(dim,) -> (out,)`` (SiLU layers by default)."""
         if out < 1:
             raise ValueError(f"SquaredNorm.mlp: out must be >= 1; got {out}.")
         return cls(eqx.nn.MLP(dim, out, width, depth, activation=activation, key=key), dim)
