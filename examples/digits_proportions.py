@@ -317,6 +317,7 @@ def model_proportions(clf, result, seed: int, args: argparse.Namespace) -> dict:
         kernel="mala",
         step_size=args.step_size,
         thin=thin,
+        progress=not args.no_progress,
     )
     x = np.asarray(diag.idata["posterior"]["x"])  # (chain, draw, d)
     curve = np.stack([clf.proportions(x[:, j]) for j in range(x.shape[1])])
@@ -346,6 +347,7 @@ def model_masses(clf, energy, data, seed: int, args: argparse.Namespace) -> dict
         num_steps=args.model_ais,
         step_size=args.step_size,
         num_runs=max(2, min(8, args.num_walkers // 2)),
+        progress=not args.no_progress,
     )
     u = np.asarray(jax.vmap(energy)(data.samples))
     y = np.asarray(data.info["labels"])

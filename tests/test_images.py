@@ -238,6 +238,7 @@ def test_class_masses_recover_the_weights_of_a_mixture():
         num_steps=20,
         step_size=0.2,
         num_runs=8,
+        progress=False,
     )
     assert np.all(res.standard_errors > 0) and np.all(res.standard_errors < 0.02)
     np.testing.assert_array_less(np.abs(res.proportions - w), 4 * res.standard_errors)

@@ -97,6 +97,7 @@ def class_masses(
     kernel: str = "mala",
     num_runs: int = 8,
     min_scale: float | None = None,
+    progress: bool = True,
 ) -> ClassMasses:
     r"""Class proportions of the model itself, by annealed importance sampling per class.
 
@@ -136,6 +137,7 @@ def class_masses(
         kernel: ``"mala"`` (default) or ``"ula"`` (Jarzynski increments).
         num_runs: independent runs per class (at least 2: their spread gives the errors).
         min_scale: floor of the bases' scales (default :math:`\sqrt{h}`).
+        progress: show a progress bar per class (:func:`smc_ebm.sample`'s).
 
     Returns:
         A :class:`ClassMasses`.
@@ -179,6 +181,7 @@ def class_masses(
             step_size=step_size,
             kernel=kernel,
             num_runs=num_runs,
+            progress=progress,
         )
         pred = np.asarray(classifier.predict(res.samples))
         # Pooled log-weights are log Z_r + log p_ri, run by run (see ``sample``).
