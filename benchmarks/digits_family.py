@@ -10,15 +10,18 @@ distinct digits of 0-9; a minority weight uniform in [0.10, 0.20], a middle weig
 trained with ``--seeds`` seeds by Jarzynski and PCD (the example's ``--first-seed 0``), every
 other setting the example's default; ``--model-ais K`` also measures each trained model's own
 class proportions by per-class annealing (``se.metrics.class_masses``, K MALA steps; about
-4-10 minutes per model on a 2-core CPU, so off by default). Options it does not know go to
+4-10 minutes per model on a 2-core CPU, so off by default). The example's ``--model-chains K``
+also runs K MALA steps on each frozen final model from its final walkers (about a minute per
+model on a 2-core CPU); the chains' proportions, and their curve in the JSON, show whether the
+walkers were at the final model's equilibrium. Options it does not know go to
 the example unchanged (e.g. ``--lr-final 0.01``), to measure another setting on the family.
 
 Per strategy it prints the mean and the sd over runs (triples x seeds) of the relative error
 ``|p - p*| / p*`` per class position (minority, middle, majority), for the final walkers, the
-walkers averaged over the last 25% of the run, and (with ``--model-ais``) the model; the bars
-of the family are a mean relative error of at most 10% at every position for the averaged
-walkers, below PCD's, and 20% for the model. The JSON (``--out``) is rewritten atomically
-after every triple, marked ``"complete": false`` until the last one.
+walkers averaged over the last 25% of the run, and (with ``--model-ais`` or ``--model-chains``)
+the model; the bars of the family are a mean relative error of at most 10% at every position
+for the averaged walkers, below PCD's, and 20% for the model. The JSON (``--out``) is rewritten
+atomically after every triple, marked ``"complete": false`` until the last one.
 
     python benchmarks/digits_family.py --triples 6 --seeds 1   # 12 runs, about 16 min (2 CPUs)
     python benchmarks/digits_family.py                         # 6 triples x 3 seeds
@@ -51,6 +54,8 @@ ESTIMATES = {  # the example's JSON key -> the name printed
     "proportions": "final walkers",
     "averaged_proportions": "walkers, mean of the last 25%",
     "ais_proportions": "the model (per-class annealing)",
+    "model_proportions": "MALA chains on the model, mean of the 2nd half",
+    "model_last": "MALA chains on the model, last record",
 }
 RESULTS = Path(__file__).parent / "results"
 
@@ -142,7 +147,10 @@ def main(argv=None) -> dict:
             res = example.main(argv_i)
         record = {"triple": i, **triple, "target": res["target"], "log": log.getvalue()}
         for name in STRATEGIES:
-            record[name] = {k: res[name][k] for k in (*ESTIMATES, "wall_s") if k in res[name]}
+            keep = (*ESTIMATES, "model_curves", "wall_s")
+            record[name] = {k: res[name][k] for k in keep if k in res[name]}
+            if res[name].get("model_curves"):
+                record[name]["model_last"] = [c[-1] for c in res[name]["model_curves"]]
         records.append(record)
         errs = {
             name: relative_errors(record[name]["averaged_proportions"], res["target"]).mean(0)

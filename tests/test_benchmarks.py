@@ -191,7 +191,11 @@ def test_digits_family_runs_quick(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     monkeypatch.chdir(tmp_path)
     argv = ["--quick", "--out", str(tmp_path / "f.json"), "--lr-final", "0.5"]
+    argv += ["--model-chains", "8"]
     out = _load("digits_family").main(argv)
     assert set(out) >= {"Jarzynski, final walkers", "PCD, walkers, mean of the last 25%"}
+    assert "PCD, MALA chains on the model, last record" in out
     saved = json.loads((tmp_path / "f.json").read_text())
-    assert saved["complete"] and saved["args"]["example"] == ["--lr-final", "0.5"]
+    assert saved["complete"] and saved["args"]["example"][:2] == ["--lr-final", "0.5"]
+    run = saved["records"][0]["Jarzynski"]
+    assert run["model_last"] == [c[-1] for c in run["model_curves"]]
