@@ -13,8 +13,8 @@ class proportions by per-class annealing (``se.metrics.class_masses``, K MALA st
 4-10 minutes per model on a 2-core CPU, so off by default). The example's ``--model-chains K``
 also runs K MALA steps on each frozen final model from its final walkers (about a minute per
 model on a 2-core CPU); the chains' proportions, and their curve in the JSON, show whether the
-walkers were at the final model's equilibrium. Options it does not know go to
-the example unchanged (e.g. ``--lr-final 0.01``), to measure another setting on the family.
+walkers were at the final model's equilibrium. Options it does not know go to the example
+unchanged (e.g. ``--lr-final 0.01``), to measure another setting on the family.
 
 Per strategy it prints the mean and the sd over runs (triples x seeds) of the relative error
 ``|p - p*| / p*`` per class position (minority, middle, majority), for the final walkers, the
