@@ -263,6 +263,49 @@ def test_observers_step_size_is_checked():
         se.strategies.with_observers(se.Jarzynski(16, 0.1), 8, step_size=0.0)
 
 
+def _tiny_fit(strategy):
+    data = se.datasets.two_mode_teacher(jax.random.key(0), n=200, dim=2, a=-2.0, b=2.0)
+    energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, 2, scale=0.1)
+    return se.fit(
+        energy,
+        data.samples,
+        strategy=strategy,
+        optimizer=optax.sgd(0.05),
+        num_steps=4,
+        key=jax.random.key(2),
+        progress=False,
+    )
+
+
+def test_observers_leave_the_drivers_path_unchanged():
+    """Observers never enter the gradient nor draw the drivers' random numbers: the trained
+    parameters and the drivers are those of the run without them, bit for bit."""
+    drivers = se.Jarzynski(32, 0.1, walker_batch=8, feedback_correction=False)
+    plain = _tiny_fit(drivers)
+    observed = _tiny_fit(se.strategies.with_observers(drivers, 16))
+    for a, b in zip(jax.tree.leaves(plain.energy), jax.tree.leaves(observed.energy), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(plain.state.position), observed.state.position)
+    np.testing.assert_array_equal(np.asarray(plain.state.log_weights), observed.state.log_weights)
+
+
+def test_observers_resample_on_their_own_schedule():
+    """``with_observers(..., resampling=...)`` resamples the observers on that schedule and
+    leaves the drivers on theirs; without it the observers follow the drivers' schedule."""
+    drivers = se.Jarzynski(32, 0.1, resampling=se.NoResampling(), feedback_correction=False)
+
+    def final_log_weights(strategy):
+        st = _tiny_fit(strategy).state
+        return np.asarray(st.log_weights), np.asarray(st.observers.log_weights)
+
+    every_step = se.IntervalResampling(every=1)
+    a, a_obs = final_log_weights(se.strategies.with_observers(drivers, 16, resampling=every_step))
+    np.testing.assert_array_equal(a_obs, 0.0)  # resampled at the last step
+    assert np.ptp(a) > 0  # the drivers never resample
+    a, a_obs = final_log_weights(se.strategies.with_observers(drivers, 16))
+    assert np.ptp(a) > 0 and np.ptp(a_obs) > 0
+
+
 def test_reseeding_needs_observers():
     with pytest.raises(ValueError, match="observers"):
         se.Jarzynski(128, 0.1, reseed_every=10)

@@ -113,6 +113,7 @@ class WithObservers(_Wrapper):
     observer_kernel: str = "mala"
     reseed_every: int = 0
     observer_step_size: float | None = None
+    observer_resampling: Any = None
 
     def __post_init__(self):
         if int(self.num_observers) < 2:
@@ -123,6 +124,11 @@ class WithObservers(_Wrapper):
         if int(self.reseed_every) < 0:
             raise ValueError(f"reseed_every must be >= 0; got {self.reseed_every}.")
         make_kernel(self.observer_kernel, 1.0)
+
+    @property
+    def _observer_resampling(self):
+        r = self.observer_resampling
+        return self.resampling if r is None else r
 
     def init_state(self, key, energy, data, log_Z0):
         inner = self.inner.init_state(key, energy, data, log_Z0)
@@ -152,7 +158,7 @@ class WithObservers(_Wrapper):
             energy_new,
             kernel,
             None,
-            self.resampling,
+            self._observer_resampling,
             step + 1,
         )
         new = ObservedState(inner, observers)
@@ -176,7 +182,7 @@ class WithObservers(_Wrapper):
         therefore accumulates over ``reseed_every`` steps at most instead of the whole run.
         """
         obs, n = state.observers, core(state).position.shape[0]
-        idx = resample_indices(key, obs.log_weights, self.resampling.method, n)
+        idx = resample_indices(key, obs.log_weights, self._observer_resampling.method, n)
         a = jnp.zeros(n, obs.log_weights.dtype)
         new = evaluate_state(energy, obs.position[idx], a, obs.log_Z(), True)
         return replace_core(state, new)
@@ -190,6 +196,7 @@ def with_observers(
     *,
     reseed_every: int = 0,
     step_size: float | None = None,
+    resampling: Any = None,
 ) -> WithObservers:
     """Add observers to a weighted strategy, optionally reseeding its walkers from them.
 
@@ -206,9 +213,14 @@ def with_observers(
         step_size: the observers' step (default: the wrapped strategy's). An invariant kernel
             keeps their weights exact at any step, so MALA observers may move further than
             the ULA walkers they watch.
+        resampling: the observers' resampling schedule (default: the wrapped strategy's). A
+            schedule that holds the drivers' resampling off for a while leaves the
+            observers' weights to degenerate there too, and walkers reseeded from degenerate
+            observers are copies of a few; e.g. ``se.ESSResampling(0.5)`` resamples them
+            from the start.
     """
     h = None if step_size is None else float(step_size)
-    return WithObservers(strategy, int(num_observers), kernel, int(reseed_every), h)
+    return WithObservers(strategy, int(num_observers), kernel, int(reseed_every), h, resampling)
 
 
 @dataclasses.dataclass(frozen=True)
