@@ -17,7 +17,10 @@ see docs/digits.md), ``--correction-from`` starts it later in the run and
 ``--early-threshold`` resamples below that ESS before ``--resample-from`` too; ``--batch-size 0``
 uses all the data every step; the model term of the gradient comes from the moved batch
 (``--walker-grad all``: from all walkers); ``--refresh-every K`` replaces random walkers by
-walkers annealed afresh from the base every ``K`` steps;
+walkers annealed afresh from the base every ``K`` steps; ``--observers M --reseed-every K``
+adds M MALA observers that never enter the gradient and replaces the walkers by draws from
+them every ``K`` steps (maths §2.6: the walkers' influence on their own weights then
+accumulates over ``K`` steps at most);
 ``--kernel mala`` moves them with MALA instead of ULA (AIS increments). PCD's
 walkers start at the data. ``--strategies Jarzynski PCD Unweighted`` adds walkers that start
 from the model as Jarzynski's do (the same annealing, then resampled once) and move without
@@ -127,6 +130,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
     p.add_argument("--lr-final", type=float, default=0.1, help="final lr as a fraction")
     p.add_argument(
+        "--adam-b1",
+        type=float,
+        default=0.9,
+        help="Adam's b1, the decay of its first moment (0: no momentum, so a walker's term of "
+        "the gradient moves the parameters at its own step only)",
+    )
+    p.add_argument(
         "--warmup",
         type=int,
         default=0,
@@ -147,6 +157,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "annealed afresh from the base to the current model (0: never)",
     )
     p.add_argument("--num-refresh", type=int, default=None, help="default: num-walkers // 16")
+    p.add_argument(
+        "--observers",
+        type=int,
+        default=0,
+        help="Jarzynski: add this many MALA observers, weighted walkers that follow the "
+        "parameter path without entering the gradient (se.strategies.with_observers; they "
+        "resample below --ess-threshold from the first step; 0: none)",
+    )
+    p.add_argument(
+        "--reseed-every",
+        type=int,
+        default=0,
+        help="Jarzynski with --observers: every this many steps replace the walkers by draws "
+        "from the observers (0: never)",
+    )
     p.add_argument("--refresh-steps", type=int, default=None, help="annealing steps of a refresh")
     p.add_argument("--resample-from", type=float, default=0.5, help="fraction of the run")
     p.add_argument("--ess-threshold", type=float, default=0.5)
@@ -193,6 +218,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.strategies = args.strategies or ["Jarzynski", "PCD"]
     if len(args.weights) != len(args.labels):
         p.error("--weights needs one value per label")
+    if not 0.0 <= args.adam_b1 < 1.0:
+        p.error(f"--adam-b1 must be in [0, 1); got {args.adam_b1}")
+    if args.reseed_every and not args.observers:
+        p.error("--reseed-every needs --observers to reseed from")
     return args
 
 
@@ -226,7 +255,7 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
             anneal_base=base,
         )
     start = int(args.resample_from * args.steps)
-    return se.Jarzynski(
+    strategy = se.Jarzynski(
         n,
         h,
         kernel=args.kernel,
@@ -244,9 +273,18 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
         num_refresh=args.num_refresh,
         refresh_steps=args.refresh_steps,
     )
+    if args.observers:
+        strategy = se.strategies.with_observers(
+            strategy,
+            args.observers,
+            reseed_every=args.reseed_every,
+            resampling=se.ESSResampling(args.ess_threshold),
+        )
+    return strategy
 
 
-def run(name: str, seed: int, args, data, side: int) -> dict:
+def initial(seed: int, args, side: int):
+    """The untrained energy, the optimizer and the key of ``fit`` for ``seed``."""
     key = jax.random.key(1000 + seed)
     k_energy, k_fit = jax.random.split(key)
     energy = se.energies.ConvEnergy(
@@ -262,12 +300,17 @@ def run(name: str, seed: int, args, data, side: int) -> dict:
         )
     else:
         schedule = optax.cosine_decay_schedule(args.lr, args.steps, alpha=args.lr_final)
+    return energy, optax.adam(schedule, b1=args.adam_b1), k_fit
+
+
+def run(name: str, seed: int, args, data, side: int) -> dict:
+    energy, optimizer, k_fit = initial(seed, args, side)
     with jax.numpy_dtype_promotion("standard"):
         result = se.fit(
             energy,
             data.samples,
             strategy=make_strategy(name, args, side * side),
-            optimizer=optax.adam(schedule),
+            optimizer=optimizer,
             num_steps=args.steps,
             key=k_fit,
             batch_size=args.batch_size or None,

@@ -201,3 +201,21 @@ def test_digits_family_runs_quick(tmp_path, monkeypatch):
     (last,) = saved["records"][0]["Jarzynski"]["model_last"]  # one seed: one 3-class record
     # proportions, written to 4 decimals: three roundings of at most 0.5e-4 each
     assert len(last) == 3 and abs(sum(last) - 1) <= 1.5e-4
+
+
+@pytest.mark.slow  # about 20 s: the digits example's Jarzynski with observers at 40 steps
+def test_digits_observers_runs_quick(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    out = _load("digits_observers").main(["--quick", "--out", str(tmp_path / "o.json")])
+    saved = json.loads((tmp_path / "o.json").read_text())
+    assert saved["rows"] == out["rows"] and [r["step"] for r in out["rows"]] == [10, 20, 30, 40]
+    assert saved["args"]["example"][-2:] == ["--observers", "16"]
+    for row in out["rows"]:
+        for name in ("walkers", "walkers_unweighted", "observers"):
+            # proportions, written to 4 decimals: three roundings of at most 0.5e-4 each
+            assert len(row[name]) == 3 and abs(sum(row[name]) - 1) <= 1.5e-4, (name, row)
+        assert 0 < row["observers_ess"] <= 1
+    table = _load("digits_observers").main(["--summarise", str(tmp_path / "o.json")])["table"]
+    row = out["rows"][-1]
+    assert len(table) == 2 + 4 and table[-1].startswith("| --steps 40 ")
+    assert " / ".join(f"{p:.3f}" for p in row["observers"]) in table[-1]
