@@ -277,12 +277,22 @@ def _tiny_fit(strategy):
     )
 
 
-def test_observers_leave_the_drivers_path_unchanged():
+@pytest.mark.parametrize(
+    "drivers",
+    [
+        se.Jarzynski(32, 0.1, walker_batch=8, feedback_correction=False),
+        se.PCD(32, 0.1, walker_batch=8, num_anneal=5),  # observers annealed, walkers at data
+        se.Unweighted(32, 0.1, num_anneal=5),
+    ],
+    ids=["Jarzynski", "PCD", "Unweighted"],
+)
+def test_observers_leave_the_drivers_path_unchanged(drivers):
     """Observers never enter the gradient nor draw the drivers' random numbers: the trained
-    parameters and the drivers are those of the run without them, bit for bit."""
-    drivers = se.Jarzynski(32, 0.1, walker_batch=8, feedback_correction=False)
+    parameters and the drivers are those of the run without them, bit for bit, and the
+    observers carry weights (and a log Z) around unweighted walkers too."""
     plain = _tiny_fit(drivers)
     observed = _tiny_fit(se.strategies.with_observers(drivers, 16))
+    assert np.isfinite(observed.log_Z) and np.ptp(np.asarray(observed.state.observers.log_weights))
     for a, b in zip(jax.tree.leaves(plain.energy), jax.tree.leaves(observed.energy), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     np.testing.assert_array_equal(np.asarray(plain.state.position), observed.state.position)

@@ -126,9 +126,15 @@ class WithObservers(_Wrapper):
         make_kernel(self.observer_kernel, 1.0)
 
     @property
+    def weighted(self):
+        return self.inner.weighted
+
+    @property
     def _observer_resampling(self):
-        r = self.observer_resampling
-        return self.resampling if r is None else r
+        if self.observer_resampling is not None:
+            return self.observer_resampling
+        inner = getattr(self.inner, "resampling", None)  # PCD and Unweighted have none
+        return ESSResampling() if inner is None else inner
 
     def init_state(self, key, energy, data, log_Z0):
         inner = self.inner.init_state(key, energy, data, log_Z0)
@@ -184,7 +190,7 @@ class WithObservers(_Wrapper):
         obs, n = state.observers, core(state).position.shape[0]
         idx = resample_indices(key, obs.log_weights, self._observer_resampling.method, n)
         a = jnp.zeros(n, obs.log_weights.dtype)
-        new = evaluate_state(energy, obs.position[idx], a, obs.log_Z(), True)
+        new = evaluate_state(energy, obs.position[idx], a, obs.log_Z(), self.inner.weighted)
         return replace_core(state, new)
 
 
@@ -198,10 +204,13 @@ def with_observers(
     step_size: float | None = None,
     resampling: Any = None,
 ) -> WithObservers:
-    """Add observers to a weighted strategy, optionally reseeding its walkers from them.
+    """Add observers to a persistent-walker strategy, optionally reseeding its walkers from them.
 
     Args:
-        strategy: a weighted persistent-walker strategy (e.g. :class:`~smc_ebm.Jarzynski`).
+        strategy: a persistent-walker strategy: :class:`~smc_ebm.Jarzynski`, or
+            :class:`~smc_ebm.PCD` and :class:`~smc_ebm.Unweighted`, whose own walkers carry
+            no weights. The observers start from the strategy's ``start`` (for PCD and
+            Unweighted, annealed from the base to the model, whatever ``init``).
         num_observers: ``M >= 2`` weighted walkers that follow the same parameter path without
             driving it; they give ``log_Z`` and the cross-entropy. Cost: ``M / N`` more moves
             per step (twice that with MALA).
@@ -213,7 +222,8 @@ def with_observers(
         step_size: the observers' step (default: the wrapped strategy's). An invariant kernel
             keeps their weights exact at any step, so MALA observers may move further than
             the ULA walkers they watch.
-        resampling: the observers' resampling schedule (default: the wrapped strategy's). A
+        resampling: the observers' resampling schedule (default: the wrapped strategy's, or
+            ``ESSResampling()`` for a strategy without weights). A
             schedule that holds the drivers' resampling off for a while leaves the
             observers' weights to degenerate there too, and walkers reseeded from degenerate
             observers are copies of a few; e.g. ``se.ESSResampling(0.5)`` resamples them

@@ -64,6 +64,18 @@ class PersistentWalkers(AbstractStrategy):
     def validate(self, dim: int, n_data: int) -> None:
         validate_init(self.init, self.num_walkers, dim)
 
+    def start(self, key, energy, data, n):
+        """``n`` weighted walkers annealed from the base to the model, whatever ``init``.
+
+        Returns ``(x, log_weights, log Z_0 estimate)``: the start of observers around these
+        walkers (:func:`~smc_ebm.strategies.with_observers`), which must be a weighted sample
+        of the model even where the walkers themselves start at the data.
+        """
+        base = default_base(data, self.step_size, self.anneal_base)
+        return annealed_start(
+            key, energy, data, n, base, self.num_anneal, self.step_size, self.kernel
+        )
+
     def init_state(self, key, energy, data, log_Z0):
         check_euclidean(energy)
         k_walk, _ = jax.random.split(key)
