@@ -1,13 +1,14 @@
 """The digits model's own class proportions along training, as observers see them.
 
-Trains Jarzynski on the digits example for one seed with ``--observers M`` MALA observers:
-weighted walkers that follow the same parameter path but never enter the gradient
-(``se.strategies.with_observers``, docs/maths.md §2.6). Given the path, the observers are an
-ordinary SMC sampler of the model, so where their ESS holds their weighted class proportions
-estimate the model's own, at every step, without the feedback of the walkers that drive the
-gradient on their own weights. Every ``--every`` steps it prints the class proportions of the
-driving walkers (weighted, and unweighted), and of the observers (weighted) with their ESS.
-docs/digits.md checks the observers' final proportions against per-class annealing.
+Trains one strategy of the digits example (``--strategy``, default Jarzynski) for one seed
+with ``--observers M`` MALA observers: weighted walkers, annealed from the base, that follow
+the same parameter path but never enter the gradient (``se.strategies.with_observers``,
+docs/maths.md §2.6). Given the path, the observers are an ordinary SMC sampler of the model,
+so where their ESS holds their weighted class proportions estimate the model's own at every
+step. Every ``--every`` steps it prints the class proportions of the driving walkers
+(weighted, and unweighted; the two agree for PCD and Unweighted) and of the observers
+(weighted), with the observers' ESS. docs/digits.md checks the observers' final proportions
+against per-class annealing.
 
 Every option of ``examples/digits_proportions.py`` passes through unchanged (the example's
 defaults otherwise; ``--observers 1024`` unless given). The observers do not change the
@@ -57,14 +58,15 @@ def weighted_row(clf, state) -> dict:
 
 def summarise(paths) -> list[str]:
     """One line per run and quarter of it: the walkers' and the observers' proportions."""
-    head = "| run (example options) | step | walkers (weighted) | observers | observers' ESS |"
+    head = "| strategy, example options | step | walkers (weighted) | observers | observers' ESS |"
     lines = [head, "|---|---|---|---|---|"]
     for path in paths:
         saved = json.loads(Path(path).read_text())
         setting = " ".join(saved["args"]["example"])
         for common in (f"--labels {' '.join(map(str, saved['labels']))} ", "--observers 1024"):
             setting = setting.replace(common, "")  # said once, above the table
-        setting = re.sub(r"--weights( [0-9.]+)+ ?", "", setting).strip() or "(defaults)"
+        setting = re.sub(r"--weights( [0-9.]+)+ ?", "", setting).strip() or "defaults"
+        setting = f"{saved['args'].get('strategy', 'Jarzynski')}, {setting}"
         last = saved["rows"][-1]["step"]
         for row in saved["rows"]:
             if (4 * row["step"]) % last == 0:
@@ -79,6 +81,7 @@ def summarise(paths) -> list[str]:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0, help="the example's seed")
+    p.add_argument("--strategy", choices=("Jarzynski", "PCD", "Unweighted"), default="Jarzynski")
     p.add_argument("--every", type=int, default=100, help="steps between rows")
     p.add_argument("--quick", action="store_true", help="40 steps, tiny sizes")
     p.add_argument("--out", type=Path, default=Path("outputs") / "digits_observers.json")
@@ -93,7 +96,7 @@ def main(argv=None) -> dict:
         passed += ["--observers", "1024"]
     if args.quick:
         args.every = 10
-    ex = example.parse_args([*passed, "--strategies", "Jarzynski", "--no-progress"])
+    ex = example.parse_args([*passed, "--strategies", args.strategy, "--no-progress"])
     if ex.observers < 2:
         p.error("--observers must be at least 2")
     if args.every < 1 or ex.steps % args.every:
@@ -101,9 +104,12 @@ def main(argv=None) -> dict:
     data, clf = example.load(ex, jax.random.key(0))
     side = int(round(np.sqrt(data.samples.shape[1])))
     energy, optimizer, key = example.initial(args.seed, ex, side)
-    strategy = example.make_strategy("Jarzynski", ex, side * side)
+    strategy = example.make_strategy(args.strategy, ex, side * side)
     target = np.asarray(ex.weights) / np.sum(ex.weights)
-    print(f"digits {ex.labels} at {np.round(target, 3).tolist()}, seed {args.seed}", flush=True)
+    print(
+        f"{args.strategy}: digits {ex.labels} at {np.round(target, 3).tolist()}, seed {args.seed}",
+        flush=True,
+    )
     payload = {"args": vars(args) | {"out": str(args.out), "example": passed}}
     payload |= {"labels": ex.labels, "target": target.tolist(), "rows": []}
     res, t0 = None, time.perf_counter()

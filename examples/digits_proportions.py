@@ -17,10 +17,10 @@ see docs/digits.md), ``--correction-from`` starts it later in the run and
 ``--early-threshold`` resamples below that ESS before ``--resample-from`` too; ``--batch-size 0``
 uses all the data every step; the model term of the gradient comes from the moved batch
 (``--walker-grad all``: from all walkers); ``--refresh-every K`` replaces random walkers by
-walkers annealed afresh from the base every ``K`` steps; ``--observers M --reseed-every K``
-adds M MALA observers that never enter the gradient and replaces the walkers by draws from
-them every ``K`` steps (maths §2.6: the walkers' influence on their own weights then
-accumulates over ``K`` steps at most);
+walkers annealed afresh from the base every ``K`` steps; ``--observers M`` adds M MALA
+observers to each strategy, weighted walkers annealed from the base that follow the parameter
+path without entering the gradient, and ``--reseed-every K`` replaces the walkers by draws
+from them every ``K`` steps (maths §2.6);
 ``--kernel mala`` moves them with MALA instead of ULA (AIS increments). PCD's
 walkers start at the data. ``--strategies Jarzynski PCD Unweighted`` adds walkers that start
 from the model as Jarzynski's do (the same annealing, then resampled once) and move without
@@ -161,16 +161,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--observers",
         type=int,
         default=0,
-        help="Jarzynski: add this many MALA observers, weighted walkers that follow the "
-        "parameter path without entering the gradient (se.strategies.with_observers; they "
-        "resample below --ess-threshold from the first step; 0: none)",
+        help="add this many MALA observers to each strategy: weighted walkers, annealed from "
+        "the base, that follow the parameter path without entering the gradient "
+        "(se.strategies.with_observers; they resample below --ess-threshold from the first "
+        "step; 0: none)",
     )
     p.add_argument(
         "--reseed-every",
         type=int,
         default=0,
-        help="Jarzynski with --observers: every this many steps replace the walkers by draws "
-        "from the observers (0: never)",
+        help="with --observers: every this many steps replace the walkers by draws from the "
+        "observers (0: never)",
     )
     p.add_argument("--refresh-steps", type=int, default=None, help="annealing steps of a refresh")
     p.add_argument("--resample-from", type=float, default=0.5, help="fraction of the run")
@@ -243,10 +244,10 @@ def load(args: argparse.Namespace, key) -> tuple[se.datasets.Dataset, se.metrics
 def make_strategy(name: str, args: argparse.Namespace, dim: int):
     h, n, nb = args.step_size, args.num_walkers, args.walker_batch
     base = se.energies.Gaussian.standard(dim)  # the confinement term's Gaussian
-    if name == "PCD":
-        return se.PCD(n, h, kernel=args.baseline_kernel, walker_batch=nb)
-    if name == "Unweighted":
-        return se.Unweighted(
+    if name in ("PCD", "Unweighted"):
+        # PCD's walkers start at the data; its annealing settings start its observers only.
+        cls = se.PCD if name == "PCD" else se.Unweighted
+        strategy = cls(
             n,
             h,
             kernel=args.baseline_kernel,
@@ -254,6 +255,7 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
             num_anneal=args.num_anneal,
             anneal_base=base,
         )
+        return with_observers(strategy, args)
     start = int(args.resample_from * args.steps)
     strategy = se.Jarzynski(
         n,
@@ -273,14 +275,19 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
         num_refresh=args.num_refresh,
         refresh_steps=args.refresh_steps,
     )
-    if args.observers:
-        strategy = se.strategies.with_observers(
-            strategy,
-            args.observers,
-            reseed_every=args.reseed_every,
-            resampling=se.ESSResampling(args.ess_threshold),
-        )
-    return strategy
+    return with_observers(strategy, args)
+
+
+def with_observers(strategy, args: argparse.Namespace):
+    """``strategy`` with ``--observers`` MALA observers (resampling from the first step)."""
+    if not args.observers:
+        return strategy
+    return se.strategies.with_observers(
+        strategy,
+        args.observers,
+        reseed_every=args.reseed_every,
+        resampling=se.ESSResampling(args.ess_threshold),
+    )
 
 
 def initial(seed: int, args, side: int):

@@ -203,10 +203,12 @@ def test_digits_family_runs_quick(tmp_path, monkeypatch):
     assert len(last) == 3 and abs(sum(last) - 1) <= 1.5e-4
 
 
-@pytest.mark.slow  # about 20 s: the digits example's Jarzynski with observers at 40 steps
-def test_digits_observers_runs_quick(tmp_path, monkeypatch):
+@pytest.mark.slow  # about 20 s each: one strategy of the digits example, observed, 40 steps
+@pytest.mark.parametrize("strategy", ["Jarzynski", "PCD"])
+def test_digits_observers_runs_quick(strategy, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    out = _load("digits_observers").main(["--quick", "--out", str(tmp_path / "o.json")])
+    argv = ["--quick", "--strategy", strategy, "--out", str(tmp_path / "o.json")]
+    out = _load("digits_observers").main(argv)
     saved = json.loads((tmp_path / "o.json").read_text())
     assert saved["rows"] == out["rows"] and [r["step"] for r in out["rows"]] == [10, 20, 30, 40]
     assert saved["args"]["example"][-2:] == ["--observers", "16"]
@@ -215,7 +217,9 @@ def test_digits_observers_runs_quick(tmp_path, monkeypatch):
             # proportions, written to 4 decimals: three roundings of at most 0.5e-4 each
             assert len(row[name]) == 3 and abs(sum(row[name]) - 1) <= 1.5e-4, (name, row)
         assert 0 < row["observers_ess"] <= 1
+        if strategy == "PCD":  # walkers without weights
+            assert row["walkers"] == row["walkers_unweighted"]
     table = _load("digits_observers").main(["--summarise", str(tmp_path / "o.json")])["table"]
     row = out["rows"][-1]
-    assert len(table) == 2 + 4 and table[-1].startswith("| --steps 40 ")
+    assert len(table) == 2 + 4 and table[-1].startswith(f"| {strategy}, --steps 40 ")
     assert " / ".join(f"{p:.3f}" for p in row["observers"]) in table[-1]
