@@ -7,8 +7,9 @@ docs/maths.md §2.6). Given the path, the observers are an ordinary SMC sampler 
 so where their ESS holds their weighted class proportions estimate the model's own at every
 step. Every ``--every`` steps it prints the class proportions of the driving walkers
 (weighted, and unweighted; the two agree for PCD and Unweighted) and of the observers
-(weighted), with the observers' ESS. docs/digits.md checks the observers' final proportions
-against per-class annealing.
+(weighted), with the observers' ESS; ``--ais-at STEP ...`` also anneals the model per class
+at those steps (``se.metrics.class_masses``, as the example's ``--model-ais``), to check the
+observers there.
 
 Every option of ``examples/digits_proportions.py`` passes through unchanged (the example's
 defaults otherwise; ``--observers 1024`` unless given). The observers do not change the
@@ -59,7 +60,7 @@ def weighted_row(clf, state) -> dict:
 def summarise(paths) -> list[str]:
     """One line per run and quarter of it: the walkers' and the observers' proportions."""
     head = "| strategy, example options | step | walkers (weighted) | observers | observers' ESS |"
-    lines = [head, "|---|---|---|---|---|"]
+    lines = [head + " per-class annealing |", "|---|---|---|---|---|---|"]
     for path in paths:
         saved = json.loads(Path(path).read_text())
         setting = " ".join(saved["args"]["example"])
@@ -69,11 +70,12 @@ def summarise(paths) -> list[str]:
         setting = f"{saved['args'].get('strategy', 'Jarzynski')}, {setting}"
         last = saved["rows"][-1]["step"]
         for row in saved["rows"]:
-            if (4 * row["step"]) % last == 0:
+            if (4 * row["step"]) % last == 0 or "annealing" in row:
                 cells = [" / ".join(f"{p:.3f}" for p in row[k]) for k in ("walkers", "observers")]
+                ais = " / ".join(f"{p:.3f}" for p in row.get("annealing", []))
                 lines.append(
                     f"| {setting} | {row['step']} | {cells[0]} | {cells[1]} | "
-                    f"{row['observers_ess']:.2f} |"
+                    f"{row['observers_ess']:.2f} | {ais} |"
                 )
     return lines
 
@@ -83,6 +85,14 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0, help="the example's seed")
     p.add_argument("--strategy", choices=("Jarzynski", "PCD", "Unweighted"), default="Jarzynski")
     p.add_argument("--every", type=int, default=100, help="steps between rows")
+    p.add_argument(
+        "--ais-at",
+        type=int,
+        nargs="+",
+        default=(),
+        help="also anneal the model per class at these steps (the example's model_masses, "
+        "--model-ais steps, 800 unless given), to check the observers there",
+    )
     p.add_argument("--quick", action="store_true", help="40 steps, tiny sizes")
     p.add_argument("--out", type=Path, default=Path("outputs") / "digits_observers.json")
     p.add_argument("--summarise", type=Path, nargs="+", default=None, help="tabulate these runs")
@@ -97,6 +107,8 @@ def main(argv=None) -> dict:
     if args.quick:
         args.every = 10
     ex = example.parse_args([*passed, "--strategies", args.strategy, "--no-progress"])
+    if args.ais_at and not ex.model_ais:
+        ex.model_ais = 2 if args.quick else 800
     if ex.observers < 2:
         p.error("--observers must be at least 2")
     if args.every < 1 or ex.steps % args.every:
@@ -128,6 +140,11 @@ def main(argv=None) -> dict:
                 resume=res,
             )
             row = {"step": int(res.steps), **weighted_row(clf, res.state)}
+            if row["step"] in args.ais_at:
+                masses = example.model_masses(clf, res.energy, data, args.seed, ex)
+                row["annealing"] = np.round(masses["proportions"], 4).tolist()
+                row["annealing_se"] = np.round(masses["standard_errors"], 4).tolist()
+                row["annealing_log_Z_spread"] = round(float(np.ptp(masses["log_Z"])), 2)
             payload["rows"].append(row)
             payload["wall_s"] = time.perf_counter() - t0
             write_json(args.out, payload)

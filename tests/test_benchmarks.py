@@ -208,7 +208,7 @@ def test_digits_family_runs_quick(tmp_path, monkeypatch):
 def test_digits_observers_runs_quick(strategy, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     argv = ["--quick", "--strategy", strategy, "--out", str(tmp_path / "o.json")]
-    out = _load("digits_observers").main(argv)
+    out = _load("digits_observers").main([*argv, "--ais-at", "20"])
     saved = json.loads((tmp_path / "o.json").read_text())
     assert saved["rows"] == out["rows"] and [r["step"] for r in out["rows"]] == [10, 20, 30, 40]
     assert saved["args"]["example"][-2:] == ["--observers", "16"]
@@ -219,6 +219,9 @@ def test_digits_observers_runs_quick(strategy, tmp_path, monkeypatch):
         assert 0 < row["observers_ess"] <= 1
         if strategy == "PCD":  # walkers without weights
             assert row["walkers"] == row["walkers_unweighted"]
+        assert ("annealing" in row) == (row["step"] == 20)  # annealed where asked, only there
+    (annealed,) = [r["annealing"] for r in out["rows"] if "annealing" in r]
+    assert len(annealed) == 3 and abs(sum(annealed) - 1) <= 1.5e-4
     table = _load("digits_observers").main(["--summarise", str(tmp_path / "o.json")])["table"]
     row = out["rows"][-1]
     assert len(table) == 2 + 4 and table[-1].startswith(f"| {strategy}, --steps 40 ")
