@@ -214,16 +214,23 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
         """The annealing base for ``data`` (:func:`default_base`)."""
         return default_base(data, self.step_size, self.anneal_base)
 
-    def start(self, key, energy, data, n, base=None):
-        """``n`` starting walkers: ``(x, log_weights, log Z_0 estimate or None)``."""
-        base = functools.cache(functools.partial(self.base, data)) if base is None else base
+    def start(self, key, energy, data, n, init=None):
+        """``n`` walkers from ``init`` (default: the strategy's own).
+
+        Returns ``(x, log_weights, log Z_0 estimate or None)``. ``init="model"`` gives a
+        weighted sample of the model whatever the strategy's ``init``: the start of observers
+        (:func:`~smc_ebm.strategies.with_observers`), which must sample the model even where
+        the walkers themselves start at the data.
+        """
+        base = functools.cache(functools.partial(self.base, data))
 
         def anneal_start(k, m):
             return annealed_start(
                 k, energy, data, m, base(), self.num_anneal, self.step_size, self.kernel
             )
 
-        return initial_positions(key, energy, data, self.init, n, anneal_start)
+        init = self.init if init is None else init
+        return initial_positions(key, energy, data, init, n, anneal_start)
 
     def init_state(self, key, energy, data, log_Z0):
         check_euclidean(energy)

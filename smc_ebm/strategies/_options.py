@@ -140,7 +140,7 @@ class WithObservers(_Wrapper):
         inner = self.inner.init_state(key, energy, data, log_Z0)
         log_Z0 = _resolved_log_Z0(log_Z0, core(inner))
         _, k_obs = jax.random.split(key)
-        x, a, _ = self.inner.start(k_obs, energy, data, int(self.num_observers))
+        x, a, _ = self.inner.start(k_obs, energy, data, int(self.num_observers), "model")
         w = evaluate_state_jit(energy, x, a, anchor_of(log_Z0, a), True)
         return ObservedState(inner, w.population)
 
@@ -209,8 +209,8 @@ def with_observers(
     Args:
         strategy: a persistent-walker strategy: :class:`~smc_ebm.Jarzynski`, or
             :class:`~smc_ebm.PCD` and :class:`~smc_ebm.Unweighted`, whose own walkers carry
-            no weights. The observers start from the strategy's ``start`` (for PCD and
-            Unweighted, annealed from the base to the model, whatever ``init``).
+            no weights. The observers start from a sample of the model (``init="model"``),
+            whatever the strategy's own ``init``.
         num_observers: ``M >= 2`` weighted walkers that follow the same parameter path without
             driving it; they give ``log_Z`` and the cross-entropy. Cost: ``M / N`` more moves
             per step (twice that with MALA).

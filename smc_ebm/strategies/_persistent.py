@@ -64,21 +64,14 @@ class PersistentWalkers(AbstractStrategy):
     def validate(self, dim: int, n_data: int) -> None:
         validate_init(self.init, self.num_walkers, dim)
 
-    def start(self, key, energy, data, n):
-        """``n`` weighted walkers annealed from the base to the model, whatever ``init``.
+    def start(self, key, energy, data, n, init=None):
+        """``n`` walkers from ``init`` (default: the strategy's own).
 
-        Returns ``(x, log_weights, log Z_0 estimate)``: the start of observers around these
-        walkers (:func:`~smc_ebm.strategies.with_observers`), which must be a weighted sample
-        of the model even where the walkers themselves start at the data.
+        Returns ``(x, log_weights, log Z_0 estimate or None)``. ``init="model"`` gives a
+        weighted sample of the model whatever the strategy's ``init``: the start of observers
+        (:func:`~smc_ebm.strategies.with_observers`), which must sample the model even where
+        the walkers themselves start at the data.
         """
-        base = default_base(data, self.step_size, self.anneal_base)
-        return annealed_start(
-            key, energy, data, n, base, self.num_anneal, self.step_size, self.kernel
-        )
-
-    def init_state(self, key, energy, data, log_Z0):
-        check_euclidean(energy)
-        k_walk, _ = jax.random.split(key)
 
         def anneal_start(k, m):
             base = default_base(data, self.step_size, self.anneal_base)
@@ -86,9 +79,13 @@ class PersistentWalkers(AbstractStrategy):
                 k, energy, data, m, base, self.num_anneal, self.step_size, self.kernel
             )
 
-        x, a, log_z_est = initial_positions(
-            k_walk, energy, data, self.init, self.num_walkers, anneal_start
-        )
+        init = self.init if init is None else init
+        return initial_positions(key, energy, data, init, n, anneal_start)
+
+    def init_state(self, key, energy, data, log_Z0):
+        check_euclidean(energy)
+        k_walk, _ = jax.random.split(key)
+        x, a, log_z_est = self.start(k_walk, energy, data, self.num_walkers)
         if log_z_est is not None:
             # Annealed walkers carry weights since their last resampling; walkers that will be
             # counted equally start from an equally weighted population.
