@@ -462,10 +462,11 @@ def save_ess(path: Path, histories: list[dict], start: int) -> None:
     plt.close(fig)
 
 
-def summary(props, avg, walls, ess_final, moves, histories, target, model, masses) -> dict:
+def summary(props, avg, walls, ess_final, moves, histories, target, model, masses, observed):
     """The JSON record of one strategy's seeds (ESS curves: every record, ESS / N)."""
     props = np.asarray(props)
     return {
+        "observer_proportions": [o.tolist() for o in observed],
         "ais_proportions": [m["proportions"].tolist() for m in masses],
         "ais": [{k: np.asarray(v).tolist() for k, v in m.items()} for m in masses],
         "model_proportions": [m["proportions"].tolist() for m in model],
@@ -503,7 +504,9 @@ def main(argv: list[str] | None = None) -> dict:
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "target": target.tolist()}
     out["classifier_accuracy"] = clf.test_accuracy
     for name in args.strategies:
-        props, walls, histories, ess_final, avg, moves, model, masses = ([] for _ in range(8))
+        props, walls, histories, ess_final, avg, moves, model, masses, observed = (
+            [] for _ in range(9)
+        )
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             r = run(name, seed, args, data, side)
             res = r["result"]
@@ -530,6 +533,10 @@ def main(argv: list[str] | None = None) -> dict:
                     f" (max R-hat {model[-1]['max_rhat']:.2f},"
                     f" acceptance {model[-1]['acceptance']:.2f})"
                 )
+            if args.observers:
+                obs = res.state.observers
+                observed.append(clf.proportions(obs.position, obs.log_weights))
+                extra += f", model (observers) {np.round(observed[-1], 3)}"
             if args.model_ais > 0:
                 masses.append(model_masses(clf, res.energy, data, seed, args))
                 extra += (
@@ -565,7 +572,7 @@ def main(argv: list[str] | None = None) -> dict:
                     save_grid(path, x[:64], side, f"{name} walkers")
             # Written after every seed, so that an interrupted run keeps the seeds it finished.
             out[name] = summary(
-                props, avg, walls, ess_final, moves, histories, target, model, masses
+                props, avg, walls, ess_final, moves, histories, target, model, masses, observed
             )
             (args.out_dir / "numbers.json").write_text(json.dumps(out, indent=1))
         if name == "Jarzynski":
@@ -587,6 +594,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.model_ais > 0:
         rows += [
             (f"{name}, the model (AIS per class)", np.asarray(out[name]["ais_proportions"]))
+            for name in args.strategies
+        ]
+    if args.observers:
+        rows += [
+            (f"{name}, the model (observers)", np.asarray(out[name]["observer_proportions"]))
             for name in args.strategies
         ]
     if args.model_chains > 0:

@@ -203,6 +203,20 @@ def test_digits_family_runs_quick(tmp_path, monkeypatch):
     assert len(last) == 3 and abs(sum(last) - 1) <= 1.5e-4
 
 
+@pytest.mark.slow  # about 15 s: one strategy of the digits example, observed, 40 steps
+def test_digits_family_reports_one_strategy_and_its_observers(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.chdir(tmp_path)
+    argv = ["--quick", "--out", str(tmp_path / "f.json"), "--strategies", "Jarzynski"]
+    out = _load("digits_family").main([*argv, "--observers", "8"])
+    assert not any(label.startswith("PCD") for label in out)
+    assert out["Jarzynski, the model (observers, final)"]["runs"] == 1
+    (observed,) = json.loads((tmp_path / "f.json").read_text())["records"][0]["Jarzynski"][
+        "observer_proportions"
+    ]
+    assert len(observed) == 3 and abs(sum(observed) - 1) <= 1e-6
+
+
 @pytest.mark.slow  # about 20 s each: one strategy of the digits example, observed, 40 steps
 @pytest.mark.parametrize("strategy", ["Jarzynski", "PCD"])
 def test_digits_observers_runs_quick(strategy, tmp_path, monkeypatch):
