@@ -152,6 +152,11 @@ def main(argv=None) -> dict:
                 f"{k} {np.round(v, 3).tolist()}" for k, v in row.items() if k != "step"
             )
             print(f"step {row['step']}: {cells}; {payload['wall_s']:.0f} s", flush=True)
+            if res.interrupted:  # Ctrl-C or SIGTERM: the rows so far are kept, marked so
+                payload["interrupted"] = True
+                write_json(args.out, payload)
+                print(f"interrupted at step {res.steps}; stopped")
+                break
     print(f"numbers in {args.out}")
     return payload
 

@@ -325,6 +325,8 @@ def run(name: str, seed: int, args, data, side: int) -> dict:
             progress=not args.no_progress,
             trace_walkers=args.num_walkers if args.average_last > 0 else 0,
         )
+    if result.interrupted:  # Ctrl-C or SIGTERM: stop here, keeping the seeds finished before
+        raise SystemExit(f"{name} seed {seed} interrupted at step {result.steps}; stopped.")
     return {"result": result, "wall": result.wall_time}
 
 

@@ -240,3 +240,24 @@ def test_digits_observers_runs_quick(strategy, tmp_path, monkeypatch):
     row = out["rows"][-1]
     assert len(table) == 2 + 4 and table[-1].startswith(f"| {strategy}, --steps 40 ")
     assert " / ".join(f"{p:.3f}" for p in row["observers"]) in table[-1]
+
+
+@pytest.mark.slow  # about 15 s: the first 10 steps of the quick observed run
+def test_digits_observers_stops_when_a_fit_is_interrupted(tmp_path, monkeypatch):
+    """A Ctrl-C or SIGTERM stops the script (``fit`` returns ``interrupted=True``), keeping the
+    rows done and marking the JSON, instead of going on with the next fits."""
+    import dataclasses
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = _load("digits_observers")
+    fit = module.se.fit
+
+    def interrupted_fit(*args, **kwargs):
+        return dataclasses.replace(fit(*args, **kwargs), interrupted=True)
+
+    monkeypatch.setattr(module.se, "fit", interrupted_fit)
+    out = module.main(["--quick", "--out", str(tmp_path / "o.json")])
+    saved = json.loads((tmp_path / "o.json").read_text())
+    assert saved["interrupted"] and [r["step"] for r in saved["rows"]] == [10] == [
+        r["step"] for r in out["rows"]
+    ]
