@@ -64,7 +64,8 @@ def summarise(paths) -> list[str]:
     for path in paths:
         saved = json.loads(Path(path).read_text())
         setting = " ".join(saved["args"]["example"])
-        for common in (f"--labels {' '.join(map(str, saved['labels']))} ", "--observers 1024"):
+        labels = f"--labels {' '.join(map(str, saved['labels']))} "
+        for common in (labels, "--observers 1024", "--no-progress"):
             setting = setting.replace(common, "")  # said once, above the table
         setting = re.sub(r"--weights( [0-9.]+)+ ?", "", setting).strip() or "defaults"
         setting = f"{saved['args'].get('strategy', 'Jarzynski')}, {setting}"
