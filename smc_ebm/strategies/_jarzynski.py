@@ -15,7 +15,6 @@ that wrap this strategy or its optimizer: see :mod:`smc_ebm.strategies._options`
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import jax
@@ -45,13 +44,12 @@ from smc_ebm.strategies._base import (
 from smc_ebm.strategies._feedback import FeedbackCorrection
 from smc_ebm.strategies._start import (
     anchor_of,
-    annealed_start,
     check_euclidean,
     check_walkers,
     default_base,
     evaluate_state_jit,
-    initial_positions,
     validate_init,
+    walker_start,
 )
 
 
@@ -222,15 +220,7 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
         (:func:`~smc_ebm.strategies.with_observers`), which must sample the model even where
         the walkers themselves start at the data.
         """
-        base = functools.cache(functools.partial(self.base, data))
-
-        def anneal_start(k, m):
-            return annealed_start(
-                k, energy, data, m, base(), self.num_anneal, self.step_size, self.kernel
-            )
-
-        init = self.init if init is None else init
-        return initial_positions(key, energy, data, init, n, anneal_start)
+        return walker_start(self, key, energy, data, n, init)
 
     def init_state(self, key, energy, data, log_Z0):
         check_euclidean(energy)

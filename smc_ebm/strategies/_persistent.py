@@ -20,14 +20,12 @@ from smc_ebm.strategies._base import (
 from smc_ebm.strategies._jarzynski import Jarzynski, move_batch
 from smc_ebm.strategies._start import (
     anchor_of,
-    annealed_start,
     check_euclidean,
     check_walkers,
-    default_base,
     evaluate_state_jit,
-    initial_positions,
     resample_once,
     validate_init,
+    walker_start,
 )
 
 
@@ -72,15 +70,7 @@ class PersistentWalkers(AbstractStrategy):
         (:func:`~smc_ebm.strategies.with_observers`), which must sample the model even where
         the walkers themselves start at the data.
         """
-
-        def anneal_start(k, m):
-            base = default_base(data, self.step_size, self.anneal_base)
-            return annealed_start(
-                k, energy, data, m, base, self.num_anneal, self.step_size, self.kernel
-            )
-
-        init = self.init if init is None else init
-        return initial_positions(key, energy, data, init, n, anneal_start)
+        return walker_start(self, key, energy, data, n, init)
 
     def init_state(self, key, energy, data, log_Z0):
         check_euclidean(energy)

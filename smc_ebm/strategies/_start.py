@@ -85,6 +85,22 @@ def initial_positions(
     return anneal_start(key, n)
 
 
+def walker_start(strategy, key, energy, data, n, init=None):
+    """``n`` walkers of a persistent-walker ``strategy`` from ``init`` (default its own).
+
+    Returns ``(x, log_weights, log Z_0 estimate or None)``, annealed from the strategy's base
+    where no exact start applies; Jarzynski's and PCD's ``start``.
+    """
+    s = strategy
+
+    def anneal_start(k, m):
+        base = default_base(data, s.step_size, s.anneal_base)
+        return annealed_start(k, energy, data, m, base, s.num_anneal, s.step_size, s.kernel)
+
+    init = s.init if init is None else init
+    return initial_positions(key, energy, data, init, n, anneal_start)
+
+
 def check_euclidean(energy: Any) -> None:
     """Raise ``ValueError`` for an energy that lives on a manifold other than R^d."""
     from smc_ebm.manifolds import Euclidean, manifold_of
