@@ -4,6 +4,7 @@ Every strategy implements :class:`AbstractStrategy` (``init_state``, ``model_ter
 :data:`REGISTRY` names each one for the command line, run files and the contract test.
 """
 
+from smc_ebm.strategies._adapt import AdaptedState, AdaptedStep, with_step_adaptation
 from smc_ebm.strategies._base import (
     AbstractStrategy,
     ModelTerm,
@@ -35,6 +36,8 @@ __all__ = [
     "PCD",
     "REGISTRY",
     "AbstractStrategy",
+    "AdaptedState",
+    "AdaptedStep",
     "Dual",
     "DualState",
     "FeedbackCorrection",
@@ -61,4 +64,5 @@ __all__ = [
     "walker_checks",
     "with_observers",
     "with_refresh",
+    "with_step_adaptation",
 ]

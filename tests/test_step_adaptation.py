@@ -1,0 +1,91 @@
+"""A step size adapted to the acceptance (``se.strategies.with_step_adaptation``).
+
+The moving Gaussian of tests/_moving.py, 2000 MALA walkers started at a step of 2.0, too large
+for its scales 0.6-1.2: the adapted step must bring the acceptance to its target while the
+weights stay exact, checked against the closed-form moments and log Z as in tests/test_weights.py
+(``z_bound(15)`` standard errors: a false-alarm budget of 1e-3 for the test).
+"""
+
+import functools
+
+import jax
+import numpy as np
+import optax
+import pytest
+from _moving import CHECKPOINTS, exact, schedule, simulate
+from _stats import log_mean_exp_and_se, weighted_mean_and_se, z_bound
+
+import smc_ebm as se
+from smc_ebm.energies import GaussianMixture
+
+N = 2000
+Z = z_bound(15)
+TARGET = 0.57
+
+
+@functools.cache
+def _run(adapted: bool):
+    strategy = se.Jarzynski(N, 2.0, kernel="mala", resampling=se.NoResampling())
+    if adapted:
+        strategy = se.strategies.with_step_adaptation(strategy, TARGET, adapt_rate=0.5)
+    out = simulate(strategy, jax.random.split(jax.random.key(11), 1))
+    return jax.tree.map(lambda v: v[0], out)
+
+
+def _within(est, se_, truth, what):
+    est, se_, truth = np.atleast_1d(est), np.atleast_1d(se_), np.atleast_1d(truth)
+    assert np.all(np.abs(est - truth) < Z * se_), f"{what}: {est} vs {truth} (SE {se_})"
+
+
+@pytest.mark.filterwarnings("ignore:advance is deprecated")
+def test_adapted_walkers_reach_the_target_acceptance_and_stay_exact():
+    out, fixed = _run(True), _run(False)
+    # At the fixed step the acceptance stays far below the target; adapted, it reaches it.
+    assert fixed["acc"][-10:].mean() < TARGET - 0.2, fixed["acc"][-10:]
+    assert abs(out["acc"][-10:].mean() - TARGET) < 0.1, out["acc"][-10:]
+    means, scales = schedule()
+    ex = exact(means, scales)
+    for k in CHECKPOINTS:
+        x, a = out["x"][k], out["a"][k]
+        m1, s1 = weighted_mean_and_se(x, a)
+        _within(m1, s1, ex["m1"][k + 1], f"E[x] at step {k + 1}")
+        m2, s2 = weighted_mean_and_se(x**2, a)
+        _within(m2, s2, ex["m2"][k + 1], f"E[x^2] at step {k + 1}")
+        lz, slz = log_mean_exp_and_se(a)
+        _within(out["log_Z"][k], slz, ex["log_Z"][k + 1], f"log Z at step {k + 1}")
+
+
+def test_adaptation_needs_metropolis_adjusted_walkers_of_its_own():
+    with pytest.raises(ValueError, match="MALA"):
+        se.strategies.with_step_adaptation(se.Jarzynski(64, 0.1))
+    observed = se.strategies.with_observers(se.Jarzynski(64, 0.1, kernel="mala"), 16)
+    with pytest.raises(ValueError, match="before any other option"):
+        se.strategies.with_step_adaptation(observed)
+    with pytest.raises(ValueError, match="target_accept"):
+        se.strategies.with_step_adaptation(se.PCD(64, 0.1, kernel="mala"), 1.0)
+    with pytest.raises(ValueError, match="adapt_rate"):
+        se.strategies.with_step_adaptation(se.PCD(64, 0.1, kernel="mala"), adapt_rate=0.0)
+
+
+def _fit(num_steps, **over):
+    data = se.datasets.two_mode_teacher(jax.random.key(0), n=300, dim=2).samples
+    energy = GaussianMixture.init(jax.random.key(1), 2, 2, scale=0.1)
+    inner = se.Jarzynski(64, 1.5, kernel="mala", resampling=se.ESSResampling(0.9))
+    kw = dict(
+        strategy=se.strategies.with_observers(se.strategies.with_step_adaptation(inner), 16),
+        optimizer=optax.sgd(0.01),
+        key=jax.random.key(2),
+        progress=False,
+        chunk_size=7,
+    )
+    return se.fit(energy, data, num_steps=num_steps, **{**kw, **over})
+
+
+def test_fit_adapts_the_step_and_resumes_exactly():
+    straight = _fit(30)
+    step_size = float(straight.state.walkers.step_size)
+    assert step_size < 1.5  # a step of 1.5 is too large for modes of scale 1: it shrank
+    resumed = _fit(13, resume=_fit(17))
+    assert float(resumed.state.walkers.step_size) == step_size
+    np.testing.assert_array_equal(np.asarray(resumed.walkers), np.asarray(straight.walkers))
+    np.testing.assert_array_equal(np.asarray(resumed.log_weights), np.asarray(straight.log_weights))
