@@ -11,9 +11,9 @@ as it is done (a run stopped part-way keeps what it measured):
   alone, and a whole ``se.diagnose`` call (64 MALA chains x 1000 steps under the trained
   10^4-walker GMM, the ArviZ conversion included);
 * the digits default (``examples/digits_proportions.py`` with its defaults: 8x8 digits 2/3/6
-  at 4/7, 2/7, 1/7, 2000 steps, 1024 walkers moving 256 per step), seed 0, Jarzynski and
-  PCD: the wall time of each run (compilation included) and the class proportions of its
-  final walkers;
+  at 4/7, 2/7, 1/7, 2000 steps, 1024 walkers: Jarzynski's all moved with MALA, PCD's 256 per
+  step with ULA), seed 0, Jarzynski and PCD: the wall time of each run (compilation
+  included) and the class proportions of its final walkers;
 * with several devices, the time per step of ``fit(..., devices=jax.devices())`` against one
   device for the same work.
 

@@ -4,37 +4,41 @@ The real-data experiment of Carbone, Hua, Coste & Vanden-Eijnden (NeurIPS 2023),
 the 8x8 scikit-learn digits (offline; 309 images) by default, or on MNIST 28x28 from local
 files with ``--mnist PATH`` (a GPU is advised there).
 
-Per seed and strategy, the same budget: ``--steps`` Adam steps with a cosine-decaying learning
-rate, data minibatches of ``--batch-size``, ``--num-walkers`` persistent ULA walkers of which
-``--walker-batch`` move per step (Algorithm 2 of the paper). Jarzynski's walkers start from the
-model, annealed from a standard Gaussian (the confinement term of the energy) in
-``--num-anneal`` weighted steps; resampling is off until ``--resample-from`` of the run, then
-systematic when the ESS falls below ``--ess-threshold`` (the paper's rule of thumb);
+Per seed and strategy: ``--steps`` Adam steps with a cosine-decaying learning rate, data
+minibatches of ``--batch-size`` and ``--num-walkers`` persistent walkers. Jarzynski's walkers start
+from the model, annealed from a standard Gaussian (the confinement term of the energy) in
+``--num-anneal`` weighted steps; by default all of them move at every step with MALA (AIS
+increments; ``--kernel ula`` for ULA and Jarzynski increments, ``--walker-batch B`` to move only B
+per step, Algorithm 2 of the paper) and are resampled (systematic) whenever the ESS falls below
+``--ess-threshold``, from the first step on (``--resample-from F``: only from that fraction of the
+run on). A run of this setting takes about 2.8x PCD's on a CPU, against about 1x for the paper's
+(ULA, 256 of 1024 moved, resampling from mid-run: ``--kernel ula --walker-batch 256 --resample-from
+0.5``), which was the default until the family benchmark showed it short of PCD on digits other
+than 2, 3, 6 (see docs/digits.md). PCD's walkers are ULA walkers of which
+``--baseline-walker-batch`` (a quarter) move per step; they start at the data.
 ``--feedback-correction local`` removes each walker's first-order influence on its own weight
-through Adam's update (off by default: over 20 seeds it put the sixes further from the target,
-see docs/digits.md), ``--correction-from`` starts it later in the run and
-``--feedback-estimator exact`` computes it from per-walker gradients instead of a random probe;
-``--early-threshold`` resamples below that ESS before ``--resample-from`` too; ``--batch-size 0``
-uses all the data every step; the model term of the gradient comes from the moved batch
-(``--walker-grad all``: from all walkers); ``--refresh-every K`` replaces random walkers by
-walkers annealed afresh from the base every ``K`` steps; ``--observers M`` adds M MALA
-observers to each strategy, weighted walkers annealed from the base that follow the parameter
-path without entering the gradient, and ``--reseed-every K`` replaces the walkers by draws
-from them every ``K`` steps (maths §2.6);
-``--kernel mala`` moves them with MALA instead of ULA (AIS increments). PCD's
-walkers start at the data. ``--strategies Jarzynski PCD Unweighted`` adds walkers that start
-from the model as Jarzynski's do (the same annealing, then resampled once) and move without
-weights. A logistic regression trained on the digits (its held-out accuracy is printed) labels
-the final walkers; the proportions are weighted by the Jarzynski weights (Jarzynski) or uniform
-(PCD, Unweighted). The same estimate is also averaged over the records of the last
-``--average-last`` of the run (the learning rate has decayed there, so the model moves little).
-``--model-chains K`` also measures the trained model itself, independently of the walkers'
-weights: ``se.diagnose`` runs one MALA chain per walker for ``K`` steps on the frozen final
-energy, started at the final walkers resampled by weight, and the unweighted proportions of the
-chains' second half are reported (with their R-hat and acceptance). ``--save-models`` keeps
-each run's trained energy and final walkers for later measurements. ``--model-ais K`` measures
-the model's class masses without its walkers (``se.metrics.class_masses``: walkers annealed
-from a Gaussian on each class's data to the frozen energy in ``K`` MALA steps, weighted).
+through Adam's update (off by default: over 20 seeds it put the sixes further from the target, see
+docs/digits.md), ``--correction-from`` starts it later in the run and ``--feedback-estimator
+exact`` computes it from per-walker gradients instead of a random probe; ``--early-threshold``
+resamples below that ESS before ``--resample-from`` too; ``--batch-size 0`` uses all the data every
+step; with ``--walker-batch``, Jarzynski's model term of the gradient comes from the moved batch
+(``--walker-grad all``: from all walkers); ``--refresh-every K`` replaces random walkers by walkers
+annealed afresh from the base every ``K`` steps; ``--observers M`` adds M MALA observers to each
+strategy, weighted walkers annealed from the base that follow the parameter path without entering
+the gradient, and ``--reseed-every K`` replaces the walkers by draws from them every ``K`` steps
+(maths §2.6). ``--strategies Jarzynski PCD Unweighted`` adds walkers that start from the model as
+Jarzynski's do (the same annealing, then resampled once) and move without weights. A logistic
+regression trained on the digits (its held-out accuracy is printed) labels the final walkers; the
+proportions are weighted by the Jarzynski weights (Jarzynski) or uniform (PCD, Unweighted). The
+same estimate is also averaged over the records of the last ``--average-last`` of the run (the
+learning rate has decayed there, so the model moves little). ``--model-chains K`` also measures the
+trained model itself, independently of the walkers' weights: ``se.diagnose`` runs one MALA chain
+per walker for ``K`` steps on the frozen final energy, started at the final walkers resampled by
+weight, and the unweighted proportions of the chains' second half are reported (with their R-hat
+and acceptance). ``--save-models`` keeps each run's trained energy and final walkers for later
+measurements. ``--model-ais K`` measures the model's class masses without its walkers
+(``se.metrics.class_masses``: walkers annealed from a Gaussian on each class's data to the frozen
+energy in ``K`` MALA steps, weighted).
 
 Prints, as mean ± sd over seeds, each digit's proportion and relative error against the
 target; per seed of PCD and Unweighted, the fraction of walkers whose digit at the end differs
@@ -43,8 +47,8 @@ saves into ``--out-dir``: the walkers of the first Jarzynski seed ordered by wei
 (``walkers_by_weight.png``), the first seed's walkers of the others (``walkers_pcd.png``,
 ``walkers_unweighted.png``), the ESS curves (``ess.png``) and a JSON of every number.
 
-Default (8 to 14 minutes on the 2-core CPU with nothing else running, depending on the day; 6 runs
-of 2000 steps)::
+Default (10 minutes on the 2-core CPU with nothing else running, more on a slower day; 6 runs of
+2000 steps)::
 
     python examples/digits_proportions.py
 
@@ -86,7 +90,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--steps", type=int, default=2000, help="optimizer steps per run")
     p.add_argument("--num-walkers", type=int, default=1024)
-    p.add_argument("--walker-batch", type=int, default=256, help="walkers moved per step")
+    p.add_argument(
+        "--walker-batch",
+        type=int,
+        default=None,
+        help="Jarzynski's walkers moved per step (default: all of them, Algorithm 1)",
+    )
+    p.add_argument(
+        "--baseline-walker-batch",
+        type=int,
+        default=None,
+        help="PCD's and Unweighted's walkers moved per step (default: a quarter of "
+        "--num-walkers, Algorithm 2 of the paper)",
+    )
     p.add_argument(
         "--walker-grad",
         choices=("batch", "all"),
@@ -98,8 +114,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--kernel",
         choices=("ula", "mala"),
-        default="ula",
+        default="mala",
         help="Jarzynski's move (with MALA its increment is the AIS one: no discretisation term)",
+    )
+    p.add_argument(
+        "--adapt-step",
+        type=float,
+        default=0.0,
+        help="Jarzynski with MALA: adapt the step to this mean acceptance, starting from "
+        "--step-size (se.strategies.with_step_adaptation; 0: a fixed step)",
     )
     p.add_argument(
         "--baseline-kernel",
@@ -174,7 +197,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "observers (0: never)",
     )
     p.add_argument("--refresh-steps", type=int, default=None, help="annealing steps of a refresh")
-    p.add_argument("--resample-from", type=float, default=0.5, help="fraction of the run")
+    p.add_argument(
+        "--resample-from",
+        type=float,
+        default=0.0,
+        help="Jarzynski: ESS resampling from this fraction of the run on",
+    )
     p.add_argument("--ess-threshold", type=float, default=0.5)
     p.add_argument(
         "--early-threshold",
@@ -242,7 +270,7 @@ def load(args: argparse.Namespace, key) -> tuple[se.datasets.Dataset, se.metrics
 
 
 def make_strategy(name: str, args: argparse.Namespace, dim: int):
-    h, n, nb = args.step_size, args.num_walkers, args.walker_batch
+    h, n = args.step_size, args.num_walkers
     base = se.energies.Gaussian.standard(dim)  # the confinement term's Gaussian
     if name in ("PCD", "Unweighted"):
         # PCD's walkers start at the data; its annealing settings start its observers only.
@@ -251,7 +279,7 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
             n,
             h,
             kernel=args.baseline_kernel,
-            walker_batch=nb,
+            walker_batch=args.baseline_walker_batch or max(1, n // 4),
             num_anneal=args.num_anneal,
             anneal_base=base,
         )
@@ -261,7 +289,7 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
         n,
         h,
         kernel=args.kernel,
-        walker_batch=nb,
+        walker_batch=args.walker_batch,
         walker_grad=args.walker_grad,
         resampling=se.ESSResampling(
             se.off_until(start, args.ess_threshold, before=args.early_threshold)
@@ -275,6 +303,8 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
         num_refresh=args.num_refresh,
         refresh_steps=args.refresh_steps,
     )
+    if args.adapt_step:
+        strategy = se.strategies.with_step_adaptation(strategy, args.adapt_step)
     return with_observers(strategy, args)
 
 
@@ -414,6 +444,13 @@ def model_masses(clf, energy, data, seed: int, args: argparse.Namespace) -> dict
     }
 
 
+def final_step_size(state) -> float:
+    """The adapted step of Jarzynski's walkers (``--adapt-step``), inside the observers' state."""
+    while not isinstance(state, se.strategies.AdaptedState):
+        state = state.walkers
+    return float(state.step_size)
+
+
 def digit_changes(clf, traces: dict) -> dict:
     """How much walkers travel between digits, for walkers that keep their slot (no resampling).
 
@@ -547,6 +584,8 @@ def main(argv: list[str] | None = None) -> dict:
                 )
             if res.strategy.kernel == "mala":
                 extra += f", MALA acceptance {np.nanmean(res.history['acceptance']):.3f}"
+                if args.adapt_step and name == "Jarzynski":
+                    extra += f", final step {final_step_size(res.state):.2g}"
             if res.traces is not None and name != "Jarzynski":  # resampling reuses slots
                 moves.append(digit_changes(clf, res.traces))
                 extra += (
