@@ -22,7 +22,7 @@ from jaxtyping import Array, Float
 
 from smc_ebm._naming import renamed
 from smc_ebm.kernels import adapt_step_size
-from smc_ebm.strategies._base import WalkerState
+from smc_ebm.strategies._base import reads_walker_fields
 from smc_ebm.strategies._options import _Wrapper, core
 
 
@@ -33,8 +33,7 @@ class AdaptedState(NamedTuple):
     step_size: Float[Array, ""]
 
 
-for _name in WalkerState._fields:
-    setattr(AdaptedState, _name, property(lambda s, _n=_name: getattr(core(s), _n)))
+reads_walker_fields(AdaptedState, core)
 
 
 def _at_step_size(strategy: Any, step_size: Array) -> Any:

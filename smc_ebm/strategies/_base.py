@@ -50,6 +50,18 @@ class WalkerState(NamedTuple):
         return Population(*self[:5])
 
 
+def reads_walker_fields(cls: type, walkers: Any = None) -> type:
+    """Give the state class ``cls`` a read-only property for each :class:`WalkerState` field.
+
+    Each reads the field from ``walkers(state)`` (default: ``state.walkers``): a strategy whose
+    state wraps a :class:`WalkerState` reads like one.
+    """
+    get = (lambda s: s.walkers) if walkers is None else walkers
+    for name in WalkerState._fields:
+        setattr(cls, name, property(lambda s, _n=name: getattr(get(s), _n)))
+    return cls
+
+
 class ModelTerm(NamedTuple):
     """A strategy's estimate of the model term of the gradient, at the current parameters.
 

@@ -31,6 +31,7 @@ from smc_ebm.strategies._base import (
     StepInfo,
     WalkerState,
     check_init_array,
+    reads_walker_fields,
     walker_checks,
 )
 
@@ -50,8 +51,7 @@ class DualState(NamedTuple):
     restarts: Array
 
 
-for _name in WalkerState._fields:
-    setattr(DualState, _name, property(lambda s, _n=_name: getattr(s.walkers, _n)))
+reads_walker_fields(DualState)
 
 
 def _beta(energy: Any) -> float:

@@ -54,6 +54,7 @@ from smc_ebm.strategies._base import (
     check_feedback_correction,
     check_init_array,
     exact_start,
+    reads_walker_fields,
     walker_checks,
 )
 from smc_ebm.strategies._feedback import FeedbackCorrection
@@ -91,8 +92,7 @@ class FlowState(NamedTuple):
     global_acceptance: Any = None
 
 
-for _name in WalkerState._fields:
-    setattr(FlowState, _name, property(lambda s, _n=_name: getattr(s.walkers, _n)))
+reads_walker_fields(FlowState)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,7 @@ from smc_ebm.strategies._base import (
     StepInfo,
     WalkerState,
     all_finite,
+    reads_walker_fields,
     walker_checks,
 )
 from smc_ebm.strategies._flowmc import FlowJarzynski
@@ -64,8 +65,7 @@ class RefreshState(NamedTuple):
 
 
 for _cls in (ObservedState, RefreshState):
-    for _name in WalkerState._fields:
-        setattr(_cls, _name, property(lambda s, _n=_name: getattr(core(s), _n)))
+    reads_walker_fields(_cls, core)
 
 
 class _Wrapper(AbstractStrategy):
