@@ -139,6 +139,8 @@ class Library:
             record_every=self.record_every,
             progress=False,
         )
+        if res.interrupted:  # Ctrl-C or SIGTERM: stop, rather than go on with a partial run
+            raise KeyboardInterrupt(f"fit interrupted at step {res.steps}")
         hist = res.history
         late = hist["step"] > 0.75 * a.steps
         every = max(1, len(hist["step"]) // N_TRAJECTORY)

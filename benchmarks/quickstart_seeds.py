@@ -76,6 +76,8 @@ def run_seed(seed: int, size: dict) -> dict:
         record_every=max(1, steps // 200),
         progress=False,
     )
+    if result.interrupted:  # Ctrl-C or SIGTERM: stop, rather than go on with a partial run
+        raise KeyboardInterrupt(f"fit interrupted at step {result.steps}")
     hist = result.history
     late = hist["step"] > 0.75 * steps
     logits = result.energy.logits

@@ -55,7 +55,7 @@ Default (10 minutes on the 2-core CPU with nothing else running, more on a slowe
 MNIST (28x28) on a GPU, with the IDX files (or mnist.npz) in ~/data/mnist::
 
     python examples/digits_proportions.py --mnist ~/data/mnist --channels 16 32 64 \\
-        --num-walkers 1024 --walker-batch 256 --steps 20000 --seeds 5
+        --num-walkers 1024 --steps 20000 --seeds 5
 """
 
 from __future__ import annotations

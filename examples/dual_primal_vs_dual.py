@@ -82,6 +82,8 @@ def run(args, angle, key):
             progress=not args.no_progress,
             chunk_size=max(args.record_every, 5000),
         )
+        if res.interrupted:  # Ctrl-C or SIGTERM: stop, rather than go on with a partial run
+            raise KeyboardInterrupt(f"fit interrupted at step {res.steps}")
         h = res.history
         out[name] = {
             "alpha": alpha,

@@ -85,6 +85,8 @@ def main():
             record_every=args.record_every,
             progress=not args.no_progress,
         )
+        if res.interrupted:  # Ctrl-C or SIGTERM: stop, rather than go on with a partial run
+            raise KeyboardInterrupt(f"fit interrupted at step {res.steps}")
         h = res.history
         tail = max(1, len(h["kl"]) // 10)
         final_kl, final_sc = float(np.median(h["kl"][-tail:])), float(np.median(h["score"][-tail:]))

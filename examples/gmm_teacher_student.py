@@ -132,6 +132,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             record_every=args.record_every,
             progress=not args.no_progress,
         )
+        if res.interrupted:  # Ctrl-C or SIGTERM: stop, rather than go on with a partial run
+            raise KeyboardInterrupt(f"fit interrupted at step {res.steps}")
         h = res.history
         w = h["weight"]
         out[name] = {

@@ -82,6 +82,8 @@ def main():
             record_every=args.record_every,
             progress=not args.no_progress,
         )
+        if res.interrupted:  # Ctrl-C or SIGTERM: stop, rather than go on with a partial run
+            raise KeyboardInterrupt(f"fit interrupted at step {res.steps}")
         wall = time.perf_counter() - t0
         h = res.history
         idx = np.unique(np.linspace(0, len(h["step"]) - 1, 6).astype(int))

@@ -144,3 +144,23 @@ def test_an_unwritable_output_folder_stops_an_example_before_its_run(tmp_path, m
     monkeypatch.setattr(example, "train", lambda *a, **k: pytest.fail("trained before the check"))
     with pytest.raises(SystemExit, match="cannot write"):
         example.main()
+
+
+def test_the_flow_recipe_stops_a_loop_when_its_fit_is_interrupted(monkeypatch):
+    """``fit`` returns ``interrupted=True`` on Ctrl-C or SIGTERM; the recipe that the flow
+    examples and ``benchmarks/flows_family.py`` loop over must stop the loop, not record a
+    partial run as a finished one."""
+    import types
+
+    import smc_ebm as se
+    from smc_ebm.recipes import train
+
+    def fit(*args, interrupted, **kwargs):
+        return types.SimpleNamespace(interrupted=interrupted, steps=7)
+
+    monkeypatch.setattr(se, "fit", lambda *a, **k: fit(*a, interrupted=False, **k))
+    res, _ = train(None, None, None, steps=10, lr=1e-3, batch=4, seed=0, progress=False)
+    assert res.steps == 7
+    monkeypatch.setattr(se, "fit", lambda *a, **k: fit(*a, interrupted=True, **k))
+    with pytest.raises(KeyboardInterrupt, match="step 7"):
+        train(None, None, None, steps=10, lr=1e-3, batch=4, seed=0, progress=False)

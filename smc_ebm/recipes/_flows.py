@@ -52,7 +52,8 @@ def flow_strategies(num_walkers, flow, step_size, ula_step, num_proposals, flow_
 def train(energy, data, strategy, steps, lr, batch, seed, lr_final=1.0, progress=True):
     """Adam on the energy; with ``lr_final < 1`` its rate decays as a cosine to ``lr_final * lr``.
 
-    ``progress``: the live bar of ``fit``.
+    ``progress``: the live bar of ``fit``. A run stopped by Ctrl-C or SIGTERM raises
+    ``KeyboardInterrupt`` here, so that a loop over methods or seeds stops with it.
 
     The decay removes most of the stationary jitter of the mode weights that a constant rate
     leaves (the gradient's Monte Carlo noise, from 512 walkers and a batch of 512).
@@ -69,6 +70,8 @@ def train(energy, data, strategy, steps, lr, batch, seed, lr_final=1.0, progress
         key=jax.random.key(seed),
         progress=progress,
     )
+    if res.interrupted:  # Ctrl-C or SIGTERM: stop, rather than go on with a partial run
+        raise KeyboardInterrupt(f"fit interrupted at step {res.steps}")
     return res, time.perf_counter() - t0
 
 
