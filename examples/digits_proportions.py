@@ -67,6 +67,7 @@ from pathlib import Path
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -171,6 +172,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32])
     p.add_argument("--confinement", type=float, default=1.0)
     p.add_argument("--l2-penalty", type=float, default=0.0, help="energy penalty lambda")
+    p.add_argument(
+        "--data-copies",
+        type=int,
+        default=1,
+        help="train on this many dequantisations of each image (data augmentation: fresh "
+        "uniform noise within each grey level per copy; 1: the images as drawn)",
+    )
     p.add_argument("--num-anneal", type=int, default=100, help="annealing steps (Jarzynski)")
     p.add_argument(
         "--refresh-every",
@@ -266,7 +274,31 @@ def load(args: argparse.Namespace, key) -> tuple[se.datasets.Dataset, se.metrics
             return se.datasets.mnist(args.mnist, key=key, labels=labels, weights=weights)
 
         clf = se.metrics.digit_classifier(k_clf, args.labels, loader=loader)
+    if args.data_copies > 1:
+        data = dequantised_copies(data, args.data_copies, k_data, args)
     return data, clf
+
+
+def dequantised_copies(data, copies: int, key, args) -> se.datasets.Dataset:
+    """The drawn images, then ``copies - 1`` more dequantisations of each (same images, fresh
+    uniform noise within each grey level); the class proportions are unchanged."""
+    if args.mnist is None:
+        centres = se.datasets.digits(key, args.labels, args.weights, dequantise=False)
+        levels = 17
+    else:
+        centres = se.datasets.mnist(
+            args.mnist, key=key, labels=args.labels, weights=args.weights, dequantise=False
+        )
+        levels = 256
+    # fold_in(key, 2): the dataset's own noise is drawn from split(key)[1], which is
+    # fold_in(key, 1) with jax's partitionable threefry (the first copy would repeat it).
+    u = jax.random.uniform(
+        jax.random.fold_in(key, 2), (copies - 1, *centres.samples.shape), jnp.float32
+    )
+    extra = centres.samples + 2.0 * (u - 0.5) / levels
+    samples = jnp.concatenate([data.samples, extra.reshape(-1, data.samples.shape[1])])
+    info = dict(data.info, labels=np.tile(np.asarray(data.info["labels"]), copies))
+    return se.datasets.Dataset(samples=samples, info=info)
 
 
 def make_strategy(name: str, args: argparse.Namespace, dim: int):

@@ -164,3 +164,23 @@ def test_the_flow_recipe_stops_a_loop_when_its_fit_is_interrupted(monkeypatch):
     monkeypatch.setattr(se, "fit", lambda *a, **k: fit(*a, interrupted=True, **k))
     with pytest.raises(KeyboardInterrupt, match="step 7"):
         train(None, None, None, steps=10, lr=1e-3, batch=4, seed=0, progress=False)
+
+
+def test_digits_data_copies_dequantise_the_same_images_again():
+    """``--data-copies K``: the drawn images first, bitwise, then K - 1 more dequantisations of
+    the same images (the same grey level in every pixel, other noise), labels repeated, so the
+    class proportions are unchanged."""
+    import jax
+
+    example = load_script(Path(__file__).parents[1] / "examples" / "digits_proportions.py")
+    key = jax.random.key(0)
+    one, _ = example.load(example.parse_args([]), key)
+    three, _ = example.load(example.parse_args(["--data-copies", "3"]), key)
+    n = one.samples.shape[0]
+    x = np.asarray(three.samples).reshape(3, n, -1)
+    assert np.array_equal(x[0], one.samples)
+    levels = np.floor((x + 1.0) * 17 / 2)  # x = 2 (v + u) / 17 - 1, u in [0, 1)
+    assert np.array_equal(levels[1], levels[0]) and np.array_equal(levels[2], levels[0])
+    assert np.mean(x[1] != x[0]) > 0.99 and np.mean(x[2] != x[1]) > 0.99
+    assert np.array_equal(three.info["labels"], np.tile(one.info["labels"], 3))
+    assert three.info["proportions"] == one.info["proportions"]
