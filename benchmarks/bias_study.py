@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 import smc_ebm as se
+from smc_ebm.recipes import stop_if_interrupted
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import plain_jarzynski  # noqa: E402
@@ -139,8 +140,7 @@ class Library:
             record_every=self.record_every,
             progress=False,
         )
-        if res.interrupted:  # Ctrl-C or SIGTERM: stop, rather than go on with a partial run
-            raise KeyboardInterrupt(f"fit interrupted at step {res.steps}")
+        stop_if_interrupted(res)
         hist = res.history
         late = hist["step"] > 0.75 * a.steps
         every = max(1, len(hist["step"]) // N_TRAJECTORY)

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 import smc_ebm as se
+from smc_ebm.recipes import stop_if_interrupted
 
 A, B = -10.0, 6.0  # the teacher's modes (two_mode_teacher's defaults), light mode at A e_1
 
@@ -76,8 +77,7 @@ def run_seed(seed: int, size: dict) -> dict:
         record_every=max(1, steps // 200),
         progress=False,
     )
-    if result.interrupted:  # Ctrl-C or SIGTERM: stop, rather than go on with a partial run
-        raise KeyboardInterrupt(f"fit interrupted at step {result.steps}")
+    stop_if_interrupted(result)
     hist = result.history
     late = hist["step"] > 0.75 * steps
     logits = result.energy.logits

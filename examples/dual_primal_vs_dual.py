@@ -31,7 +31,7 @@ import matplotlib
 import numpy as np
 
 import smc_ebm as se
-from smc_ebm.recipes import output_dir
+from smc_ebm.recipes import output_dir, stop_if_interrupted
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -82,8 +82,7 @@ def run(args, angle, key):
             progress=not args.no_progress,
             chunk_size=max(args.record_every, 5000),
         )
-        if res.interrupted:  # Ctrl-C or SIGTERM: stop, rather than go on with a partial run
-            raise KeyboardInterrupt(f"fit interrupted at step {res.steps}")
+        stop_if_interrupted(res)
         h = res.history
         out[name] = {
             "alpha": alpha,

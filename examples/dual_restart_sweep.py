@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 import smc_ebm as se
-from smc_ebm.recipes import output_dir
+from smc_ebm.recipes import output_dir, stop_if_interrupted
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -85,8 +85,7 @@ def main():
             record_every=args.record_every,
             progress=not args.no_progress,
         )
-        if res.interrupted:  # Ctrl-C or SIGTERM: stop, rather than go on with a partial run
-            raise KeyboardInterrupt(f"fit interrupted at step {res.steps}")
+        stop_if_interrupted(res)
         h = res.history
         tail = max(1, len(h["kl"]) // 10)
         final_kl, final_sc = float(np.median(h["kl"][-tail:])), float(np.median(h["score"][-tail:]))

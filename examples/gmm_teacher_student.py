@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 import smc_ebm as se
-from smc_ebm.recipes import output_dir
+from smc_ebm.recipes import output_dir, stop_if_interrupted
 
 STRATEGIES = ("Jarzynski", "PCD", "CD", "Unweighted")
 TARGET = 0.25
@@ -132,8 +132,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             record_every=args.record_every,
             progress=not args.no_progress,
         )
-        if res.interrupted:  # Ctrl-C or SIGTERM: stop, rather than go on with a partial run
-            raise KeyboardInterrupt(f"fit interrupted at step {res.steps}")
+        stop_if_interrupted(res)
         h = res.history
         w = h["weight"]
         out[name] = {

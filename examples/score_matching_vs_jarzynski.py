@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 import smc_ebm as se
-from smc_ebm.recipes import output_dir
+from smc_ebm.recipes import output_dir, stop_if_interrupted
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -82,8 +82,7 @@ def main():
             record_every=args.record_every,
             progress=not args.no_progress,
         )
-        if res.interrupted:  # Ctrl-C or SIGTERM: stop, rather than go on with a partial run
-            raise KeyboardInterrupt(f"fit interrupted at step {res.steps}")
+        stop_if_interrupted(res)
         wall = time.perf_counter() - t0
         h = res.history
         idx = np.unique(np.linspace(0, len(h["step"]) - 1, 6).astype(int))

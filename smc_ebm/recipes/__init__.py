@@ -4,7 +4,7 @@ The example scripts in ``examples/`` import these instead of sharing code throug
 """
 
 from smc_ebm.recipes._flows import flow_strategies, table, tilted_energy, train
-from smc_ebm.recipes._output import output_dir, write_json
+from smc_ebm.recipes._output import output_dir, stop_if_interrupted, write_json
 from smc_ebm.recipes._regression import blr_data, blr_exact, blr_model
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "blr_model",
     "flow_strategies",
     "output_dir",
+    "stop_if_interrupted",
     "table",
     "tilted_energy",
     "train",

@@ -10,6 +10,7 @@ import optax
 
 import smc_ebm as se
 from smc_ebm._naming import renamed
+from smc_ebm.recipes._output import stop_if_interrupted
 
 
 def tilted_energy(key, dim, sigma, width, depth, flow_key, flow_kw, squared=0):
@@ -70,8 +71,7 @@ def train(energy, data, strategy, steps, lr, batch, seed, lr_final=1.0, progress
         key=jax.random.key(seed),
         progress=progress,
     )
-    if res.interrupted:  # Ctrl-C or SIGTERM: stop, rather than go on with a partial run
-        raise KeyboardInterrupt(f"fit interrupted at step {res.steps}")
+    stop_if_interrupted(res)
     return res, time.perf_counter() - t0
 
 

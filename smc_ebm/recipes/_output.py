@@ -36,3 +36,14 @@ def write_json(path: str | os.PathLike, payload: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(payload, indent=1).encode())
+
+
+def stop_if_interrupted(result) -> None:
+    """Raise ``KeyboardInterrupt`` when ``fit`` returned an interrupted run (Ctrl-C or SIGTERM).
+
+    ``fit`` keeps the work of an interrupted run and returns it with ``interrupted=True``; a
+    script that loops over methods or seeds calls this after each fit, so that it stops there
+    instead of recording the partial run as a finished one.
+    """
+    if result.interrupted:
+        raise KeyboardInterrupt(f"fit interrupted at step {result.steps}")
