@@ -236,9 +236,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model-ais",
         type=int,
         default=0,
-        help="also measure the trained model's own class masses: anneal --num-walkers walkers "
-        "from each class's data Gaussian to the model in this many MALA steps "
+        help="also measure the trained model's own class masses: anneal --model-ais-walkers "
+        "walkers from each class's data Gaussian to the model in this many MALA steps "
         "(se.metrics.class_masses; 0: off)",
+    )
+    p.add_argument(
+        "--model-ais-walkers",
+        type=int,
+        default=None,
+        help="walkers per class for --model-ais (default: --num-walkers)",
     )
     p.add_argument(
         "--save-models",
@@ -259,6 +265,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--adam-b1 must be in [0, 1); got {args.adam_b1}")
     if args.reseed_every and not args.observers:
         p.error("--reseed-every needs --observers to reseed from")
+    if args.model_ais_walkers is not None and args.model_ais_walkers < 2:
+        p.error(f"--model-ais-walkers must be at least 2; got {args.model_ais_walkers}")
     return args
 
 
@@ -446,21 +454,23 @@ def model_proportions(clf, result, seed: int, args: argparse.Namespace) -> dict:
 def model_masses(clf, energy, data, seed: int, args: argparse.Namespace) -> dict:
     """The trained model's class proportions by annealed importance sampling per class.
 
-    ``se.metrics.class_masses``: ``--num-walkers`` walkers per class, in 8 independent runs
+    ``se.metrics.class_masses``: ``--model-ais-walkers`` walkers per class (``--num-walkers``
+    unless given), in 8 independent runs
     (fewer for fewer than 16 walkers), annealed from the moment-matched Gaussian of that
     class's data to the frozen energy in ``args.model_ais`` MALA steps. Also the data's mean
     energy per class, to compare with the mean energy of the mass that the annealing finds.
     """
+    n = args.model_ais_walkers or args.num_walkers
     res = se.metrics.class_masses(
         energy,
         data.samples,
         data.info["labels"],
         clf,
         key=jax.random.key(6000 + seed),
-        num_walkers=args.num_walkers,
+        num_walkers=n,
         num_steps=args.model_ais,
         step_size=args.step_size,
-        num_runs=max(2, min(8, args.num_walkers // 2)),
+        num_runs=max(2, min(8, n // 2)),
         progress=not args.no_progress,
     )
     u = np.asarray(jax.vmap(energy)(data.samples))

@@ -261,3 +261,23 @@ def test_digits_observers_stops_when_a_fit_is_interrupted(tmp_path, monkeypatch)
     assert saved["interrupted"] and [r["step"] for r in saved["rows"]] == [10] == [
         r["step"] for r in out["rows"]
     ]
+
+
+@pytest.mark.slow  # about 20 s: a 20-step digits run, saved, then annealed again from the file
+def test_digits_model_masses_reannealing_a_saved_model_repeats_the_examples_numbers(tmp_path):
+    """The energy rebuilt from the saved options and leaves is the trained one: annealed with
+    the example's budget and key, it gives the example's ``--model-ais`` numbers exactly."""
+    example = load_script(Path(__file__).parents[1] / "examples" / "digits_proportions.py")
+    tiny = ["--steps", "20", "--num-walkers", "16", "--num-anneal", "2", "--seeds", "1"]
+    tiny += ["--channels", "2", "2", "2", "--batch-size", "16", "--strategies", "Jarzynski"]
+    tiny += ["--model-ais", "6", "--model-ais-walkers", "8", "--save-models", "--no-progress"]
+    tiny += ["--average-last", "0"]
+    ran = example.main([*tiny, "--out-dir", str(tmp_path)])["Jarzynski"]["ais"][0]
+    again = _load("digits_model_masses").main(
+        [str(tmp_path), "--steps", "6", "3", "--walkers", "8", "--out", str(tmp_path / "m.json")]
+    )["runs"]
+    assert again[0]["proportions"] == list(ran["proportions"])
+    assert again[0]["log_Z"] == list(ran["log_Z"])
+    assert again[1]["proportions"] != again[0]["proportions"]  # another budget, other numbers
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert [r["steps"] for r in saved["runs"]] == [6, 3]

@@ -2,6 +2,7 @@
 code path, shrunk so that it runs on a CPU in seconds)."""
 
 import json
+import types
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +185,31 @@ def test_digits_data_copies_dequantise_the_same_images_again():
     assert np.mean(x[1] != x[0]) > 0.99 and np.mean(x[2] != x[1]) > 0.99
     assert np.array_equal(three.info["labels"], np.tile(one.info["labels"], 3))
     assert three.info["proportions"] == one.info["proportions"]
+
+
+def test_digits_model_ais_walkers_sets_the_annealing_size_apart_from_the_training_walkers(
+    monkeypatch,
+):
+    """``--model-ais-walkers`` is the number of annealed walkers per class, ``--num-walkers``
+    when absent; the runs split them (at most 8 runs, at least 2 walkers a run)."""
+    import smc_ebm as se
+
+    example = load_script(Path(__file__).parents[1] / "examples" / "digits_proportions.py")
+    seen = []
+
+    def class_masses(*args, num_walkers, num_runs, **kwargs):
+        seen.append((num_walkers, num_runs))
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(se.metrics, "class_masses", class_masses)
+    data = types.SimpleNamespace(samples=np.zeros((4, 2)), info={"labels": np.arange(4)})
+    for argv in (
+        ["--num-walkers", "4096", "--model-ais", "5"],
+        ["--num-walkers", "4096", "--model-ais", "5", "--model-ais-walkers", "1024"],
+        ["--num-walkers", "4096", "--model-ais", "5", "--model-ais-walkers", "6"],
+    ):
+        with pytest.raises(RuntimeError, match="stop"):
+            example.model_masses(None, None, data, 0, example.parse_args(argv))
+    assert seen == [(4096, 8), (1024, 8), (6, 3)]
+    with pytest.raises(SystemExit):
+        example.parse_args(["--model-ais-walkers", "1"])

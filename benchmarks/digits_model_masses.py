@@ -1,0 +1,82 @@
+"""Re-measure a saved digits model's own class proportions with another annealing budget.
+
+``examples/digits_proportions.py --save-models --out-dir DIR`` writes each trained energy
+(``energy_<strategy>_<seed>.eqx``) and the run's options (``numbers.json``). This script
+rebuilds that energy from the same options, loads the saved leaves, and runs the per-class
+annealing (``se.metrics.class_masses``, as the example's ``--model-ais``) once per
+``--steps`` value, so that one can check what its docstring asks: that the proportions and
+the bases' ``log Z`` do not move when the number of annealing steps is doubled.
+
+    python benchmarks/digits_model_masses.py DIR --model jarzynski_0 --steps 800 1600
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import digits_proportions as example  # noqa: E402
+
+from smc_ebm.recipes import write_json  # noqa: E402
+
+
+def example_args(run_dir: Path) -> argparse.Namespace:
+    """The example's options of the saved run (its ``numbers.json`` holds them as text)."""
+    saved = json.loads((run_dir / "numbers.json").read_text())["args"]
+    args = example.parse_args([])
+    for name, text in saved.items():
+        try:
+            value = ast.literal_eval(text)  # numbers, lists, True/False, None
+        except (ValueError, SyntaxError):
+            value = text  # strings: kernel names, paths
+        setattr(args, name, Path(value) if name == "out_dir" else value)
+    return args
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", type=Path, help="the example's --out-dir of a --save-models run")
+    p.add_argument("--model", default="jarzynski_0", help="<strategy>_<seed> of the saved energy")
+    p.add_argument("--steps", type=int, nargs="+", default=[800, 1600])
+    p.add_argument("--walkers", type=int, default=1024, help="annealed walkers per class")
+    p.add_argument("--seed", type=int, default=0, help="the annealing's key: 6000 + seed")
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args(argv)
+    args = example_args(a.run_dir)
+    args.model_ais_walkers, args.no_progress = a.walkers, True
+    data, clf = example.load(args, jax.random.key(0))
+    side = int(data.info["shape"][0])
+    skeleton, _, _ = example.initial(0, args, side)
+    energy = eqx.tree_deserialise_leaves(a.run_dir / f"energy_{a.model}.eqx", skeleton)
+    target = np.asarray(args.weights) / np.sum(args.weights)
+    print(f"model {a.run_dir / a.model}: digits {args.labels}, target {target.round(3)}")
+    out = {"run_dir": str(a.run_dir), "model": a.model, "target": target.tolist(), "runs": []}
+    for steps in a.steps:
+        args.model_ais = steps
+        t0 = time.perf_counter()
+        m = example.model_masses(clf, energy, data, a.seed, args)
+        wall = time.perf_counter() - t0
+        err = float(np.mean(np.abs(np.asarray(m["proportions"]) - target) / target))
+        print(
+            f"  {steps} steps, {a.walkers} walkers a class: proportions "
+            f"{np.round(m['proportions'], 3)} ± {np.round(m['standard_errors'], 3)}, "
+            f"bases' log Z {np.round(m['log_Z'], 2)}, mean relative error {err:.0%}, {wall:.0f} s"
+        )
+        m = {k: np.asarray(v).tolist() for k, v in m.items()}
+        out["runs"].append({"steps": steps, "wall_s": wall, "mean_relative_error": err, **m})
+        if a.out is not None:
+            write_json(a.out, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
