@@ -5,9 +5,11 @@
 rebuilds that energy from the same options, loads the saved leaves, and runs the per-class
 annealing (``se.metrics.class_masses``, as the example's ``--model-ais``) once per
 ``--steps`` value, so that one can check what its docstring asks: that the proportions and
-the bases' ``log Z`` do not move when the number of annealing steps is doubled.
+the bases' ``log Z`` do not move when the number of annealing steps is doubled. ``--within``
+anneals inside each class's region instead (``class_masses(within=True)``).
 
     python benchmarks/digits_model_masses.py DIR --model jarzynski_0 --steps 800 1600
+    python benchmarks/digits_model_masses.py DIR --within --steps 800 1600
 """
 
 from __future__ import annotations
@@ -49,27 +51,36 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, nargs="+", default=[800, 1600])
     p.add_argument("--walkers", type=int, default=1024, help="annealed walkers per class")
     p.add_argument("--seed", type=int, default=0, help="the annealing's key: 6000 + seed")
+    p.add_argument(
+        "--within",
+        action="store_true",
+        help="anneal inside each class's region (se.metrics.class_masses(within=True))",
+    )
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     args = example_args(a.run_dir)
     args.model_ais_walkers, args.no_progress = a.walkers, True
+    args.model_ais_within = a.within
     data, clf = example.load(args, jax.random.key(0))
     side = int(data.info["shape"][0])
     skeleton, _, _ = example.initial(0, args, side)
     energy = eqx.tree_deserialise_leaves(a.run_dir / f"energy_{a.model}.eqx", skeleton)
     target = np.asarray(args.weights) / np.sum(args.weights)
     print(f"model {a.run_dir / a.model}: digits {args.labels}, target {target.round(3)}")
-    out = {"run_dir": str(a.run_dir), "model": a.model, "target": target.tolist(), "runs": []}
+    out = {"run_dir": str(a.run_dir), "model": a.model, "target": target.tolist()}
+    out |= {"within": a.within, "walkers": a.walkers, "runs": []}
     for steps in a.steps:
         args.model_ais = steps
         t0 = time.perf_counter()
         m = example.model_masses(clf, energy, data, a.seed, args)
         wall = time.perf_counter() - t0
+        label = "log masses" if a.within else "bases' log Z"
         err = float(np.mean(np.abs(np.asarray(m["proportions"]) - target) / target))
         print(
             f"  {steps} steps, {a.walkers} walkers a class: proportions "
             f"{np.round(m['proportions'], 3)} ± {np.round(m['standard_errors'], 3)}, "
-            f"bases' log Z {np.round(m['log_Z'], 2)}, mean relative error {err:.0%}, {wall:.0f} s"
+            f"{label} {np.round(m['log_Z'], 2)}, "
+            f"mean relative error {err:.0%}, {wall:.0f} s"
         )
         m = {k: np.asarray(v).tolist() for k, v in m.items()}
         out["runs"].append({"steps": steps, "wall_s": wall, "mean_relative_error": err, **m})

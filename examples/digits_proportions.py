@@ -247,6 +247,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="walkers per class for --model-ais (default: --num-walkers)",
     )
     p.add_argument(
+        "--model-ais-within",
+        action="store_true",
+        help="with --model-ais: anneal inside each class's region, moves out rejected "
+        "(se.metrics.class_masses(within=True))",
+    )
+    p.add_argument(
         "--save-models",
         action="store_true",
         help="save each run's trained energy (energy_<strategy>_<seed>.eqx, equinox leaves) "
@@ -455,7 +461,8 @@ def model_masses(clf, energy, data, seed: int, args: argparse.Namespace) -> dict
     """The trained model's class proportions by annealed importance sampling per class.
 
     ``se.metrics.class_masses``: ``--model-ais-walkers`` walkers per class (``--num-walkers``
-    unless given), in 8 independent runs
+    unless given), in 8 independent runs, inside each class's region with
+    ``--model-ais-within``
     (fewer for fewer than 16 walkers), annealed from the moment-matched Gaussian of that
     class's data to the frozen energy in ``args.model_ais`` MALA steps. Also the data's mean
     energy per class, to compare with the mean energy of the mass that the annealing finds.
@@ -471,6 +478,7 @@ def model_masses(clf, energy, data, seed: int, args: argparse.Namespace) -> dict
         num_steps=args.model_ais,
         step_size=args.step_size,
         num_runs=max(2, min(8, n // 2)),
+        within=args.model_ais_within,
         progress=not args.no_progress,
     )
     u = np.asarray(jax.vmap(energy)(data.samples))
@@ -583,6 +591,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     output_dir(args.out_dir)
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "target": target.tolist()}
+    ais_label = "within each class" if args.model_ais_within else "per class"
     out["classifier_accuracy"] = clf.test_accuracy
     for name in args.strategies:
         props, walls, histories, ess_final, avg, moves, model, masses, observed = (
@@ -621,7 +630,7 @@ def main(argv: list[str] | None = None) -> dict:
             if args.model_ais > 0:
                 masses.append(model_masses(clf, res.energy, data, seed, args))
                 extra += (
-                    f", model (AIS per class) {np.round(masses[-1]['proportions'], 3)}"
+                    f", model (AIS {ais_label}) {np.round(masses[-1]['proportions'], 3)}"
                     f" ± {np.round(masses[-1]['standard_errors'], 3)}"
                 )
             if res.strategy.kernel == "mala":
@@ -676,7 +685,7 @@ def main(argv: list[str] | None = None) -> dict:
         ]
     if args.model_ais > 0:
         rows += [
-            (f"{name}, the model (AIS per class)", np.asarray(out[name]["ais_proportions"]))
+            (f"{name}, the model (AIS {ais_label})", np.asarray(out[name]["ais_proportions"]))
             for name in args.strategies
         ]
     if args.observers:

@@ -281,3 +281,7 @@ def test_digits_model_masses_reannealing_a_saved_model_repeats_the_examples_numb
     assert again[1]["proportions"] != again[0]["proportions"]  # another budget, other numbers
     saved = json.loads((tmp_path / "m.json").read_text())
     assert [r["steps"] for r in saved["runs"]] == [6, 3]
+    (within,) = _load("digits_model_masses").main(
+        [str(tmp_path), "--within", "--steps", "6", "--walkers", "16"]
+    )["runs"]
+    assert np.allclose(within["arrival"], np.eye(3)) and abs(sum(within["proportions"]) - 1) < 1e-9

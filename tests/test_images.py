@@ -261,6 +261,87 @@ def test_class_masses_recover_the_weights_of_a_mixture():
         se.metrics.class_masses(gmm, x[y < 2], y[y < 2], _NearestMean(means), key=k_run)
 
 
+class _Slabs:
+    """Classes by the first coordinate: below -1.5, between -1.5 and 2.5, above 2.5."""
+
+    classes = (0, 1, 2)
+
+    def class_index(self, x):
+        return jnp.sum(x[0] > jnp.array([-1.5, 2.5]))
+
+    def predict(self, x):
+        return np.sum(np.asarray(x)[:, :1] > np.array([-1.5, 2.5]), axis=1)
+
+
+@pytest.mark.parametrize("within", [False, True])
+def test_class_masses_of_a_mixture_cut_by_the_classes_match_the_normal_cdf(within):
+    """Unit modes at -4, 0, 4 on the first axis (weights 0.5, 0.3, 0.2), classes cut across
+    them at -1.5 and 2.5, so every class holds the tails of its neighbours: the truth is a
+    sum of normal CDF differences (scipy), shared with nothing in the estimator. Within 4 of
+    the reported standard errors (false alarm < 1e-4 a class, six classes over the two
+    estimators). Inside each class (``within=True``), dropping the base's mass in the region
+    (log P_N(R_c), here -0.01 to -0.05 nats) would move the proportions by 0.004-0.008, 3 to
+    7.5 of their standard errors (about 0.001): the test sees it."""
+    from scipy.stats import norm
+
+    mu = np.array([-4.0, 0.0, 4.0])
+    w = np.array([0.5, 0.3, 0.2])
+    edges = np.array([-np.inf, -1.5, 2.5, np.inf])
+    mass = [np.sum(w * (norm.cdf(edges[c + 1] - mu) - norm.cdf(edges[c] - mu))) for c in range(3)]
+    truth = np.array(mass) / np.sum(mass)
+    means = jnp.stack([jnp.asarray(mu), jnp.zeros(3)], axis=1)
+    gmm = se.energies.GaussianMixture(means, jnp.log(jnp.asarray(w)))
+    k_x, k_run = jax.random.split(jax.random.key(5))
+    x = np.asarray(gmm.sample(k_x, 600))
+    clf = _Slabs()
+    res = se.metrics.class_masses(
+        gmm,
+        x,
+        clf.predict(x),
+        clf,
+        key=k_run,
+        num_walkers=512,
+        num_steps=40,
+        step_size=0.2,
+        num_runs=8,
+        within=within,
+        progress=False,
+    )
+    assert np.all(res.standard_errors > 0) and np.all(res.standard_errors < 0.02)
+    np.testing.assert_array_less(np.abs(res.proportions - truth), 4 * res.standard_errors)
+    if within:
+        np.testing.assert_allclose(res.arrival, np.eye(3), atol=1e-12)
+        np.testing.assert_allclose(res.log_Z, res.log_masses, rtol=1e-6)  # float32 sums
+        np.testing.assert_allclose(
+            res.log_masses, float(gmm.log_partition()) + np.log(truth), atol=0.05
+        )
+    else:
+        assert res.arrival[1, 0] > 0.001  # walkers from the middle class reach the first
+
+
+def test_class_masses_within_a_class_need_a_traceable_classifier_and_mala():
+    gmm = se.energies.GaussianMixture(jnp.zeros((1, 2)), jnp.zeros(1))
+    x = np.asarray(jax.random.normal(jax.random.key(0), (20, 2)))
+    y = np.arange(20) % 2
+    means = np.array([[-1.0, 0.0], [1.0, 0.0]])
+    with pytest.raises(ValueError, match="class_index"):
+        se.metrics.class_masses(gmm, x, y, _NearestMean(means), key=jax.random.key(1), within=True)
+    with pytest.raises(ValueError, match="mala"):
+        se.metrics.class_masses(
+            gmm, x, y, _Slabs(), key=jax.random.key(1), within=True, kernel="ula"
+        )
+
+
+def test_digit_classifier_class_index_is_its_predict():
+    """The traceable decision equals scikit-learn's ``predict`` on data and on noise."""
+    clf = se.metrics.digit_classifier(jax.random.key(0), (3, 2, 0))
+    data = se.datasets.digits(jax.random.key(1), (3, 2, 0), (0.5, 0.3, 0.2))
+    noise = 1.5 * jax.random.normal(jax.random.key(2), (5000, 64))
+    for x in (data.samples, noise):
+        index = np.asarray(jax.vmap(clf.class_index)(x))
+        assert np.array_equal(np.asarray(clf.classes)[index], clf.predict(x))
+
+
 # ---------------------------------------------------------------------------------------
 # training end to end
 def test_short_fit_on_digits_runs(key):

@@ -7,6 +7,8 @@ them: anneal fresh walkers from a base placed on that class's data to the model
 unbiased estimate of :math:`Z\,\mathbb E_\rho[f]` for any :math:`f`, whatever the mixing of its
 moves, so :math:`\hat M_c` is unbiased for the mass that the runs from class ``c``'s base
 can reach; the proportions are :math:`\hat p_c = \hat M_c / \sum_{c'} \hat M_{c'}`.
+With ``within=True`` the runs anneal inside the class's region instead
+(:mod:`smc_ebm.metrics._class_region`), so that no walker is lost to another class.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from jaxtyping import PRNGKeyArray
 
 from smc_ebm._naming import translate
 from smc_ebm.energies import energy_batch
+from smc_ebm.metrics._class_region import InClass, in_class_base
 
 # Compiled once per energy structure (a fresh jit per call would trace again).
 _ENERGIES = eqx.filter_jit(energy_batch)
@@ -97,6 +100,8 @@ def class_masses(
     kernel: str = "mala",
     num_runs: int = 8,
     min_scale: float | None = None,
+    within: bool = False,
+    region_draws: int = 2**16,
     progress: bool = True,
 ) -> ClassMasses:
     r"""Class proportions of the model itself, by annealed importance sampling per class.
@@ -137,6 +142,16 @@ def class_masses(
         kernel: ``"mala"`` (default) or ``"ula"`` (Jarzynski increments).
         num_runs: independent runs per class (at least 2: their spread gives the errors).
         min_scale: floor of the bases' scales (default :math:`\sqrt{h}`).
+        within: anneal inside each class's region (:mod:`smc_ebm.metrics._class_region`):
+            the base is the Gaussian restricted to the region where the classifier says
+            ``c``, its mass there estimated from ``region_draws`` draws, and MALA rejects
+            every move out of it, so each run estimates :math:`M_c` itself and no walker
+            is lost to another class. Needs ``classifier.class_index``, the index in
+            ``classes`` of one sample ``(d,)``, traceable by JAX (``DigitClassifier`` has
+            it), and ``kernel="mala"``. ``arrival`` is then the identity and ``log_Z`` holds
+            :math:`\log \hat M_c`.
+        region_draws: Gaussian draws that estimate its mass in the region (``within``);
+            the error of that estimate enters the standard errors.
         progress: show a progress bar per class (:func:`smc_ebm.sample`'s).
 
     Returns:
@@ -160,6 +175,14 @@ def class_masses(
             f"num_walkers must be a multiple of num_runs >= 2, with at least 2 walkers per run; "
             f"got num_walkers={n}, num_runs={num_runs}."
         )
+    if within and kernel != "mala":
+        raise ValueError(f"within=True needs kernel='mala' (moves out are rejected): {kernel!r}")
+    index = getattr(classifier, "class_index", None) if within else None
+    if within and index is None:
+        raise ValueError(
+            f"within=True needs classifier.class_index(x) -> index in classes, traceable by "
+            f"JAX; {type(classifier).__name__} has none."
+        )
     classes = tuple(classifier.classes)
     floor = math.sqrt(float(step_size)) if min_scale is None else float(min_scale)
     m = n // num_runs
@@ -167,13 +190,18 @@ def class_masses(
     log_terms = np.empty((k, num_runs))  # log of run r's estimate of M_c
     log_z, arrival = np.empty(k), np.empty((k, k))
     ess, acc, mean_u = np.empty(k), np.empty(k), np.empty(k)
+    var_log_inside = np.zeros(k)  # within: the variance of log P_N(R_c), shared by c's runs
     for j, (c, kc) in enumerate(zip(classes, jax.random.split(key, k), strict=True)):
         xc = x[y == c]
         if xc.shape[0] < 2:
             raise ValueError(f"class {c!r} has {xc.shape[0]} data points; at least 2 are needed.")
-        base = Gaussian.fit_to(jnp.asarray(xc), min_scale=floor)
+        base, target = Gaussian.fit_to(jnp.asarray(xc), min_scale=floor), energy
+        if within:
+            kc, k_region = jax.random.split(kc)
+            base, var_log_inside[j] = in_class_base(base, index, j, k_region, region_draws)
+            target = InClass(energy, index, j)
         res = sample(
-            energy,
+            target,
             key=kc,
             num_walkers=n,
             init=base,
@@ -184,6 +212,11 @@ def class_masses(
             progress=progress,
         )
         pred = np.asarray(classifier.predict(res.samples))
+        if within:  # every walker is in the class by construction (moves out are rejected)
+            in_region = np.asarray(jax.vmap(index)(jnp.asarray(res.samples)) == j)
+            if not in_region.all():
+                raise RuntimeError(f"class {c!r}: {int((~in_region).sum())} walkers left it.")
+            pred = np.full(pred.shape, c)
         # Pooled log-weights are log Z_r + log p_ri, run by run (see ``sample``).
         lw = np.asarray(res.log_weights, np.float64).reshape(num_runs, m)
         inside = (pred == c).reshape(num_runs, m)
@@ -198,7 +231,7 @@ def class_masses(
     top = np.max(log_terms)
     z = np.exp(log_terms - top)  # (K, R), on a common scale
     masses = z.mean(axis=1)
-    var = z.var(axis=1, ddof=1) / num_runs
+    var = z.var(axis=1, ddof=1) / num_runs + masses**2 * var_log_inside
     total = masses.sum()
     p = masses / total
     # Delta method, the classes' runs independent: dp_c/dM_c = (1 - p_c) / T,

@@ -96,6 +96,22 @@ class DigitClassifier(OldAttributes):
         """Labels of ``(n, d)`` images; values are clipped to ``[-1, 1]`` first."""
         return np.asarray(self.model.predict(np.clip(np.asarray(x, np.float64), -1.0, 1.0)))
 
+    def class_index(self, x: Any) -> Any:
+        """The index in ``classes`` of the label of one image ``(d,)``, traceable by JAX.
+
+        The fitted logistic regression's decision on the image clipped to ``[-1, 1]``: the
+        argmax of its scores (the sign of the one score for two classes), in ``x``'s dtype.
+        For ``se.metrics.class_masses(within=True)``.
+        """
+        import jax.numpy as jnp
+
+        coef = jnp.asarray(self.model.coef_, x.dtype)
+        intercept = jnp.asarray(self.model.intercept_, x.dtype)
+        position = jnp.asarray([self.classes.index(c) for c in self.model.classes_])
+        scores = coef @ jnp.clip(x, -1.0, 1.0) + intercept
+        best = (scores[0] > 0).astype(int) if coef.shape[0] == 1 else jnp.argmax(scores)
+        return position[best]
+
     def proportions(self, x: Any, log_weights: Any = None) -> np.ndarray:
         """:func:`class_proportions` of the predicted labels of ``x``."""
         return class_proportions(self.predict(x), self.classes, log_weights)
