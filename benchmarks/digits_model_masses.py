@@ -69,12 +69,12 @@ def main(argv=None) -> dict:
     print(f"model {a.run_dir / a.model}: digits {args.labels}, target {target.round(3)}")
     out = {"run_dir": str(a.run_dir), "model": a.model, "target": target.tolist()}
     out |= {"within": a.within, "walkers": a.walkers, "runs": []}
+    label = "log masses" if a.within else "bases' log Z"
     for steps in a.steps:
         args.model_ais = steps
         t0 = time.perf_counter()
         m = example.model_masses(clf, energy, data, a.seed, args)
         wall = time.perf_counter() - t0
-        label = "log masses" if a.within else "bases' log Z"
         err = float(np.mean(np.abs(np.asarray(m["proportions"]) - target) / target))
         print(
             f"  {steps} steps, {a.walkers} walkers a class: proportions "

@@ -27,7 +27,7 @@ from jaxtyping import PRNGKeyArray
 
 from smc_ebm._naming import translate
 from smc_ebm.energies import energy_batch
-from smc_ebm.metrics._class_region import InClass, in_class_base
+from smc_ebm.metrics._class_region import InClass, in_class_base, in_region
 
 # Compiled once per energy structure (a fresh jit per call would trace again).
 _ENERGIES = eqx.filter_jit(energy_batch)
@@ -211,12 +211,13 @@ def class_masses(
             num_runs=num_runs,
             progress=progress,
         )
-        pred = np.asarray(classifier.predict(res.samples))
         if within:  # every walker is in the class by construction (moves out are rejected)
-            in_region = np.asarray(jax.vmap(index)(jnp.asarray(res.samples)) == j)
-            if not in_region.all():
-                raise RuntimeError(f"class {c!r}: {int((~in_region).sum())} walkers left it.")
-            pred = np.full(pred.shape, c)
+            stayed = in_region(index, j, res.samples)
+            if not stayed.all():
+                raise RuntimeError(f"class {c!r}: {int((~stayed).sum())} walkers left it.")
+            pred = np.full(stayed.shape, c)
+        else:
+            pred = np.asarray(classifier.predict(res.samples))
         # Pooled log-weights are log Z_r + log p_ri, run by run (see ``sample``).
         lw = np.asarray(res.log_weights, np.float64).reshape(num_runs, m)
         inside = (pred == c).reshape(num_runs, m)

@@ -25,6 +25,11 @@ from jaxtyping import Array, PRNGKeyArray
 PENALTY = 1e4
 
 
+def in_region(index: Callable[[Array], Array], c: int, x: Any) -> np.ndarray:
+    """``(n,)`` whether each of the samples ``x`` ``(n, d)`` is where ``index(x) == c``."""
+    return np.asarray(jax.vmap(index)(jnp.asarray(x)) == c)
+
+
 class InClass(eqx.Module):
     """``energy`` inside the region where ``index(x) == c``, ``+PENALTY`` outside."""
 
@@ -65,7 +70,7 @@ class InClassBase(InClass):
             key, sub = jax.random.split(key)
             m = int(min(max(2 * (n - total) / rate, 1024), 2**22))
             x = self.energy.sample(sub, m)
-            inside = np.asarray(jax.vmap(self.index)(x) == self.c)
+            inside = in_region(self.index, self.c, x)
             kept.append(np.asarray(x)[inside])
             total += int(inside.sum())
         return jnp.asarray(np.concatenate(kept)[:n])
@@ -83,7 +88,7 @@ def in_class_base(
         ValueError: no draw fell in the region.
     """
     x = gaussian.sample(key, int(draws))
-    inside = int(np.sum(np.asarray(jax.vmap(index)(x) == c)))
+    inside = int(np.sum(in_region(index, c, x)))
     if inside == 0:
         raise ValueError(
             f"class {c}: none of {draws} draws of its data's Gaussian is classified in it; "
