@@ -152,7 +152,7 @@ def main(argv=None) -> dict:
         record = {"triple": i, **triple, "target": res["target"], "log": log.getvalue()}
         names = [n for n in STRATEGIES if n in res]  # the example's --strategies may drop one
         for name in names:
-            keep = (*ESTIMATES, "model_curves", "wall_s")
+            keep = (*ESTIMATES, "ais", "model_curves", "wall_s")  # "ais": errors, log Z, arrival
             record[name] = {k: res[name][k] for k in keep if k in res[name]}
             if res[name].get("model_curves"):
                 record[name]["model_last"] = [c[-1] for c in res[name]["model_curves"]]

@@ -191,16 +191,23 @@ def test_digits_family_runs_quick(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     monkeypatch.chdir(tmp_path)
     argv = ["--quick", "--out", str(tmp_path / "f.json"), "--lr-final", "0.5"]
-    argv += ["--model-chains", "8"]
+    argv += ["--model-chains", "8", "--model-ais", "4"]
     out = _load("digits_family").main(argv)
     assert set(out) >= {"Jarzynski, final walkers", "PCD, walkers, mean of the last 25%"}
     assert "PCD, MALA chains on the model, last record" in out
     saved = json.loads((tmp_path / "f.json").read_text())
     assert saved["complete"]
     assert saved["args"]["example"] == ["--lr-final", "0.5", "--model-chains", "8"]
+    assert saved["args"]["model_ais"] == 4
     (last,) = saved["records"][0]["Jarzynski"]["model_last"]  # one seed: one 3-class record
     # proportions, written to 4 decimals: three roundings of at most 0.5e-4 each
     assert len(last) == 3 and abs(sum(last) - 1) <= 1.5e-4
+    # The per-class annealing keeps its errors, bases' log Z and arrival matrix, not only
+    # the proportions.
+    (ais,) = saved["records"][0]["Jarzynski"]["ais"]
+    assert ais["proportions"] == saved["records"][0]["Jarzynski"]["ais_proportions"][0]
+    assert {"standard_errors", "log_Z", "arrival"} <= set(ais)
+    assert np.shape(ais["arrival"]) == (3, 3) and len(ais["standard_errors"]) == 3
 
 
 @pytest.mark.slow  # about 15 s: one strategy of the digits example, observed, 40 steps
