@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from smc_ebm.kernels._base import Kernel, MoveInfo
-from smc_ebm.kernels._langevin import ula_propose
+from smc_ebm.kernels import Kernel, MoveInfo, standard_normal, ula_propose
 
 __all__ = ["EUCLIDEAN", "SPHERE", "Euclidean", "ProjectedLangevin", "Sphere", "manifold_of"]
 
@@ -95,7 +94,7 @@ class Sphere:
         step_size: float | Array,
     ) -> Float[Array, "n d"]:
         """Projected Langevin move from the cached Euclidean gradient ``grad`` (see the class)."""
-        noise = jax.random.normal(key, x.shape, dtype=x.dtype)
+        noise = standard_normal(key, x.shape, x.dtype)
         v = self.to_tangent(x, -step_size * grad + jnp.sqrt(2.0 * step_size) * noise)
         return self.project(x + v)
 

@@ -25,6 +25,7 @@ from smc_ebm.kernels._langevin import (
     ula_log_alpha,
     ula_propose,
 )
+from smc_ebm.kernels._normal import standard_normal
 
 __all__ = [
     "ISIR",
@@ -47,6 +48,7 @@ __all__ = [
     "per_walker_sized",
     "run_chains",
     "split_energy",
+    "standard_normal",
     "ula_log_alpha",
     "ula_propose",
 ]

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from smc_ebm.kernels._base import Kernel, KernelState, MoveInfo
+from smc_ebm.kernels._normal import standard_normal
 
 
 def ula_propose(
@@ -18,9 +19,10 @@ def ula_propose(
 ) -> Float[Array, "n d"]:
     r"""Unadjusted Langevin move :math:`x' = x - h \nabla U(x) + \sqrt{2h}\,\xi`.
 
-    ``grad`` is the cached :math:`\nabla U(x)` so the move itself evaluates nothing.
+    ``grad`` is the cached :math:`\nabla U(x)` so the move itself evaluates nothing. The
+    noise is ``jax.random.normal(key, x.shape)``'s numbers (:func:`standard_normal`).
     """
-    noise = jax.random.normal(key, x.shape, dtype=x.dtype)
+    noise = standard_normal(key, x.shape, x.dtype)
     return x - step_size * grad + jnp.sqrt(2.0 * step_size) * noise
 
 
