@@ -16,6 +16,7 @@ splitting, not a speed-up.
 
     python benchmarks/scaling.py                       # about 6 minutes on 2 cores
     python benchmarks/scaling.py --quick               # seconds (a smoke test)
+    python benchmarks/scaling.py --device-repeats 5    # the device comparison 5 times
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--devices", type=int, default=4, help="forced host devices (0: skip)")
+    p.add_argument(
+        "--device-repeats", type=int, default=1, help="times the device comparison is repeated"
+    )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scaling")
     args = p.parse_args(argv)
     walkers = [10**3, 3 * 10**3, 10**4, 3 * 10**4, 10**5, 3 * 10**5, 10**6]
@@ -118,14 +122,24 @@ def main(argv=None) -> dict:
     print(f"time ~ walkers^{out['walker_exponent']:.2f} (N >= 1e4), ~ d^{out['dim_exponent']:.2f}")
     if args.devices > 1:
         sizes = [128, 256] if args.quick else [10**4, 10**5, 10**6]
-        out["split"] = device_ratio(args.devices, sizes, wdim, args.steps, args.reps)
-        for s in out["split"]:
-            print(
-                f"{s['devices']} forced devices / 1, same work (N = {s['walkers']:>7}, "
-                f"d = {wdim}): {s['ratio']:.2f} ({1e3 * s['split_s']:.3f} vs "
-                f"{1e3 * s['one_device_s']:.3f} ms/step)",
-                flush=True,
-            )
+        out["split"] = []
+        for _ in range(args.device_repeats):  # each repeat: a fresh subprocess
+            split = device_ratio(args.devices, sizes, wdim, args.steps, args.reps)
+            out["split"] += split
+            for s in split:
+                print(
+                    f"{s['devices']} forced devices / 1, same work (N = {s['walkers']:>7}, "
+                    f"d = {wdim}): {s['ratio']:.2f} ({1e3 * s['split_s']:.3f} vs "
+                    f"{1e3 * s['one_device_s']:.3f} ms/step)",
+                    flush=True,
+                )
+        if args.device_repeats > 1:
+            for n in sizes:
+                r = [s["ratio"] for s in out["split"] if s["walkers"] == n]
+                print(
+                    f"N = {n:>7}: ratio median {statistics.median(r):.2f}, "
+                    f"range {min(r):.2f}-{max(r):.2f} over {len(r)} repeats"
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=1))
     import matplotlib

@@ -74,13 +74,14 @@ def test_regenerate_docs_runs_each_command_into_its_log(tmp_path, monkeypatch, c
     assert regen.main(["--list", "--only", "bad"]) == cmds[1:]
 
 
-@pytest.mark.slow  # about 80 s: compiles a step per size, and the split ones in a subprocess
+@pytest.mark.slow  # about 100 s: compiles a step per size, the split ones in two subprocesses
 def test_scaling_runs_quick(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    out = _load("scaling").main(["--quick", "--devices", "2", "--out", str(tmp_path / "s")])
+    argv = ["--quick", "--devices", "2", "--device-repeats", "2", "--out", str(tmp_path / "s")]
+    out = _load("scaling").main(argv)
     assert len(out["walkers"]) == 2 and (tmp_path / "s.json").exists()
     assert (tmp_path / "s.png").exists()
-    assert [s["walkers"] for s in out["split"]] == [128, 256]
+    assert [s["walkers"] for s in out["split"]] == [128, 256, 128, 256]
     assert all(s["devices"] == 2 and s["ratio"] > 0 for s in out["split"])
 
 

@@ -1,14 +1,16 @@
 r"""Standard normal draws, the numbers of :func:`jax.random.normal`, fused on the CPU.
 
-Written here because jax (0.10 and earlier) lowers its threefry hash on the CPU as a rolled
-loop over the hash's five rounds (jax-ml/jax#37872 unrolls it in later versions). Each trip of
+Written here because jax 0.10.2 (the version measured) lowers its threefry hash on the CPU as
+a rolled loop over the hash's five rounds (an upstream change, jax-ml/jax#37872, unrolls it;
+with it this module only repeats what jax does). Each trip of
 that loop reads and writes arrays of the output's size, so the draws are cheap while those
 arrays fit in the processor's cache and slow once they do not: on the 2-core CPU the ULA
 move's ``N x d`` normal numbers cost 2.6 ns each at :math:`10^4 \times 50` and 4.5–5.3 ns at
-:math:`10^5`–:math:`10^6 \times 50`, most of a Jarzynski step there
-(``benchmarks/components.py``). Written out in :mod:`jax.numpy` operations, the hash, the
-conversion to a uniform and ``erf_inv`` fuse into one pass; the numbers are bit for bit those
-of :func:`jax.random.normal` (``tests/test_kernels.py`` checks it).
+:math:`10^5`–:math:`10^6 \times 50`, most of a Jarzynski step there. Written out in
+:mod:`jax.numpy` operations, the hash, the conversion to a uniform and ``erf_inv`` fuse into
+one pass: 2.7–3.0 ns a number at all three sizes (``benchmarks/components.py``; outputs in
+``benchmarks/results/components_walkers*.txt``). The numbers are bit for bit those of
+:func:`jax.random.normal` (``tests/test_random.py`` checks it).
 
 The same-numbers path covers threefry keys (the default) with ``jax_threefry_partitionable``
 on (the default since jax 0.5), ``float32`` and fewer than :math:`2^{32}` numbers; anything
