@@ -2,9 +2,9 @@ r"""Standard normal draws, the numbers of :func:`jax.random.normal`, fused on th
 
 Written here because jax 0.10.2 (the version measured) lowers its threefry hash on the CPU as
 a rolled loop over the hash's five rounds (an upstream change, jax-ml/jax#37872, unrolls it;
-with it this module only repeats what jax does). Each trip of
-that loop reads and writes arrays of the output's size, so the draws are cheap while those
-arrays fit in the processor's cache and slow once they do not: on the 2-core CPU the ULA
+with it this module only repeats what jax does). Each trip of that loop reads and writes
+arrays of the output's size, so the draws are cheap while those arrays fit in the
+processor's cache and slow once they do not: on the 2-core CPU the ULA
 move's ``N x d`` normal numbers cost 2.6 ns each at :math:`10^4 \times 50` and 4.5–5.3 ns at
 :math:`10^5`–:math:`10^6 \times 50`, most of a Jarzynski step there. Written out in
 :mod:`jax.numpy` operations, the hash, the conversion to a uniform and ``erf_inv`` fuse into
@@ -78,7 +78,7 @@ def _fused_normal(key: Array, shape: tuple[int, ...]) -> Array:
     # jax.random.uniform on [nextafter(-1, 0), 1): 23 random mantissa bits under exponent 0.
     one = jax.lax.bitcast_convert_type((bits >> np.uint32(9)) | np.uint32(0x3F800000), jnp.float32)
     lo = np.nextafter(np.float32(-1.0), np.float32(0.0), dtype=np.float32)
-    width = jnp.asarray(np.float32(1.0)) - jnp.asarray(lo)
+    width = np.float32(1.0) - lo  # float32 arithmetic, as jax's maxval - minval
     u = jnp.maximum(lo, (one - np.float32(1.0)) * width + lo)
     return np.float32(np.sqrt(2.0)) * jax.lax.erf_inv(u)
 
