@@ -6,8 +6,9 @@ parameters, the optimizer state, the key) replicated. The data are split over th
 along their first axis when it divides evenly (and the data term is a full-batch mean), else
 replicated. The compiled chunk is then partitioned by XLA (GSPMD): per-walker moves run where
 their walkers live, and the weighted means, the ESS, log Z and the resampling's cumulative sum
-become cross-device reductions. Resampling is global (the same ancestors as on one device),
-so results equal the one-device run up to the order of floating-point sums.
+become cross-device reductions (the normalised weights, the ESS and log Z in one crossing,
+:func:`smc_ebm.smc.normalized_weights`). Resampling is global (the same ancestors as on one
+device), so results equal the one-device run up to the order of floating-point sums.
 
 Under ``jax.distributed.initialize()`` the same code spans hosts: pass ``jax.devices()``
 (all processes' devices) on every process. Arrays are then built from each process's own

@@ -2,14 +2,16 @@
 
 The check runs in a subprocess with four forced CPU devices
 (``--xla_force_host_platform_device_count=4``), so that the rest of the suite keeps one. For
-Jarzynski with ESS resampling (on 1, 2 and 4 devices), mini-batched Jarzynski, PCD and FlowMC
-(on 1 and 4), 60 steps, and ``se.sample`` with whole runs or each run's walkers split (1 and
+Jarzynski with ESS resampling (on 1, 2 and 4 devices), mini-batched Jarzynski, PCD, FlowMC and
+Jarzynski with 4100 walkers, of which the feedback correction probes every fourth (on 1 and 4),
+60 steps, and ``se.sample`` with whole runs or each run's walkers split (1 and
 4 devices; with 2 runs over 4 devices the walkers are split): the walkers,
 log-weights and parameters (log Z for ``sample``) agree to 1e-4 (the sums run in another
 order across devices, float32 rounding ~1e-7 per step; a real error, such as a reduction over
 one device's walkers only, is of order one), the resampling decisions are the same, and the
 state's per-walker arrays are split over the devices. ``fit`` traces a split run under the
-walker mesh, and the resamplers draw the one-device ancestors there.
+walker mesh, and the resamplers draw the one-device ancestors there; the weights, ESS and log Z
+of split log-weights are the one-device values, with one crossing of the devices.
 """
 
 import json
@@ -22,7 +24,7 @@ import pytest
 
 SCRIPT = textwrap.dedent(
     """
-    import json, jax, numpy as np, optax, smc_ebm as se
+    import json, jax, jax.numpy as jnp, numpy as np, optax, smc_ebm as se
     data = se.datasets.two_mode_teacher(jax.random.key(0), n=400, dim=3).samples
     energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, 3, scale=0.1)
     flow = se.flows.make_flow(jax.random.key(3), 3)
@@ -31,6 +33,9 @@ SCRIPT = textwrap.dedent(
         "minibatched": se.Jarzynski(64, 0.2, walker_batch=16),
         "pcd": se.PCD(64, 0.2),
         "flowmc": se.FlowMC(64, flow=flow),
+        # the feedback correction probes every 4th walker (CORRECTION_PROBES = 1024), and each
+        # device's 1025 walkers start at another place in the stride
+        "probed": se.Jarzynski(4100, 0.2, resampling=se.ESSResampling(0.5)),
     }
     out = {}
     for name, st in strategies.items():
@@ -40,7 +45,7 @@ SCRIPT = textwrap.dedent(
             r = se.fit(energy, data, strategy=st, optimizer=optax.sgd(0.05), num_steps=60,
                        key=jax.random.key(2), progress=False, chunk_size=20, devices=devices)
             lead = [x for x in jax.tree.leaves(r.state)
-                    if isinstance(x, jax.Array) and x.ndim and x.shape[0] == 64]
+                    if isinstance(x, jax.Array) and x.ndim and x.shape[0] == st.num_walkers]
             runs.append(dict(
                 walkers=np.asarray(r.walkers).tolist(),
                 log_weights=np.asarray(r.log_weights).tolist(),
@@ -97,6 +102,18 @@ SCRIPT = textwrap.dedent(
             split = jax.jit(draw)(jax.random.key(9), jax.device_put(a, by_walker))
         anc[method] = [one.tolist(), split.tolist(), split.sharding.is_equivalent_to(by_walker, 1)]
     out["ancestors"] = anc
+    # the normalised weights, the ESS and log Z of split log-weights, a device's block of
+    # walkers without weight included: one crossing of the devices
+    a = a.at[:16].set(-jnp.inf)
+    stats = jax.jit(lambda a: (se.smc.ess_fraction(a), se.smc.log_mean_exp(a),
+                               se.smc.normalized_weights(a)))
+    one = stats(a)
+    with jax.set_mesh(mesh):
+        a_split = jax.device_put(a, by_walker)
+        split = stats(a_split)
+        hlo = stats.lower(a_split).compile().as_text()
+    out["weights"] = [[np.asarray(x).ravel().tolist() for x in r] for r in (one, split)]
+    out["crossings"] = [hlo.count(" all-reduce("), hlo.count(" all-gather(")]
     print("RESULT" + json.dumps(out))
     """
 )
@@ -115,7 +132,16 @@ def runs():
 
 @pytest.mark.parametrize(
     "name",
-    ["jarzynski", "minibatched", "pcd", "flowmc", "sample_by_run", "sample_by_walker", "diagnose"],
+    [
+        "jarzynski",
+        "minibatched",
+        "pcd",
+        "flowmc",
+        "probed",
+        "sample_by_run",
+        "sample_by_walker",
+        "diagnose",
+    ],
 )
 def test_walkers_split_over_devices_give_the_one_device_run(runs, name):
     """(For ``diagnose`` the chains are compared with the table's means and R-hats; its
@@ -151,6 +177,20 @@ def test_resampling_under_the_walker_mesh_draws_the_one_device_ancestors(runs, m
     assert split == one
     assert len(set(one)) < len(one)  # a real resampling: some walkers copied
     assert is_split
+
+
+def test_split_weights_cross_the_devices_once(runs):
+    """``normalized_weights``, ``ess_fraction`` and ``log_mean_exp`` of log-weights split over
+    four devices equal their one-device values (``jax.nn.softmax``, blackjax's ESS,
+    ``jax.nn.logsumexp``), also when one device's walkers all have weight zero, and the
+    compiled program crosses the devices once (one all-reduce, no gather)."""
+    import numpy as np
+
+    one, split = runs["weights"]
+    for a, b in zip(split, one, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    assert np.sum(one[2][:16]) == 0.0 and 0.0 < one[0][0] < 1.0
+    assert runs["crossings"] == [1, 0]
 
 
 def test_walkers_that_do_not_divide_are_refused():

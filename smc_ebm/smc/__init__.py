@@ -10,8 +10,11 @@ from smc_ebm.smc._resampling import (
     ess_fraction,
     log_mean_exp,
     maybe_resample_indices,
+    normalized_weights,
     off_until,
     resample_indices,
+    split_walkers,
+    walker_blocks,
     walkers_split,
 )
 from smc_ebm.smc._step import (
@@ -22,6 +25,7 @@ from smc_ebm.smc._step import (
     gather_rows,
     resample,
     step,
+    take_ancestors,
 )
 from smc_ebm.smc._weights import ais_increment, frozen_increment, jarzynski_increment, row_sum
 
@@ -45,10 +49,14 @@ __all__ = [
     "jarzynski_increment",
     "log_mean_exp",
     "maybe_resample_indices",
+    "normalized_weights",
     "off_until",
     "resample",
     "resample_indices",
     "row_sum",
+    "split_walkers",
     "step",
+    "take_ancestors",
+    "walker_blocks",
     "walkers_split",
 ]

@@ -62,12 +62,54 @@ def _check_method(method: str) -> None:
 
 def ess_fraction(log_weights: Float[Array, " n"]) -> Float[Array, ""]:
     r"""Normalised effective sample size :math:`(\overline{e^A})^2/\overline{e^{2A}} \in (0, 1]`."""
+    if _split_blocks(log_weights) > 1:
+        lse1, lse2 = _split_logsumexp(log_weights)
+        return jnp.exp(2 * lse1 - lse2 - math.log(log_weights.shape[0]))
     return jnp.exp(log_ess(log_weights) - math.log(log_weights.shape[0]))
 
 
 def log_mean_exp(a: Float[Array, " n"]) -> Float[Array, ""]:
     r""":math:`\log \frac1n \sum_i e^{a_i}`, stably."""
+    if _split_blocks(a) > 1:
+        return _split_logsumexp(a)[0] - math.log(a.shape[0])
     return jax.nn.logsumexp(a) - math.log(a.shape[0])
+
+
+def normalized_weights(log_weights: Float[Array, " n"]) -> Float[Array, " n"]:
+    """The normalised weights ``softmax(log_weights)``."""
+    if _split_blocks(log_weights) > 1:
+        return jnp.exp(log_weights - _split_logsumexp(log_weights)[0])
+    return jax.nn.softmax(log_weights)
+
+
+def _split_blocks(a: Array) -> int:
+    """The devices that split the walker axis when ``a`` is a vector that they can split."""
+    blocks = walker_blocks()
+    return blocks if a.ndim == 1 and a.shape[0] % blocks == 0 else 1
+
+
+def _split_logsumexp(a: Float[Array, " n"]) -> tuple[Array, Array]:
+    r"""``(logsumexp(a), logsumexp(2 a))`` for log-weights split over the devices of a mesh.
+
+    Each device shifts its own block by the block's maximum and sums; the blocks' maxima and
+    sums then cross the devices once, as one all-reduce of ``B x 3`` numbers.
+    ``jax.nn.logsumexp`` crosses twice (the maximum, then the sum), and every crossing holds
+    each device until all have arrived: on few walkers per device the crossings, not the
+    work, set the time of a step (``benchmarks/scaling.py`` times the split step).
+    """
+    blocks = _split_blocks(a)
+    ab = split_walkers(a.reshape(blocks, -1))
+    m = jax.lax.stop_gradient(jnp.max(ab, axis=1))
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    d = ab - m[:, None]
+    stats = jnp.stack([m, jnp.sum(jnp.exp(d), axis=1), jnp.sum(jnp.exp(2 * d), axis=1)], 1)
+    # each device fills its own row; the sum over the split axis is the all-reduce
+    stats = jnp.sum(jnp.eye(blocks, dtype=a.dtype)[:, :, None] * stats[:, None, :], axis=0)
+    m, s1, s2 = stats[:, 0], stats[:, 1], stats[:, 2]
+    top = jnp.max(m)
+    lse1 = top + jnp.log(jnp.sum(s1 * jnp.exp(m - top)))
+    lse2 = 2 * top + jnp.log(jnp.sum(s2 * jnp.exp(2 * (m - top))))
+    return lse1, lse2
 
 
 def resample_indices(
@@ -83,7 +125,7 @@ def resample_indices(
     _check_method(method)
     weights = jax.nn.softmax(_whole(log_weights))
     m = log_weights.shape[0] if num_samples is None else num_samples
-    return _split(RESAMPLERS[method](key, weights, m))
+    return split_walkers(RESAMPLERS[method](key, weights, m))
 
 
 WALKER_AXIS = "walkers"
@@ -101,6 +143,12 @@ def walkers_split() -> bool:
     return _mesh() is not None
 
 
+def walker_blocks() -> int:
+    """How many devices split the walker axis (1 when no mesh with a walker axis is set)."""
+    mesh = _mesh()
+    return 1 if mesh is None else int(mesh.shape[WALKER_AXIS])
+
+
 def _whole(x: Array) -> Array:
     """``x`` whole on every device when a mesh with a walker axis is set, else ``x`` itself.
 
@@ -114,7 +162,7 @@ def _whole(x: Array) -> Array:
     return jax.lax.with_sharding_constraint(x, PartitionSpec())
 
 
-def _split(x: Array) -> Array:
+def split_walkers(x: Array) -> Array:
     """``x`` split along its first axis over the walker axis of the mesh set, else ``x``.
 
     The ancestors are then searched for where their walkers live, each device its own share.

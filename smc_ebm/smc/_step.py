@@ -32,6 +32,8 @@ from smc_ebm.smc._resampling import (
     ess_fraction,
     log_mean_exp,
     maybe_resample_indices,
+    normalized_weights,
+    split_walkers,
     walkers_split,
 )
 
@@ -121,9 +123,9 @@ def step(
     u, g, param_grad = evaluate(energy_new, x)
     new = KernelState(x, u, g)
     # 3. incremental weights
-    a = population.log_weights + increment(kernel, old, new, move)
+    a = split_walkers(population.log_weights + increment(kernel, old, new, move))
     # 4. ESS and the model term, with the weights of the new target
-    w = jax.nn.softmax(a)
+    w = normalized_weights(a)
     ess = ess_fraction(a)
     # 5. resample when the schedule says so
     do = resampling.should_resample(index, ess)
@@ -140,19 +142,32 @@ def resample(
 
     The ancestors are the identity when ``do`` is false. On one device the walkers are
     gathered with them at every step (see :func:`~smc_ebm.smc.maybe_resample_indices` for
-    why). With the walkers split over devices (:func:`~smc_ebm.smc.walkers_split`) they are
-    gathered only when ``do``: a gather with traced indices brings the whole population to
-    every device (``benchmarks/scaling.py`` measures the split run against one device).
+    why). With the walkers split over devices they are gathered only when ``do``
+    (:func:`take_ancestors`; ``benchmarks/scaling.py`` measures the split run against one
+    device).
     """
     idx, a, anchor = maybe_resample_indices(
         do, key, population.log_weights, population.log_Z_anchor, method
     )
     x, u, g = population.position, population.energy, population.grad
     if walkers_split():
-        x, u, g = jax.lax.cond(do, lambda: (x[idx], u[idx], g[idx]), lambda: (x, u, g))
+        x, u, g = take_ancestors(do, idx, x, u, g)
         return Population(x, u, g, a, anchor), idx
     x, g = gather_rows(idx, x, g)
     return Population(x, u[idx], g, a, anchor), idx
+
+
+def take_ancestors(do: Array, idx: Array, *arrays: Array) -> tuple[Array, ...]:
+    """``a[idx]`` for each of ``arrays`` (walker arrays), ``idx`` the ancestors of a step.
+
+    ``idx`` is the identity when ``do`` is false. On one device every array is gathered at
+    every step (see :func:`~smc_ebm.smc.maybe_resample_indices`); with the walkers split over
+    devices (:func:`~smc_ebm.smc.walkers_split`) only when ``do``: a gather with traced indices
+    brings the whole array to every device.
+    """
+    if walkers_split():
+        return jax.lax.cond(do, lambda: tuple(a[idx] for a in arrays), lambda: arrays)
+    return tuple(a[idx] for a in arrays)
 
 
 def gather_rows(idx: Array, x: Array, g: Array) -> tuple[Array, Array]:

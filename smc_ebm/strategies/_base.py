@@ -15,7 +15,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from smc_ebm._naming import OldAttributes, RenamedArguments
 from smc_ebm.energies import energy_l2_grad
 from smc_ebm.kernels import mean_param_grad
-from smc_ebm.smc import Population, row_sum
+from smc_ebm.smc import Population, normalized_weights, row_sum
 
 
 class WalkerState(NamedTuple):
@@ -217,7 +217,7 @@ class AbstractStrategy(OldAttributes, metaclass=RenamedArguments):
         grad = jax.tree.map(lambda a, b: a - b, data_grad, term.grad)
         if getattr(energy, "l2_penalty", 0.0):  # static: energies with an energy penalty
             x, a = self.walkers(state)
-            w = jax.nn.softmax(a) if self.weighted else jnp.full_like(a, 1.0 / a.shape[0])
+            w = normalized_weights(a) if self.weighted else jnp.full_like(a, 1.0 / a.shape[0])
             pen_grad, _ = energy_l2_grad(energy, batch, x, w)
             grad = jax.tree.map(lambda a, b: a + b, grad, pen_grad)
         return state, grad, data_energy - term.energy, data_energy, term

@@ -25,6 +25,7 @@ from jaxtyping import Array
 
 from smc_ebm._naming import OldAttributes, RenamedArguments
 from smc_ebm.kernels import evaluate, per_walker_sized
+from smc_ebm.smc import split_walkers, walker_blocks
 
 # Walkers probed per step (all of them when there are fewer).
 CORRECTION_PROBES = 1024
@@ -180,16 +181,10 @@ def correction(
     scale = [jnp.maximum(-jnp.where(jnp.isfinite(d), d, 0.0), 0.0) for d in leaves]
     n = state.position.shape[0]
     m = n if num_active is None else min(int(num_active), n)
-    # The walkers that entered the gradient (``m`` at most; index n pads when fewer did).
-    pool = jnp.arange(n) if m == n else jnp.nonzero(state.grad_weights > 0, size=m, fill_value=n)[0]
     stride = max(1, m // CORRECTION_PROBES)
     offset = jax.random.randint(jax.random.fold_in(key, 1), (), 0, stride)
-    probed = offset + stride * jnp.arange(-(-m // stride))
-    idx = pool[jnp.minimum(probed, m - 1)]
-    valid = (probed < m) & (idx < n)
-    idx = jnp.minimum(idx, n - 1)
-    x = state.position[idx]
-    q = jnp.where(valid, state.grad_weights[idx], 0.0)
+    take, put = _probes(state.grad_weights, m, stride, offset)
+    x, q = take(state.position), take(state.grad_weights)
 
     if exact:
         # S (delta_i - m) . delta_i from each walker's own gradient: the self-term itself.
@@ -217,7 +212,54 @@ def correction(
             jnp.sum(a * b) for a, b in zip(jax.tree.leaves(state.param_grad), probe, strict=True)
         )
         corr = stride * q * d * (d - m)
-    return updates, new_opt, jnp.zeros(n, corr.dtype).at[idx].add(jnp.where(valid, corr, 0.0))
+    return updates, new_opt, put(corr)
+
+
+def _probes(grad_weights: Array, m: int, stride: int, offset: Array) -> tuple[Callable, Callable]:
+    """The probed walkers: every ``stride``-th of the ``m`` that entered the gradient.
+
+    Returns ``take`` (a walker array ``(N, ...)`` to its probed rows, padding rows included)
+    and ``put`` (values on the probed rows to an ``(N,)`` array, zero elsewhere).
+    When every walker entered the gradient (``m == N``) the probes are the walkers
+    ``offset + stride * j``. With the walkers split over ``B`` devices
+    (:func:`~smc_ebm.smc.walker_blocks`) the same walkers are found in each device's block of
+    ``N / B`` rows, so that neither the gather nor the scatter crosses devices (a gather of
+    rows from a split array is a cross-device reduction of all of them, and the probes' work
+    would be repeated on every device).
+    """
+    n = grad_weights.shape[0]
+    blocks = walker_blocks()
+    if blocks > 1 and m == n and n % blocks == 0:
+        size = n // blocks
+        first = jnp.mod(offset - size * jnp.arange(blocks), stride)
+        local = first[:, None] + stride * jnp.arange(-(-size // stride))  # (B, probes a block)
+        valid = local < size
+        local = jnp.minimum(local, size - 1)
+
+        def take(a):
+            by_block = split_walkers(a.reshape(blocks, size, *a.shape[1:]))
+            return jax.vmap(lambda b, i: b[i])(by_block, local).reshape(-1, *a.shape[1:])
+
+        def put(values):
+            values = jnp.where(valid, values.reshape(valid.shape), 0.0)
+            out = jax.vmap(lambda i, v: jnp.zeros(size, v.dtype).at[i].add(v))(local, values)
+            return out.reshape(n)
+
+        return take, put
+    # The walkers that entered the gradient (``m`` at most; index n pads when fewer did).
+    pool = jnp.arange(n) if m == n else jnp.nonzero(grad_weights > 0, size=m, fill_value=n)[0]
+    probed = offset + stride * jnp.arange(-(-m // stride))
+    idx = pool[jnp.minimum(probed, m - 1)]
+    valid = (probed < m) & (idx < n)
+    idx = jnp.minimum(idx, n - 1)
+
+    def take(a):
+        return a[idx]
+
+    def put(values):
+        return jnp.zeros(n, values.dtype).at[idx].add(jnp.where(valid, values, 0.0))
+
+    return take, put
 
 
 def directional_derivatives(params, static, x, v) -> Array:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from smc_ebm.flows import make_flow, mle_step
 from smc_ebm.kernels import Kernel, MoveInfo, adapt_step_size, evaluate, isir_move, mala_move
-from smc_ebm.smc import log_mean_exp, resample_indices
+from smc_ebm.smc import log_mean_exp, normalized_weights, resample_indices
 
 
 def flow_moves(
@@ -95,7 +95,7 @@ def train_flow(key, flow, opt_state, buffer, x, a, weighted, flow_steps, batch, 
         return flow, opt_state, buffer, nll
     n = x.shape[0]
     k_res, k_draw = jax.random.split(key)
-    weights = jax.nn.softmax(a) if weighted else None
+    weights = normalized_weights(a) if weighted else None
     if buffer is not None:
         # The buffer holds unweighted samples: weighted walkers enter it resampled.
         push = x[resample_indices(k_res, a, "multinomial")] if weighted else x

@@ -44,7 +44,9 @@ from smc_ebm.smc import (
     ess_fraction,
     log_mean_exp,
     maybe_resample_indices,
+    normalized_weights,
     resample_indices,
+    take_ancestors,
 )
 from smc_ebm.strategies._base import (
     AbstractStrategy,
@@ -261,10 +263,10 @@ class FlowStrategy(AbstractStrategy):
             idx, a, anchor = maybe_resample_indices(
                 resampled, k_res, a, anchor, self.resampling.method
             )
-            x = x[idx]
+            (x,) = take_ancestors(resampled, idx, x)
         x, step_size, acc, p_move = self._moves(k_move, x, energy_new, flow, state.step_size)
         u, g, pg_fn = evaluate(energy_new, x)
-        p = jax.nn.softmax(a) if self.weighted else jnp.full_like(a, 1.0 / a.shape[0])
+        p = normalized_weights(a) if self.weighted else jnp.full_like(a, 1.0 / a.shape[0])
         flow, opt_state, buffer, nll = self._train_flow(
             k_flow, flow, state.flow_opt_state, state.buffer, x, a
         )

@@ -30,7 +30,9 @@ from smc_ebm.smc import (
     default_increment,
     ess_fraction,
     log_mean_exp,
+    normalized_weights,
     resample,
+    take_ancestors,
 )
 from smc_ebm.smc import step as smc_step
 from smc_ebm.strategies._base import (
@@ -91,7 +93,7 @@ def move_batch(key, state, energy_old, energy_new, kernel, num_batch, every, wei
         a = (a + ais_increment(state.energy, u_new)).at[idx].set(a[idx] + inc_b)
     gw = None
     if every:
-        p = jax.nn.softmax(a) if weighted else jnp.full_like(a, 1.0 / n)
+        p = normalized_weights(a) if weighted else jnp.full_like(a, 1.0 / n)
         pgrad, model_energy = pgrad_all(p), jnp.sum(p * u_new)
         gw = p if weighted else None
     else:
@@ -251,7 +253,7 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
                 self.resampling,
                 step + 1,
             )
-            grad_weights = info.weights[info.ancestors]
+            (grad_weights,) = take_ancestors(info.resampled, info.ancestors, info.weights)
             new = WalkerState(*population, info.model_grad, info.model_energy, grad_weights)
             certified = not kernel.invariant  # the Jarzynski increment reads every coordinate
             return new, StepInfo(info.resampled, info.acceptance, walker_checks(new, certified))
@@ -267,7 +269,8 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
             WalkerState(x, u, g, a, state.log_Z_anchor, None, None).population,
             self.resampling.method,
         )
-        new = WalkerState(*population, pgrad, model_energy, gw[idx])
+        (gw,) = take_ancestors(do, idx, gw)
+        new = WalkerState(*population, pgrad, model_energy, gw)
         return new, StepInfo(do, acc, walker_checks(new))
 
     def update_rule(self):
