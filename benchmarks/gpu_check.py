@@ -178,8 +178,7 @@ def main(argv=None) -> dict:
         write_json(args.out, out)
     if len(jax.devices()) > 1:
         n = 10**5 if not args.quick else 64 * len(jax.devices())
-        one = scaling.time_per_step(n, dim, 20, 3)
-        many = scaling.time_per_step(n, dim, 20, 3, devices=jax.devices())
+        one, many = scaling.paired_times(n, dim, 20, 3)
         out["split"] = {"walkers": n, "one_device_s": one, "split_s": many, "ratio": many / one}
         print(f"{len(jax.devices())} devices / 1: {many / one:.2f}", flush=True)
     out["total_s"] = time.perf_counter() - t_start

@@ -12,11 +12,12 @@ JSON file and a plot.
 ``--devices K`` also times the same total work on K forced host devices against one, at
 10^4, 10^5 and 10^6 walkers, in a subprocess (``--xla_force_host_platform_device_count=K``):
 on a CPU the K devices share the same cores, so the ratio measures the overhead of
-splitting, not a speed-up.
+splitting, not a speed-up. The one-device and the split chunks are alternated
+``--device-reps`` times in the one process, and the ratio is that of their medians.
 
-    python benchmarks/scaling.py                       # about 6 minutes on 2 cores
+    python benchmarks/scaling.py                       # about 10 minutes on 2 cores
     python benchmarks/scaling.py --quick               # seconds (a smoke test)
-    python benchmarks/scaling.py --device-repeats 5    # the device comparison 5 times
+    python benchmarks/scaling.py --only-devices --device-repeats 3 --out X   # devices only
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ import optax
 import smc_ebm as se
 
 
-def time_per_step(num_walkers: int, dim: int, steps: int, reps: int, devices=None) -> float:
+def _run(num_walkers: int, dim: int, steps: int, devices=None):
+    """``fit`` compiled for the benchmark's problem, and a function that times one chunk."""
     data = se.datasets.two_mode_teacher(jax.random.key(0), n=2000, dim=dim).samples
     energy = se.energies.GaussianMixture.init(jax.random.key(1), 2, dim, scale=0.1)
     strategy = se.Jarzynski(num_walkers, 0.1, resampling=se.ESSResampling(0.9))
@@ -49,12 +51,26 @@ def time_per_step(num_walkers: int, dim: int, steps: int, reps: int, devices=Non
         progress=False,
         devices=devices,
     )
-    result = se.fit(energy, data, key=jax.random.key(2), **kw)  # compiles
-    times = []
-    for _ in range(reps):
-        result = se.fit(energy, data, key=jax.random.key(2), resume=result, **kw)
-        times.append(float(result.chunk_seconds[-1]) / steps)
-    return statistics.median(times)
+    box = [se.fit(energy, data, key=jax.random.key(2), **kw)]  # compiles
+
+    def chunk() -> float:
+        box[0] = se.fit(energy, data, key=jax.random.key(2), resume=box[0], **kw)
+        return float(box[0].chunk_seconds[-1]) / steps
+
+    return chunk
+
+
+def time_per_step(num_walkers: int, dim: int, steps: int, reps: int, devices=None) -> float:
+    chunk = _run(num_walkers, dim, steps, devices)
+    return statistics.median(chunk() for _ in range(reps))
+
+
+def paired_times(num_walkers: int, dim: int, steps: int, reps: int) -> tuple[float, float]:
+    """Median time per step on one device and split over all devices, the two chunks
+    alternated ``reps`` times (so that both see the same load of a shared machine)."""
+    one, split = _run(num_walkers, dim, steps), _run(num_walkers, dim, steps, jax.devices())
+    pairs = [(one(), split()) for _ in range(reps)]
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
 
 
 def exponent(sizes, times) -> float:
@@ -63,13 +79,11 @@ def exponent(sizes, times) -> float:
 
 def device_ratio(k: int, sizes, dim: int, steps: int, reps: int) -> list[dict]:
     """For each number of walkers in ``sizes``: one device against ``k`` forced host devices,
-    side by side in one subprocess (each pair timed one after the other)."""
+    side by side in one subprocess (:func:`paired_times`)."""
     here = str(Path(__file__).parent)
     code = (
         f"import jax, json, sys; sys.path.insert(0, {here!r}); import scaling as s; "
-        f"out = [(s.time_per_step(n, {dim}, {steps}, {reps}), "
-        f"s.time_per_step(n, {dim}, {steps}, {reps}, devices=jax.devices())) "
-        f"for n in {list(sizes)!r}]; "
+        f"out = [s.paired_times(n, {dim}, {steps}, {reps}) for n in {list(sizes)!r}]; "
         "print('RESULT' + json.dumps(out))"
     )
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={k}"}
@@ -92,12 +106,18 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--device-repeats", type=int, default=1, help="times the device comparison is repeated"
     )
+    p.add_argument(
+        "--device-reps", type=int, default=15, help="alternated chunks of each device comparison"
+    )
+    p.add_argument("--only-devices", action="store_true", help="skip the walker and d sweep")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scaling")
     args = p.parse_args(argv)
     walkers = [10**3, 3 * 10**3, 10**4, 3 * 10**4, 10**5, 3 * 10**5, 10**6]
     dims = [10, 50, 200, 1000]
     if args.quick:
-        walkers, dims, args.steps, args.reps = [64, 128], [2, 4], 5, 1
+        walkers, dims, args.steps, args.reps, args.device_reps = [64, 128], [2, 4], 5, 1, 2
+    if args.only_devices:
+        walkers, dims = [], []
     wdim = 4 if args.quick else 50
     nd = 128 if args.quick else 10**4
     rows = {"walkers": [], "dims": []}
@@ -111,20 +131,17 @@ def main(argv=None) -> dict:
         print(f"N = {nd:>8}, d = {d:>4}: {1e3 * t:9.3f} ms/step", flush=True)
     big_n = [(n, t) for n, t in rows["walkers"] if args.quick or n >= 10**4]
     big_d = [(d, t) for d, t in rows["dims"] if args.quick or d >= 50]
-    out = {
-        "device": str(jax.devices()[0]),
-        "steps": args.steps,
-        "reps": args.reps,
-        **rows,
-        "walker_exponent": exponent(*zip(*big_n, strict=True)),
-        "dim_exponent": exponent(*zip(*big_d, strict=True)),
-    }
-    print(f"time ~ walkers^{out['walker_exponent']:.2f} (N >= 1e4), ~ d^{out['dim_exponent']:.2f}")
+    out = {"device": str(jax.devices()[0]), "steps": args.steps, "reps": args.reps, **rows}
+    if walkers:
+        out["walker_exponent"] = exponent(*zip(*big_n, strict=True))
+        out["dim_exponent"] = exponent(*zip(*big_d, strict=True))
+        w, d = out["walker_exponent"], out["dim_exponent"]
+        print(f"time ~ walkers^{w:.2f} (N >= 1e4), ~ d^{d:.2f}")
     if args.devices > 1:
         sizes = [128, 256] if args.quick else [10**4, 10**5, 10**6]
         out["split"] = []
         for _ in range(args.device_repeats):  # each repeat: a fresh subprocess
-            split = device_ratio(args.devices, sizes, wdim, args.steps, args.reps)
+            split = device_ratio(args.devices, sizes, wdim, args.steps, args.device_reps)
             out["split"] += split
             for s in split:
                 print(
@@ -142,6 +159,8 @@ def main(argv=None) -> dict:
                 )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=1))
+    if not walkers:
+        return out
     import matplotlib
 
     matplotlib.use("Agg")

@@ -74,7 +74,7 @@ def test_regenerate_docs_runs_each_command_into_its_log(tmp_path, monkeypatch, c
     assert regen.main(["--list", "--only", "bad"]) == cmds[1:]
 
 
-@pytest.mark.slow  # about 100 s: compiles a step per size, the split ones in two subprocesses
+@pytest.mark.slow  # about 2 min: compiles a step per size, the split ones in three subprocesses
 def test_scaling_runs_quick(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     argv = ["--quick", "--devices", "2", "--device-repeats", "2", "--out", str(tmp_path / "s")]
@@ -83,6 +83,10 @@ def test_scaling_runs_quick(tmp_path, monkeypatch):
     assert (tmp_path / "s.png").exists()
     assert [s["walkers"] for s in out["split"]] == [128, 256, 128, 256]
     assert all(s["devices"] == 2 and s["ratio"] > 0 for s in out["split"])
+    argv = ["--quick", "--devices", "2", "--only-devices", "--out", str(tmp_path / "d")]
+    out = _load("scaling").main(argv)
+    assert out["walkers"] == [] and [s["walkers"] for s in out["split"]] == [128, 256]
+    assert (tmp_path / "d.json").exists() and not (tmp_path / "d.png").exists()
 
 
 def test_gpu_check_runs_quick(tmp_path, monkeypatch):
