@@ -51,11 +51,12 @@ def _run(num_walkers: int, dim: int, steps: int, devices=None):
         progress=False,
         devices=devices,
     )
-    box = [se.fit(energy, data, key=jax.random.key(2), **kw)]  # compiles
+    result = se.fit(energy, data, key=jax.random.key(2), **kw)  # compiles
 
     def chunk() -> float:
-        box[0] = se.fit(energy, data, key=jax.random.key(2), resume=box[0], **kw)
-        return float(box[0].chunk_seconds[-1]) / steps
+        nonlocal result
+        result = se.fit(energy, data, key=jax.random.key(2), resume=result, **kw)
+        return float(result.chunk_seconds[-1]) / steps
 
     return chunk
 
