@@ -151,7 +151,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Jarzynski: the correction from one random probe (JVP) or from each walker's own "
         "parameter gradient",
     )
-    p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
+    p.add_argument(
+        "--optimizer",
+        choices=("adam", "sgd"),
+        default="adam",
+        help="Adam, or plain SGD (an update linear in the gradient, so that "
+        "--feedback-correction local is exact to first order)",
+    )
+    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
     p.add_argument("--lr-final", type=float, default=0.1, help="final lr as a fraction")
     p.add_argument(
         "--adam-b1",
@@ -383,6 +390,8 @@ def initial(seed: int, args, side: int):
         )
     else:
         schedule = optax.cosine_decay_schedule(args.lr, args.steps, alpha=args.lr_final)
+    if args.optimizer == "sgd":
+        return energy, optax.sgd(schedule), k_fit
     return energy, optax.adam(schedule, b1=args.adam_b1), k_fit
 
 

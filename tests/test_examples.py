@@ -213,3 +213,30 @@ def test_digits_model_ais_walkers_sets_the_annealing_size_apart_from_the_trainin
     assert seen == [(4096, 8), (1024, 8), (6, 3)]
     with pytest.raises(SystemExit):
         example.parse_args(["--model-ais-walkers", "1"])
+
+
+def test_digits_optimizer_sgd_is_a_linear_update_and_adam_is_not():
+    """``--optimizer sgd``: the update is linear in the gradient (the feedback correction is
+    then exact to first order and ``"auto"`` applies it); the default, Adam, is not (``"auto"``
+    skips it). SGD follows the same schedule: its first update is ``-lr`` times the gradient."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    import smc_ebm as se
+
+    example = load_script(Path(__file__).parents[1] / "examples" / "digits_proportions.py")
+    found = {}
+    for name in ("adam", "sgd"):
+        args = example.parse_args(["--optimizer", name, "--lr", "0.25"])
+        energy, optimizer, _ = example.initial(0, args, 8)
+        params = eqx.filter(energy, eqx.is_inexact_array)
+        with jax.numpy_dtype_promotion("standard"):  # as the example's fit runs
+            state = optimizer.init(params)
+            rule = se.strategies.FeedbackCorrection("auto").prepare(optimizer, state, params)
+            found[name] = rule is not None
+            grad = jax.tree.map(lambda p: jnp.full_like(p, 2.0), params)
+            updates, _ = optimizer.update(grad, state, params)
+        if name == "sgd":
+            assert all(np.allclose(u, -0.5) for u in jax.tree.leaves(updates))
+    assert found == {"adam": False, "sgd": True}
