@@ -18,6 +18,7 @@ splitting, not a speed-up. The one-device and the split chunks are alternated
     python benchmarks/scaling.py                       # about 10 minutes on 2 cores
     python benchmarks/scaling.py --quick               # seconds (a smoke test)
     python benchmarks/scaling.py --only-devices --device-repeats 3 --out X   # devices only
+    python benchmarks/scaling.py --only-devices --device-sizes 10000 --device-repeats 10 --out X
 """
 
 from __future__ import annotations
@@ -111,6 +112,13 @@ def main(argv=None) -> dict:
         "--device-reps", type=int, default=15, help="alternated chunks of each device comparison"
     )
     p.add_argument("--only-devices", action="store_true", help="skip the walker and d sweep")
+    p.add_argument(
+        "--device-sizes",
+        type=int,
+        nargs="+",
+        default=[10**4, 10**5, 10**6],
+        help="walker counts of the device comparison",
+    )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scaling")
     args = p.parse_args(argv)
     walkers = [10**3, 3 * 10**3, 10**4, 3 * 10**4, 10**5, 3 * 10**5, 10**6]
@@ -139,7 +147,7 @@ def main(argv=None) -> dict:
         w, d = out["walker_exponent"], out["dim_exponent"]
         print(f"time ~ walkers^{w:.2f} (N >= 1e4), ~ d^{d:.2f}")
     if args.devices > 1:
-        sizes = [128, 256] if args.quick else [10**4, 10**5, 10**6]
+        sizes = [128, 256] if args.quick else args.device_sizes
         out["split"] = []
         for _ in range(args.device_repeats):  # each repeat: a fresh subprocess
             split = device_ratio(args.devices, sizes, wdim, args.steps, args.device_reps)
