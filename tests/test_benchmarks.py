@@ -297,3 +297,63 @@ def test_digits_model_masses_reannealing_a_saved_model_repeats_the_examples_numb
         [str(tmp_path), "--within", "--steps", "6", "--walkers", "16"]
     )["runs"]
     assert np.allclose(within["arrival"], np.eye(3)) and abs(sum(within["proportions"]) - 1) < 1e-9
+
+
+@pytest.mark.slow  # about 30 s: two 20-step digits runs
+def test_digits_param_average_saves_the_examples_model_and_the_mean_of_its_snapshots(tmp_path):
+    """The final energy is the example's own model bit for bit (the segments continue the run
+    exactly), and the averaged one is the mean of the parameters at steps 10 and 20."""
+    import equinox as eqx
+    import jax
+
+    import smc_ebm as se
+
+    example = load_script(Path(__file__).parents[1] / "examples" / "digits_proportions.py")
+    tiny = ["--steps", "20", "--num-walkers", "16", "--num-anneal", "2", "--seeds", "1"]
+    tiny += ["--channels", "2", "2", "2", "--batch-size", "16", "--no-progress"]
+    example.main(
+        [
+            *tiny,
+            "--strategies",
+            "Jarzynski",
+            "--save-models",
+            "--average-last",
+            "0",
+            "--out-dir",
+            str(tmp_path / "example"),
+        ]
+    )
+    out = tmp_path / "averaged"
+    numbers = _load("digits_param_average").main(
+        [*tiny, "--fraction", "0.5", "--every", "10", "--out-dir", str(out)]
+    )
+    assert numbers["snapshots"] == 2
+    args = example.parse_args(tiny)
+    data, _ = example.load(args, jax.random.key(0))
+    side = int(data.info["shape"][0])
+    energy, optimizer, key = example.initial(0, args, side)
+
+    def leaves(path):
+        loaded = eqx.tree_deserialise_leaves(path, energy)
+        return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(loaded, eqx.is_inexact_array))]
+
+    final = leaves(out / "energy_jarzynski_0.eqx")
+    for a, b in zip(final, leaves(tmp_path / "example" / "energy_jarzynski_0.eqx"), strict=True):
+        assert np.array_equal(a, b)
+    with jax.numpy_dtype_promotion("standard"):
+        half = se.fit(
+            energy,
+            data.samples,
+            strategy=example.make_strategy("Jarzynski", args, side * side),
+            optimizer=optimizer,
+            key=key,
+            num_steps=10,
+            batch_size=16,
+            record_every=10,
+            progress=False,
+        )
+    mid = [np.asarray(x) for x in jax.tree.leaves(eqx.filter(half.energy, eqx.is_inexact_array))]
+    averaged = leaves(out / "energy_averaged_0.eqx")
+    assert any(not np.array_equal(m, f) for m, f in zip(mid, final, strict=True))
+    for avg, m, f in zip(averaged, mid, final, strict=True):
+        np.testing.assert_allclose(avg, (m + f) / 2, rtol=1e-6, atol=1e-7)
