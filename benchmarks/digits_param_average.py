@@ -33,6 +33,9 @@ import digits_proportions as example  # noqa: E402
 
 import smc_ebm as se  # noqa: E402
 
+# The options this script does not define are the example's (parse_known_args below).
+FORWARDS_TO = "examples/digits_proportions.py"
+
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
