@@ -18,7 +18,6 @@ model's own class proportions beside the final one's.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import digits_proportions as example  # noqa: E402
 
 import smc_ebm as se  # noqa: E402
+from smc_ebm.recipes import stop_if_interrupted, write_json  # noqa: E402
 
 # The options this script does not define are the example's (parse_known_args below).
 FORWARDS_TO = "examples/digits_proportions.py"
@@ -65,6 +65,7 @@ def main(argv=None) -> dict:
     with jax.numpy_dtype_promotion("standard"):
         result = se.fit(energy, data.samples, num_steps=first, **kw)
         while True:
+            stop_if_interrupted(result)  # a snapshot is taken only at a segment's end
             snaps.append(eqx.filter(result.energy, eqx.is_inexact_array))
             props.append(clf.proportions(result.walkers, result.log_weights))
             if result.steps >= args.steps:
@@ -89,7 +90,7 @@ def main(argv=None) -> dict:
         "snapshot_walkers": over.tolist(),
         "wall_s": wall,
     }
-    (out / "numbers.json").write_text(json.dumps(numbers, indent=1))
+    write_json(out / "numbers.json", numbers)
     return numbers
 
 
