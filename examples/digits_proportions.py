@@ -119,6 +119,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Jarzynski's move (with MALA its increment is the AIS one: no discretisation term)",
     )
     p.add_argument(
+        "--moves-per-step",
+        type=int,
+        default=1,
+        help="Jarzynski with MALA: this many MALA steps per optimizer step, one move "
+        "(se.kernels.Repeated; AIS increments stay exact, at this many energy and gradient "
+        "evaluations per walker)",
+    )
+    p.add_argument(
         "--adapt-step",
         type=float,
         default=0.0,
@@ -276,6 +284,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--weights needs one value per label")
     if not 0.0 <= args.adam_b1 < 1.0:
         p.error(f"--adam-b1 must be in [0, 1); got {args.adam_b1}")
+    if args.moves_per_step < 1:
+        p.error(f"--moves-per-step must be at least 1; got {args.moves_per_step}")
+    if args.moves_per_step > 1 and (args.kernel != "mala" or args.adapt_step):
+        p.error("--moves-per-step > 1 needs --kernel mala and a fixed step (no --adapt-step)")
     if args.reseed_every and not args.observers:
         p.error("--reseed-every needs --observers to reseed from")
     if args.model_ais_walkers is not None and args.model_ais_walkers < 2:
@@ -338,10 +350,13 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
         )
         return with_observers(strategy, args)
     start = int(args.resample_from * args.steps)
+    kernel = args.kernel
+    if args.moves_per_step > 1:
+        kernel = se.kernels.Repeated(se.kernels.MALA(h), args.moves_per_step)
     strategy = se.Jarzynski(
         n,
         h,
-        kernel=args.kernel,
+        kernel=kernel,
         walker_batch=args.walker_batch,
         walker_grad=args.walker_grad,
         resampling=se.ESSResampling(
@@ -642,7 +657,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f", model (AIS {ais_label}) {np.round(masses[-1]['proportions'], 3)}"
                     f" ± {np.round(masses[-1]['standard_errors'], 3)}"
                 )
-            if res.strategy.kernel == "mala":
+            if res.strategy.kernel == "mala" or isinstance(res.strategy.kernel, se.kernels.Kernel):
                 extra += f", MALA acceptance {np.nanmean(res.history['acceptance']):.3f}"
                 if args.adapt_step and name == "Jarzynski":
                     extra += f", final step {final_step_size(res.state):.2g}"

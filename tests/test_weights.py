@@ -25,7 +25,7 @@ from _stats import (
 )
 
 import smc_ebm as se
-from smc_ebm.energies import GaussianMixture, Tilted
+from smc_ebm.energies import Gaussian, GaussianMixture, Tilted
 from smc_ebm.kernels import ula_log_alpha
 from smc_ebm.smc import ais_increment, jarzynski_increment, row_sum
 
@@ -40,6 +40,12 @@ def _run(name):
     strategies = {
         "ula": se.Jarzynski(N, STEP_SIZE, resampling=se.NoResampling()),
         "mala": se.Jarzynski(N, STEP_SIZE, kernel="mala", resampling=se.NoResampling()),
+        "mala-x3": se.Jarzynski(
+            N,
+            STEP_SIZE,
+            kernel=se.kernels.Repeated(se.kernels.MALA(STEP_SIZE), 3),
+            resampling=se.NoResampling(),
+        ),
         "unweighted": se.Unweighted(N, STEP_SIZE),
         "batch-all": se.Jarzynski(
             N, STEP_SIZE, walker_batch=N // 4, walker_grad="all", resampling=se.NoResampling()
@@ -256,7 +262,7 @@ def test_ais_increment_is_energy_difference():
 
 
 # --------------------------------------------------------------------------- identity
-@pytest.mark.parametrize("kernel", ["ula", "mala"])
+@pytest.mark.parametrize("kernel", ["ula", "mala", "mala-x3"])
 def test_weighted_walkers_follow_the_moving_target(kernel):
     out = _run(kernel)
     _check_moments_and_log_Z(out)
@@ -268,6 +274,46 @@ def test_weighted_walkers_follow_the_moving_target(kernel):
     assert not out["resampled"].any()
     # The weights have degenerated (the test is not trivial) but are still usable.
     assert 0.2 < out["ess"][-1] < 0.95
+
+
+def test_repeated_mala_moves_keep_more_of_the_weights():
+    """Three MALA steps a move follow the moving target more closely than one: the weights
+    that carry the difference degenerate less (final ESS 0.91 against 0.78 on this seed)."""
+    one, three = _run("mala"), _run("mala-x3")
+    assert three["ess"][-1] > one["ess"][-1] + 0.05, (three["ess"][-1], one["ess"][-1])
+
+
+def test_repeated_kernel_is_its_steps_in_sequence(key):
+    """One move of Repeated(MALA, 3) is three MALA transitions in a plain loop; the move's
+    energy is the old energy at the final positions (what the AIS increment reads)."""
+    energy = Gaussian(jnp.array([0.5, -1.0]), jnp.array([0.7, 1.3]))
+    mala = se.kernels.MALA(0.4)
+    state = mala.init(jax.random.normal(key, (64, 2)), energy)
+    k_move = jax.random.key(3)
+    x, info = se.kernels.Repeated(mala, 3).move(k_move, state, energy)
+    loop, accs = state, []
+    for k in jax.random.split(k_move, 3):
+        loop, step_info = mala.step(k, loop, energy)
+        accs.append(step_info.acceptance)
+    # Equal up to float32 rounding (the scan compiles what the loop runs op by op).
+    np.testing.assert_allclose(np.asarray(x), np.asarray(loop.position), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(info.energy), np.asarray(jax.vmap(energy)(x)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(info.acceptance), np.mean(np.stack(accs), 0), rtol=1e-6)
+    assert not np.array_equal(np.asarray(x), np.asarray(state.position))
+    x1, info1 = se.kernels.Repeated(mala, 1).move(k_move, state, energy)
+    x0, info0 = mala.move(k_move, state, energy)
+    np.testing.assert_array_equal(np.asarray(x1), np.asarray(x0))
+    assert se.kernels.Repeated(se.kernels.MALA(0.4), 3) == se.kernels.Repeated(mala, 3)
+    assert se.kernels.Repeated(mala, 2) != se.kernels.Repeated(mala, 3)
+
+
+def test_repeated_kernel_rejects_what_it_cannot_weight():
+    with pytest.raises(ValueError, match="invariant"):
+        se.kernels.Repeated(se.kernels.ULA(0.1), 3)
+    with pytest.raises(ValueError, match="num_steps"):
+        se.kernels.Repeated(se.kernels.MALA(0.1), 0)
+    with pytest.raises(TypeError, match="Kernel"):
+        se.kernels.Repeated("mala", 3)
 
 
 @pytest.mark.parametrize("kernel", ["ula", "mala"])
@@ -446,6 +492,12 @@ def test_identity_has_no_bias_over_many_populations(name):
     strategies = {
         "ula": se.Jarzynski(N, STEP_SIZE, resampling=se.NoResampling()),
         "mala": se.Jarzynski(N, STEP_SIZE, kernel="mala", resampling=se.NoResampling()),
+        "mala-x3": se.Jarzynski(
+            N,
+            STEP_SIZE,
+            kernel=se.kernels.Repeated(se.kernels.MALA(STEP_SIZE), 3),
+            resampling=se.NoResampling(),
+        ),
         "batch-all": se.Jarzynski(N, STEP_SIZE, walker_batch=N // 4, resampling=se.NoResampling()),
     }
     reps = 32

@@ -1,8 +1,8 @@
 """Moves of the walkers: one kernel interface, and the fused one-pass evaluator.
 
-The kernels (ULA, MALA, i-SIR; projected Langevin in :mod:`smc_ebm.manifolds`) act on a
-:class:`KernelState`; :func:`evaluate` gives energies, gradients and parameter gradients from
-one pass.
+The kernels (ULA, MALA, i-SIR, :class:`Repeated` steps of an invariant one; projected
+Langevin in :mod:`smc_ebm.manifolds`) act on a :class:`KernelState`; :func:`evaluate` gives
+energies, gradients and parameter gradients from one pass.
 """
 
 from smc_ebm.kernels._base import Kernel, KernelState, MoveInfo, energy_and_grad, run_chains
@@ -26,11 +26,13 @@ from smc_ebm.kernels._langevin import (
     ula_propose,
 )
 from smc_ebm.kernels._normal import standard_normal
+from smc_ebm.kernels._repeat import Repeated
 
 __all__ = [
     "ISIR",
     "KERNELS",
     "MALA",
+    "Repeated",
     "ULA",
     "Kernel",
     "KernelState",

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from smc_ebm._naming import RenamedArguments, renamed, translate
-from smc_ebm.kernels import KernelState, energies, evaluate, make_kernel
+from smc_ebm.kernels import Kernel, KernelState, energies, evaluate, make_kernel
 from smc_ebm.smc import (
     ESSResampling,
     IntervalResampling,
@@ -133,7 +133,8 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
         kernel: ``"ula"`` (Jarzynski increments), ``"mala"`` (AIS increments, blackjax), or
             ``"flow"``: :class:`~smc_ebm.FlowJarzynski` (flow i-SIR and MALA moves with AIS
             weights; ``step_size`` is then MALA's initial step, and the remaining keywords
-            are those of :class:`~smc_ebm.FlowMC`).
+            are those of :class:`~smc_ebm.FlowMC`), or a :class:`~smc_ebm.kernels.Kernel`,
+            e.g. ``se.kernels.Repeated(se.kernels.MALA(h), 4)``: four MALA steps a move.
         walker_batch: move only this many walkers per step (Algorithm 2); the frozen ones
             get :math:`A \mathrel{+}= U_k(X) - U_{k+1}(X)`.
         walker_grad: with ``walker_batch``, estimate the model term from ``"all"`` walkers
@@ -171,7 +172,7 @@ class Jarzynski(AbstractStrategy, metaclass=_BuildsOptions):
 
     num_walkers: int = 1000
     step_size: float = 0.1
-    kernel: str = "ula"
+    kernel: str | Kernel = "ula"
     walker_batch: int | None = None
     walker_grad: str = "all"
     resampling: ESSResampling | IntervalResampling | NoResampling = dataclasses.field(

@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from smc_ebm.kernels import evaluate_uniform, make_kernel
+from smc_ebm.kernels import Kernel, evaluate_uniform, make_kernel
 from smc_ebm.strategies._base import (
     AbstractStrategy,
     ModelTerm,
@@ -39,7 +39,7 @@ class PersistentWalkers(AbstractStrategy):
 
     num_walkers: int = 1000
     step_size: float = 0.1
-    kernel: str = "ula"
+    kernel: str | Kernel = "ula"
     walker_batch: int | None = None
     init: Any = "model"
     num_anneal: int = 200
@@ -114,7 +114,7 @@ class PCD(PersistentWalkers):
     Args:
         num_walkers: number of walkers.
         step_size: Langevin step ``h``.
-        kernel: ``"ula"`` or ``"mala"``.
+        kernel: ``"ula"``, ``"mala"`` or a :class:`~smc_ebm.kernels.Kernel`.
         walker_batch: move only this many walkers per step (the model term from them).
         init: ``"data"`` (default), ``"model"`` or an ``(N, d)`` array.
     """

@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
 from smc_ebm.energies import Gaussian, as_base
-from smc_ebm.kernels import evaluate, evaluate_uniform
+from smc_ebm.kernels import Kernel, evaluate, evaluate_uniform
 from smc_ebm.smc import ESSResampling, anneal, log_mean_exp, resample_indices
 from smc_ebm.strategies._base import WalkerState, check_init_array, exact_start
 
@@ -144,8 +144,8 @@ def check_walkers(s: Any) -> None:
         raise ValueError(f"num_walkers must be >= 2; got {s.num_walkers}.")
     if not float(s.step_size) > 0 or not math.isfinite(float(s.step_size)):
         raise ValueError(f"step_size must be a positive finite number; got {s.step_size}.")
-    if s.kernel not in KERNEL_NAMES:
-        raise ValueError(f"kernel must be one of {KERNEL_NAMES}; got {s.kernel!r}.")
+    if not isinstance(s.kernel, Kernel) and s.kernel not in KERNEL_NAMES:
+        raise ValueError(f"kernel must be one of {KERNEL_NAMES} or a Kernel; got {s.kernel!r}.")
     if s.walker_batch is not None and not 1 <= int(s.walker_batch) <= s.num_walkers:
         raise ValueError(
             f"walker_batch must be in [1, num_walkers={s.num_walkers}]; got {s.walker_batch}."
