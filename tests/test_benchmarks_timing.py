@@ -3,7 +3,10 @@
 Each documented number names the script that printed it; these runs check that every such
 script still runs against the current package (its options, the names it imports, what it
 returns), not its timings, which are measured only at full size, side by side in one process.
-The study scripts have theirs in ``test_benchmarks.py``; the flow family's is here.
+The study scripts have theirs in ``test_benchmarks.py``; the flow family's is here. The runs
+that take over 15 s on 2 cores (compiling every strategy they time) are marked ``slow``, so
+that the default run keeps within its 20-minute budget; run them with ``-m slow`` after a
+change to ``benchmarks/``.
 """
 
 import math
@@ -36,6 +39,7 @@ def _all_positive(times):
     return bool(values) and all(math.isfinite(t) and t > 0 for t in values)
 
 
+@pytest.mark.slow  # about 30 s: six strategies and two bare scans
 def test_overhead_runs_tiny_with_the_bare_scans():
     names = ["Jarzynski", "PCD", "Jarzynski-nocorr", "Jarzynski-fullcheck", "Bare-Jarzynski"]
     names += ["Bare-PCD"]
@@ -58,6 +62,7 @@ def test_resampling_cost_runs_tiny():
     assert list(out[64]) == list(mod.VARIANTS) and _all_positive(out[64])
 
 
+@pytest.mark.slow  # about 20 s
 def test_progress_overhead_runs_tiny(tmp_path):
     path = tmp_path / "p.txt"
     summary = _load("progress_overhead").main(["--tiny", "--out", str(path)])
@@ -67,6 +72,7 @@ def test_progress_overhead_runs_tiny(tmp_path):
     assert path.read_text().count("paired median") == 4
 
 
+@pytest.mark.slow  # about 30 s: compiles the conv energy's strategies
 def test_digits_step_runs_tiny():
     argv = ["--num-walkers", "16", "--walker-batch", "8", "--batch-size", "8"]
     argv += ["--channels", "2", "2", "2", "--steps", "2", "--record-every", "1"]
@@ -75,6 +81,7 @@ def test_digits_step_runs_tiny():
     assert list(times) == ["J-batch", "PCD"] and _all_positive(times)
 
 
+@pytest.mark.slow  # 15-30 s each
 @pytest.mark.parametrize("start", ["model", "exact"])
 def test_ggm_log_z_path_runs_tiny(start):
     rows = _load("ggm_log_z_path").main(["--tiny", "--start", start, "--seeds", "0"])
@@ -83,6 +90,7 @@ def test_ggm_log_z_path_runs_tiny(start):
     assert 0 < row["drivers_min_ess"] <= 1 and row["resamplings"] >= 0
 
 
+@pytest.mark.slow  # about 30 s: a checkout of HEAD and two packages
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_overhead_ab_runs_tiny_against_head():
     """In a subprocess: the script imports the other commit's package beside this one."""

@@ -3,8 +3,9 @@
 The tiny sizes only check that each script's code path works (arguments, training, the
 printed table, the files it writes); the examples' numbers are measured at full size by the
 commands in docs/. Each takes 10-40 s on 2 cores (a Python start, JAX's import and the
-compilation of every strategy the example trains). The five cheapest (about a minute
-together) run in the default suite; the three flow and posterior examples (about 100 s
+compilation of every strategy the example trains). The four cheapest (about 100 s together
+on 2 cores beside another worker) run in the default suite; the flow and posterior examples
+and the dual restart sweep (whose strategy the dual comparison also trains; about 130 s
 together) run with the slow tests.
 """
 
@@ -39,7 +40,7 @@ OUT_DIR = {
 PRINTS_ONLY = {"flowmc_highdim"}  # its printed table is its whole output
 
 
-SLOW = {"flowmc_density", "flowmc_highdim", "numpyro_posterior"}
+SLOW = {"dual_restart_sweep", "flowmc_density", "flowmc_highdim", "numpyro_posterior"}
 
 
 @pytest.mark.parametrize(
