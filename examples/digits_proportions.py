@@ -657,7 +657,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f", model (AIS {ais_label}) {np.round(masses[-1]['proportions'], 3)}"
                     f" ± {np.round(masses[-1]['standard_errors'], 3)}"
                 )
-            if res.strategy.kernel == "mala" or isinstance(res.strategy.kernel, se.kernels.Kernel):
+            if res.strategy.kernel != "ula":  # "mala" or Repeated MALA steps
                 extra += f", MALA acceptance {np.nanmean(res.history['acceptance']):.3f}"
                 if args.adapt_step and name == "Jarzynski":
                     extra += f", final step {final_step_size(res.state):.2g}"

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from smc_ebm._naming import renamed
-from smc_ebm.kernels import Kernel, make_kernel
+from smc_ebm.kernels import make_kernel
 from smc_ebm.smc import ESSResampling, Population, anneal, log_mean_exp, resample_indices
 from smc_ebm.smc import step as smc_step
 from smc_ebm.strategies._base import (
@@ -33,7 +33,13 @@ from smc_ebm.strategies._base import (
     walker_checks,
 )
 from smc_ebm.strategies._flowmc import FlowJarzynski
-from smc_ebm.strategies._start import KERNEL_NAMES, anchor_of, evaluate_state, evaluate_state_jit
+from smc_ebm.strategies._start import (
+    KERNEL_NAMES,
+    anchor_of,
+    check_kernel,
+    evaluate_state,
+    evaluate_state_jit,
+)
 
 
 def core(state: Any) -> WalkerState:
@@ -343,10 +349,7 @@ def compose(cls, build, num_walkers=1000, step_size=0.1, *, kernel="ula", resamp
     ``refresh_every`` wrap it (:func:`with_observers`, :func:`with_refresh`), and
     ``kernel="flow"`` gives :class:`~smc_ebm.FlowJarzynski`.
     """
-    if not isinstance(kernel, Kernel) and kernel not in (*KERNEL_NAMES, "flow"):
-        raise ValueError(
-            f"kernel must be one of {(*KERNEL_NAMES, 'flow')} or a Kernel; got {kernel!r}."
-        )
+    check_kernel(kernel, (*KERNEL_NAMES, "flow"))
     if kernel == "flow":
         kw.setdefault("feedback_correction", "auto")
         return _flow(FlowJarzynski, num_walkers, step_size, resampling, kw)

@@ -138,14 +138,19 @@ def anchor_of(log_Z0: Array, a: Array) -> Array:
     return log_Z0 - log_mean_exp(a)
 
 
+def check_kernel(kernel: Any, names: tuple[str, ...] = KERNEL_NAMES) -> None:
+    """``ValueError`` unless ``kernel`` is one of ``names`` or a :class:`Kernel` object."""
+    if not isinstance(kernel, Kernel) and kernel not in names:
+        raise ValueError(f"kernel must be one of {names} or a Kernel; got {kernel!r}.")
+
+
 def check_walkers(s: Any) -> None:
     """The checks shared by the persistent-walker strategies."""
     if int(s.num_walkers) < 2:
         raise ValueError(f"num_walkers must be >= 2; got {s.num_walkers}.")
     if not float(s.step_size) > 0 or not math.isfinite(float(s.step_size)):
         raise ValueError(f"step_size must be a positive finite number; got {s.step_size}.")
-    if not isinstance(s.kernel, Kernel) and s.kernel not in KERNEL_NAMES:
-        raise ValueError(f"kernel must be one of {KERNEL_NAMES} or a Kernel; got {s.kernel!r}.")
+    check_kernel(s.kernel)
     if s.walker_batch is not None and not 1 <= int(s.walker_batch) <= s.num_walkers:
         raise ValueError(
             f"walker_batch must be in [1, num_walkers={s.num_walkers}]; got {s.walker_batch}."
