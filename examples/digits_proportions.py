@@ -284,6 +284,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--weights needs one value per label")
     if not 0.0 <= args.adam_b1 < 1.0:
         p.error(f"--adam-b1 must be in [0, 1); got {args.adam_b1}")
+    if args.optimizer == "sgd" and args.adam_b1 != 0.9:
+        p.error("--adam-b1 sets Adam's momentum; --optimizer sgd has none")
+    if not 0.0 <= args.average_last <= 1.0:
+        p.error(f"--average-last must be in [0, 1]; got {args.average_last}")
     if args.moves_per_step < 1:
         p.error(f"--moves-per-step must be at least 1; got {args.moves_per_step}")
     if args.moves_per_step > 1 and (args.kernel != "mala" or args.adapt_step):

@@ -215,6 +215,20 @@ def test_digits_model_ais_walkers_sets_the_annealing_size_apart_from_the_trainin
         example.parse_args(["--model-ais-walkers", "1"])
 
 
+def test_digits_refuses_an_option_it_would_ignore_or_out_of_range(capsys):
+    """``--adam-b1`` with ``--optimizer sgd`` (SGD has no momentum) and ``--average-last``
+    outside [0, 1] stop at parsing with a message naming the option."""
+    example = load_script(Path(__file__).parents[1] / "examples" / "digits_proportions.py")
+    for argv, name in (
+        (["--optimizer", "sgd", "--adam-b1", "0"], "--adam-b1"),
+        (["--average-last", "1.5"], "--average-last"),
+    ):
+        with pytest.raises(SystemExit):
+            example.parse_args(argv)
+        assert name in capsys.readouterr().err
+    assert example.parse_args(["--optimizer", "sgd"]).optimizer == "sgd"
+
+
 def test_digits_optimizer_sgd_is_a_linear_update_and_adam_is_not():
     """``--optimizer sgd``: the update is linear in the gradient (the feedback correction is
     then exact to first order and ``"auto"`` applies it); the default, Adam, is not (``"auto"``
