@@ -290,8 +290,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--average-last must be in [0, 1]; got {args.average_last}")
     if args.moves_per_step < 1:
         p.error(f"--moves-per-step must be at least 1; got {args.moves_per_step}")
-    if args.moves_per_step > 1 and (args.kernel != "mala" or args.adapt_step):
-        p.error("--moves-per-step > 1 needs --kernel mala and a fixed step (no --adapt-step)")
+    if args.moves_per_step > 1 and args.kernel != "mala":
+        p.error("--moves-per-step > 1 needs --kernel mala")
     if args.reseed_every and not args.observers:
         p.error("--reseed-every needs --observers to reseed from")
     if args.model_ais_walkers is not None and args.model_ais_walkers < 2:

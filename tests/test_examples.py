@@ -229,6 +229,21 @@ def test_digits_refuses_an_option_it_would_ignore_or_out_of_range(capsys):
     assert example.parse_args(["--optimizer", "sgd"]).optimizer == "sgd"
 
 
+def test_digits_moves_per_step_repeats_mala_and_composes_with_the_adapted_step():
+    """``--moves-per-step K`` makes Jarzynski's move K MALA steps (``se.kernels.Repeated``),
+    with ``--adapt-step`` around it; ULA cannot be repeated so."""
+    import smc_ebm as se
+
+    example = load_script(Path(__file__).parents[1] / "examples" / "digits_proportions.py")
+    args = example.parse_args(["--moves-per-step", "3", "--adapt-step", "0.6"])
+    strategy = example.make_strategy("Jarzynski", args, 64)
+    assert isinstance(strategy, se.strategies.AdaptedStep)
+    assert strategy.inner.kernel == se.kernels.Repeated(se.kernels.MALA(args.step_size), 3)
+    assert strategy.target_accept == 0.6
+    with pytest.raises(SystemExit):
+        example.parse_args(["--moves-per-step", "2", "--kernel", "ula"])
+
+
 def test_digits_optimizer_sgd_is_a_linear_update_and_adam_is_not():
     """``--optimizer sgd``: the update is linear in the gradient (the feedback correction is
     then exact to first order and ``"auto"`` applies it); the default, Adam, is not (``"auto"``

@@ -23,8 +23,8 @@ TARGET = 0.57
 
 
 @functools.cache
-def _run(adapted: bool):
-    strategy = se.Jarzynski(N, 2.0, kernel="mala", resampling=se.NoResampling())
+def _run(adapted: bool, kernel="mala"):
+    strategy = se.Jarzynski(N, 2.0, kernel=kernel, resampling=se.NoResampling())
     if adapted:
         strategy = se.strategies.with_step_adaptation(strategy, TARGET, adapt_rate=0.5)
     out = simulate(strategy, jax.random.split(jax.random.key(11), 1))
@@ -40,9 +40,27 @@ def test_adapted_walkers_reach_the_target_acceptance_and_stay_exact():
     check_moments_and_log_Z(out)
 
 
+@pytest.mark.filterwarnings("ignore:advance is deprecated")
+def test_adapted_kernel_objects_take_the_adapted_step_at_every_transition():
+    """A kernel object gets the adapted step through ``with_step_size``: ``MALA`` as an object
+    repeats the named kernel's run bit for bit (a kernel left at its first step, 2.0, would
+    not), and ``Repeated(MALA, 3)`` reaches the target too, with exact weights (a repetition
+    whose later transitions kept the first step would leave the acceptance near the fixed
+    run's)."""
+    named = _run(True)
+    as_object = _run(True, se.kernels.MALA(2.0))
+    for name in ("x", "a", "acc"):
+        np.testing.assert_array_equal(as_object[name], named[name])
+    repeated = _run(True, se.kernels.Repeated(se.kernels.MALA(2.0), 3))
+    assert abs(repeated["acc"][-10:].mean() - TARGET) < 0.1, repeated["acc"][-10:]
+    check_moments_and_log_Z(repeated)
+
+
 def test_adaptation_needs_metropolis_adjusted_walkers_of_its_own():
     with pytest.raises(ValueError, match="MALA"):
         se.strategies.with_step_adaptation(se.Jarzynski(64, 0.1))
+    with pytest.raises(ValueError, match="MALA"):
+        se.strategies.with_step_adaptation(se.Jarzynski(64, 0.1, kernel=se.kernels.ULA(0.1)))
     observed = se.strategies.with_observers(se.Jarzynski(64, 0.1, kernel="mala"), 16)
     with pytest.raises(ValueError, match="before any other option"):
         se.strategies.with_step_adaptation(observed)

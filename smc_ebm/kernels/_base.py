@@ -88,6 +88,14 @@ class Kernel(metaclass=RenamedArguments):
         x, info = self.move(key, state, energy)
         return self.init(x, energy), info
 
+    def with_step_size(self, step_size: float | Array) -> Kernel:
+        """The same kernel at another (possibly traced) step size.
+
+        Used by step adaptation (:func:`smc_ebm.strategies.with_step_adaptation`). Kernels
+        with a step size override it; the others raise ``TypeError``.
+        """
+        raise TypeError(f"{type(self).__name__} has no step size to set.")
+
 
 @renamed()
 def run_chains(

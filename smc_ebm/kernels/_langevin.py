@@ -85,6 +85,9 @@ class ULA(Kernel):
         x = ula_propose(key, state.position, state.grad, self.step_size)
         return x, MoveInfo(jnp.ones_like(state.energy))
 
+    def with_step_size(self, step_size: float | Array) -> ULA:
+        return ULA(step_size)
+
     def __repr__(self) -> str:
         return f"ULA(step_size={self.step_size!r})"
 
@@ -108,6 +111,9 @@ class MALA(Kernel):
             key, state.position, state.energy, state.grad, energy, self.step_size
         )
         return KernelState(x, u, g), MoveInfo(acc, u)
+
+    def with_step_size(self, step_size: float | Array) -> MALA:
+        return MALA(step_size)
 
     def __repr__(self) -> str:
         return f"MALA(step_size={self.step_size!r})"

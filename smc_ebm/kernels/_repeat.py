@@ -52,6 +52,10 @@ class Repeated(Kernel):
         """The inner kernel's step size."""
         return self.kernel.step_size
 
+    def with_step_size(self, step_size: Any) -> Repeated:
+        """The same repetition of the inner kernel at ``step_size``."""
+        return Repeated(self.kernel.with_step_size(step_size), self.num_steps)
+
     def move(self, key, state, energy):
         """``num_steps`` transitions; the acceptance is their mean, per walker."""
         if self.num_steps == 1:
