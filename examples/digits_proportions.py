@@ -443,6 +443,12 @@ def averaged_proportions(clf, traces: dict, name: str, args: argparse.Namespace)
     """
     steps = np.asarray(traces["step"])
     keep = steps >= (1.0 - args.average_last) * args.steps
+    if not keep.any():
+        print(
+            f"  no record (one every 10 steps) in the last {args.average_last:.0%} of "
+            f"{args.steps} steps: the average is nan; use more steps or a larger --average-last"
+        )
+        return np.full(len(args.labels), np.nan)
     pos = np.asarray(traces["position"])[keep]
     logw = np.asarray(traces["log_weights"])[keep]
     weighted = name == "Jarzynski"
