@@ -75,6 +75,7 @@ import smc_ebm as se
 from smc_ebm.recipes import output_dir
 
 TARGETS = (4, 2, 1)
+RECORD_EVERY = 10  # steps between the records of a run (its curves and averages)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -284,7 +285,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--weights needs one value per label")
     if not 0.0 <= args.adam_b1 < 1.0:
         p.error(f"--adam-b1 must be in [0, 1); got {args.adam_b1}")
-    if args.optimizer == "sgd" and args.adam_b1 != 0.9:
+    if args.optimizer == "sgd" and args.adam_b1 != p.get_default("adam_b1"):
         p.error("--adam-b1 sets Adam's momentum; --optimizer sgd has none")
     if not 0.0 <= args.average_last <= 1.0:
         p.error(f"--average-last must be in [0, 1]; got {args.average_last}")
@@ -425,7 +426,7 @@ def run(name: str, seed: int, args, data, side: int) -> dict:
             num_steps=args.steps,
             key=k_fit,
             batch_size=args.batch_size or None,
-            record_every=10,
+            record_every=RECORD_EVERY,
             progress=not args.no_progress,
             trace_walkers=args.num_walkers if args.average_last > 0 else 0,
         )
@@ -445,7 +446,7 @@ def averaged_proportions(clf, traces: dict, name: str, args: argparse.Namespace)
     keep = steps >= (1.0 - args.average_last) * args.steps
     if not keep.any():
         print(
-            f"  no record (one every 10 steps) in the last {args.average_last:.0%} of "
+            f"  no record (one every {RECORD_EVERY} steps) in the last {args.average_last:.0%} of "
             f"{args.steps} steps: the average is nan; use more steps or a larger --average-last"
         )
         return np.full(len(args.labels), np.nan)

@@ -42,11 +42,13 @@ def _adaptable(kernel: Any) -> bool:
     """Whether ``kernel`` (a name or a :class:`Kernel`) is Metropolis-adjusted with a step size."""
     if not isinstance(kernel, Kernel):
         return kernel == "mala"
-    try:
+    if not kernel.invariant:
+        return False
+    try:  # Kernel.with_step_size raises TypeError where there is no step size to set
         kernel.with_step_size(kernel.step_size)
     except (TypeError, AttributeError):
         return False
-    return kernel.invariant
+    return True
 
 
 def _first_step_size(strategy: Any) -> Any:
