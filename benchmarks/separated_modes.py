@@ -98,10 +98,8 @@ def walkers_run(centres, start, data, num_walkers, moves, args):
         record_every=args.steps,
         progress=False,
     )
-    x = np.asarray(result.walkers)
-    nearest = np.argmin(((x[:, None] - centres[None]) ** 2).sum(-1), axis=1)
-    shares = np.bincount(nearest, weights=result.weights, minlength=len(centres))
-    return np.asarray(result.energy.weights), shares
+    shares = se.metrics.mode_weights_samples(result.walkers, centres, result.log_weights)
+    return np.asarray(result.energy.weights), np.asarray(shares)
 
 
 def exact_run(start, data, args):
@@ -138,8 +136,8 @@ def settings(args):
 def summary(rows: list[dict]) -> dict:
     """Per setting: the model's and the walkers' relative errors, mean (and sd) over the runs."""
     out = {}
+    light = [int(np.argmin(r["target"])) for r in rows]
     for name in rows[0]["model"]:
-        light = [int(np.argmin(r["target"])) for r in rows]
         model = np.array([np.mean(r["model_rel"][name]) for r in rows])
         log_ratio = np.array([r["model_log_ratio_lightest"][name] for r in rows])
         s = {
