@@ -19,6 +19,7 @@ from smc_ebm.strategies._feedback import FeedbackCorrection
 from smc_ebm.strategies._flow_moves import FlowMoves
 from smc_ebm.strategies._flowmc import FlowJarzynski, FlowMC, FlowState, FlowStrategy
 from smc_ebm.strategies._jarzynski import Jarzynski, move_batch
+from smc_ebm.strategies._lazy import LazyTarget, LazyTargetState, with_lazy_target
 from smc_ebm.strategies._options import (
     ObservedState,
     RefreshState,
@@ -47,6 +48,8 @@ __all__ = [
     "FlowState",
     "FlowStrategy",
     "Jarzynski",
+    "LazyTarget",
+    "LazyTargetState",
     "ModelTerm",
     "ObservedState",
     "PersistentWalkers",
@@ -62,6 +65,7 @@ __all__ = [
     "build_strategy",
     "move_batch",
     "walker_checks",
+    "with_lazy_target",
     "with_observers",
     "with_refresh",
     "with_step_adaptation",
