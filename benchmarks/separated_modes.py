@@ -17,6 +17,14 @@ walker moved every step (``--moves`` MALA steps a move, ``se.kernels.Repeated``)
 resampling below an ESS of ``--ess-threshold`` from the first step (the digits example's
 default), Adam with a cosine decay from ``--lr`` to a tenth of it, batch 128, ``--steps`` steps.
 
+``--lazy-target C`` wraps the walkers in ``se.strategies.with_lazy_target`` (threshold ``C``:
+the target jumps to the parameters when 256 data probes reweighted to them keep less than ``C``
+of their ESS; docs/maths.md §2.8). ``--stratified-start`` starts the walkers with equal counts
+per mode (walker ``i`` in mode ``i mod K``, its offset a standard normal draw) instead of a
+multinomial draw of the modes: the equal-weight initial model's modes in their proportions (to
+one walker when K does not divide N), without the multinomial count error of about
+``sqrt(K / N)`` relative, which no walker can later undo.
+
 The target of each mode is its share of the 4000 draws (the model fits the data it is given).
 A plain reference shares no code with the walkers: the same optimizer on the exact gradient of
 the cross-entropy, mean_batch U + log Z with the closed-form log Z of the mixture (the row
@@ -80,13 +88,21 @@ def optimizer(args):
 def walkers_run(centres, start, data, num_walkers, moves, args):
     """The trained model's weights and the final walkers' weighted shares (nearest centre)."""
     kernel = se.kernels.Repeated(se.kernels.MALA(args.step_size), moves) if moves > 1 else "mala"
+    init = "model"
+    if args.stratified_start:  # exact samples of the initial model, equal counts per mode
+        k = len(start)
+        noise = jax.random.normal(jax.random.key(args.seed + 7), (num_walkers, start.shape[1]))
+        init = jnp.asarray(start, jnp.float32)[jnp.arange(num_walkers) % k] + noise
     strategy = se.Jarzynski(
         num_walkers,
         args.step_size,
         kernel=kernel,
         resampling=se.ESSResampling(args.ess_threshold),
+        init=init,
         feedback_correction="local" if args.feedback_correction == "local" else False,
     )
+    if args.lazy_target is not None:
+        strategy = se.strategies.with_lazy_target(strategy, args.lazy_target)
     result = se.fit(
         initial(start),
         jnp.asarray(data, jnp.float32),
@@ -98,7 +114,8 @@ def walkers_run(centres, start, data, num_walkers, moves, args):
         record_every=args.steps,
         progress=False,
     )
-    shares = se.metrics.mode_weights_samples(result.walkers, centres, result.log_weights)
+    x, log_w = strategy.walkers(result.state)
+    shares = se.metrics.mode_weights_samples(x, centres, log_w)
     return np.asarray(result.energy.weights), np.asarray(shares)
 
 
@@ -188,6 +205,17 @@ def parse_args(argv=None):
         choices=("off", "local"),
         default="off",
         help="local: remove each walker's first-order influence on its own weight",
+    )
+    p.add_argument(
+        "--lazy-target",
+        type=float,
+        default=None,
+        help="wrap the walkers in se.strategies.with_lazy_target with this threshold",
+    )
+    p.add_argument(
+        "--stratified-start",
+        action="store_true",
+        help="start the walkers with equal counts per mode instead of a multinomial draw",
     )
     p.add_argument("--out", default=None)
     p.add_argument("--combine", nargs="+", default=None, help="pool the runs of these JSONs")

@@ -135,6 +135,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--step-size (se.strategies.with_step_adaptation; 0: a fixed step)",
     )
     p.add_argument(
+        "--lazy-target",
+        type=float,
+        default=0.0,
+        help="Jarzynski: walkers whose target jumps to the parameters only when 256 data "
+        "points reweighted to them keep less than this ESS (se.strategies.with_lazy_target; "
+        "0: the target follows every step, Algorithm 1)",
+    )
+    p.add_argument(
         "--baseline-kernel",
         choices=("ula", "mala"),
         default="ula",
@@ -378,6 +386,8 @@ def make_strategy(name: str, args: argparse.Namespace, dim: int):
     )
     if args.adapt_step:
         strategy = se.strategies.with_step_adaptation(strategy, args.adapt_step)
+    if args.lazy_target:
+        strategy = se.strategies.with_lazy_target(strategy, args.lazy_target)
     return with_observers(strategy, args)
 
 
@@ -529,6 +539,13 @@ def model_masses(clf, energy, data, seed: int, args: argparse.Namespace) -> dict
     }
 
 
+def lazy_jumps(state) -> int:
+    """How often the lazy target jumped (``--lazy-target``), inside the observers' state."""
+    while not isinstance(state, se.strategies.LazyTargetState):
+        state = state.walkers
+    return int(state.retargets)
+
+
 def final_step_size(state) -> float:
     """The adapted step of Jarzynski's walkers (``--adapt-step``), inside the observers' state."""
     while not isinstance(state, se.strategies.AdaptedState):
@@ -672,6 +689,8 @@ def main(argv: list[str] | None = None) -> dict:
                 extra += f", MALA acceptance {np.nanmean(res.history['acceptance']):.3f}"
                 if args.adapt_step and name == "Jarzynski":
                     extra += f", final step {final_step_size(res.state):.2g}"
+            if args.lazy_target and name == "Jarzynski":
+                extra += f", target jumps {lazy_jumps(res.state)}"
             if res.traces is not None and name != "Jarzynski":  # resampling reuses slots
                 moves.append(digit_changes(clf, res.traces))
                 extra += (

@@ -364,7 +364,8 @@ def test_digits_param_average_saves_the_examples_model_and_the_mean_of_its_snaps
 def test_separated_modes_cases_reference_and_summary(tmp_path, monkeypatch):
     """The family's cases are drawn within their stated ranges with modes far apart; the plain
     reference (Adam on the closed-form gradient) reaches the data's mode shares; a tiny run
-    reports every setting and --combine pools files into the same table."""
+    (with the lazy target and equal first counts) reports every setting and --combine pools
+    files into the same table."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     module = _load("separated_modes")
     for i in range(10):
@@ -382,6 +383,7 @@ def test_separated_modes_cases_reference_and_summary(tmp_path, monkeypatch):
     out = tmp_path / "s.json"
     argv = ["--cases", "1", "--steps", "30", "--walkers", "64", "--moves", "2"]
     argv += ["--moves-walkers", "32", "--out", str(out)]
+    argv += ["--lazy-target", "0.9", "--stratified-start"]  # the options of docs/digits.md
     summ = module.main(argv)
     assert list(summ) == ["walkers 64, moves 1", "walkers 32, moves 2", "exact gradient"]
     assert all(
