@@ -124,5 +124,11 @@ def test_lazy_target_resumes_exactly_and_reweights_to_the_final_model(tmp_path):
 def test_lazy_target_refuses_what_it_cannot_follow(strategy, match):
     with pytest.raises((TypeError, ValueError), match=match):
         se.strategies.with_lazy_target(strategy)
+    lazy = se.strategies.with_lazy_target(se.Jarzynski(64, 0.2), 0.9)
     with pytest.raises(ValueError, match="threshold"):
         se.strategies.with_lazy_target(se.Jarzynski(64, 0.2), 0.0)
+    # options that re-evaluate walkers at the current parameters
+    with pytest.raises(ValueError, match="reseed_every and with_lazy_target do not combine"):
+        se.strategies.with_observers(lazy, 16, reseed_every=5)
+    with pytest.raises(ValueError, match="with_refresh and with_lazy_target do not combine"):
+        se.strategies.with_refresh(lazy, 10)

@@ -160,6 +160,9 @@ class AbstractStrategy(OldAttributes, metaclass=RenamedArguments):
     """
 
     weighted: bool = False
+    # Whether the state's walkers are cached (energies, gradients, weights) at the current
+    # parameters; options that replace walkers evaluated there (reseeding, refreshing) need it.
+    walkers_at_parameters: bool = True
 
     def validate(self, dim: int, n_data: int) -> None:
         """Raise ``ValueError`` for hyperparameters inconsistent with the data."""

@@ -89,6 +89,7 @@ class LazyTarget(AbstractStrategy):
     num_probes: int = 256
 
     weighted = True
+    walkers_at_parameters = False  # they are held under the target
 
     def __post_init__(self):
         if not isinstance(self.inner, Jarzynski):

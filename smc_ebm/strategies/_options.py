@@ -104,6 +104,15 @@ class _Wrapper(AbstractStrategy):
         return rule.through(lambda s: s.walkers, lambda s, w: s._replace(walkers=w))
 
 
+def refuse_lazy_target(inner: Any, option: str) -> None:
+    """Refuse ``option`` around walkers not held at the parameters (a lazy target's)."""
+    if not getattr(inner, "walkers_at_parameters", True):
+        raise ValueError(
+            f"{option} and with_lazy_target do not combine: {option} re-evaluates walkers at "
+            "the current parameters, and a lazy target holds them under its own target."
+        )
+
+
 def _resolved_log_Z0(log_Z0, walkers: WalkerState):
     if log_Z0 is not None:
         return jnp.asarray(log_Z0, walkers.log_weights.dtype)
@@ -129,6 +138,8 @@ class WithObservers(_Wrapper):
             raise ValueError(f"the observers' step_size must be > 0; got {h}.")
         if int(self.reseed_every) < 0:
             raise ValueError(f"reseed_every must be >= 0; got {self.reseed_every}.")
+        if self.reseed_every:
+            refuse_lazy_target(self.inner, "reseed_every")
         make_kernel(self.observer_kernel, 1.0)
 
     @property
@@ -258,6 +269,7 @@ class WithRefresh(_Wrapper):
             )
         if self.refresh_steps is not None and int(self.refresh_steps) < 1:
             raise ValueError(f"refresh_steps must be >= 1; got {self.refresh_steps}.")
+        refuse_lazy_target(self.inner, "with_refresh")
 
     @property
     def _n_refresh(self) -> int:
