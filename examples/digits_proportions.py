@@ -539,18 +539,21 @@ def model_masses(clf, energy, data, seed: int, args: argparse.Namespace) -> dict
     }
 
 
-def lazy_jumps(state) -> int:
-    """How often the lazy target jumped (``--lazy-target``), inside the observers' state."""
-    while not isinstance(state, se.strategies.LazyTargetState):
+def wrapped_state(state, cls):
+    """The state of class ``cls`` inside ``state`` (e.g. inside the observers' state)."""
+    while not isinstance(state, cls):
         state = state.walkers
-    return int(state.retargets)
+    return state
+
+
+def lazy_jumps(state) -> int:
+    """How often the lazy target jumped (``--lazy-target``)."""
+    return int(wrapped_state(state, se.strategies.LazyTargetState).retargets)
 
 
 def final_step_size(state) -> float:
-    """The adapted step of Jarzynski's walkers (``--adapt-step``), inside the observers' state."""
-    while not isinstance(state, se.strategies.AdaptedState):
-        state = state.walkers
-    return float(state.step_size)
+    """The adapted step of Jarzynski's walkers (``--adapt-step``)."""
+    return float(wrapped_state(state, se.strategies.AdaptedState).step_size)
 
 
 def digit_changes(clf, traces: dict) -> dict:

@@ -241,6 +241,21 @@ class AbstractStrategy(OldAttributes, metaclass=RenamedArguments):
         return state, info.resampled, info.acceptance
 
 
+class ForwardingStrategy(AbstractStrategy):
+    """A strategy around ``inner`` (a field of the subclass).
+
+    Attributes it lacks, and the validation of the hyperparameters, are read from ``inner``.
+    """
+
+    def __getattr__(self, name):
+        if name == "inner" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def validate(self, dim: int, n_data: int) -> None:
+        self.inner.validate(dim, n_data)
+
+
 def check_init_array(init: Any, num_walkers: int, dim: int) -> None:
     """Raise ``ValueError`` unless an explicit ``init`` array has shape ``(num_walkers, dim)``.
 

@@ -45,10 +45,11 @@ from smc_ebm.energies import split_energy
 from smc_ebm.kernels import KernelState, energies, evaluate, make_kernel
 from smc_ebm.smc import default_increment, ess_fraction, log_mean_exp, resample, take_ancestors
 from smc_ebm.strategies._base import (
-    AbstractStrategy,
+    ForwardingStrategy,
     ModelTerm,
     StepInfo,
     WalkerState,
+    all_finite,
     reads_walker_fields,
     walker_checks,
 )
@@ -81,7 +82,7 @@ reads_walker_fields(LazyTargetState)
 
 
 @dataclasses.dataclass(frozen=True)
-class LazyTarget(AbstractStrategy):
+class LazyTarget(ForwardingStrategy):
     """Jarzynski walkers with a lazy target (see :func:`with_lazy_target`)."""
 
     inner: Any
@@ -111,14 +112,6 @@ class LazyTarget(AbstractStrategy):
             raise ValueError(f"threshold must be > 0; got {self.threshold}.")
         if int(self.num_probes) < 2:
             raise ValueError(f"num_probes must be >= 2; got {self.num_probes}.")
-
-    def __getattr__(self, name):
-        if name == "inner" or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def validate(self, dim, n_data):
-        self.inner.validate(dim, n_data)
 
     def init_state(self, key, energy, data, log_Z0):
         walkers = self.inner.init_state(key, energy, data, log_Z0)
@@ -194,8 +187,8 @@ class LazyTarget(AbstractStrategy):
         new = LazyTargetState(walkers, target_new, shift, state.probes, probe_energy, retargets)
         finite = {
             **walker_checks(walkers),
-            "shift to the parameters": jnp.all(jnp.isfinite(shift)),
-            "energy of the probes": jnp.all(jnp.isfinite(probe_energy)),
+            "shift to the parameters": all_finite(shift),
+            "energy of the probes": all_finite(probe_energy),
         }
         return new, StepInfo(do, jnp.mean(move.acceptance), finite)
 

@@ -25,7 +25,7 @@ from smc_ebm.kernels import make_kernel
 from smc_ebm.smc import ESSResampling, Population, anneal, log_mean_exp, resample_indices
 from smc_ebm.smc import step as smc_step
 from smc_ebm.strategies._base import (
-    AbstractStrategy,
+    ForwardingStrategy,
     StepInfo,
     WalkerState,
     all_finite,
@@ -74,18 +74,10 @@ for _cls in (ObservedState, RefreshState):
     reads_walker_fields(_cls, core)
 
 
-class _Wrapper(AbstractStrategy):
-    """A strategy around ``inner``; attributes it lacks are read from ``inner``."""
+class _Wrapper(ForwardingStrategy):
+    """A strategy around ``inner`` whose state holds ``inner``'s in its ``walkers``."""
 
     weighted = True
-
-    def __getattr__(self, name):
-        if name == "inner" or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def validate(self, dim, n_data):
-        self.inner.validate(dim, n_data)
 
     def walkers(self, state):
         return self.inner.walkers(state.walkers)
