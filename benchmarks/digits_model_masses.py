@@ -6,7 +6,9 @@ rebuilds that energy from the same options, loads the saved leaves, and runs the
 annealing (``se.metrics.class_masses``, as the example's ``--model-ais``) once per
 ``--steps`` value, so that one can check what its docstring asks: that the proportions and
 the bases' ``log Z`` do not move when the number of annealing steps is doubled. ``--within``
-anneals inside each class's region instead (``class_masses(within=True)``).
+anneals inside each class's region instead (``class_masses(within=True)``). The proportions,
+standard errors, ``log Z``, arrival and energies of every budget are written to a JSON file
+(``--out``; by default beside the saved model).
 
     python benchmarks/digits_model_masses.py DIR --model jarzynski_0 --steps 800 1600
     python benchmarks/digits_model_masses.py DIR --within --steps 800 1600
@@ -56,8 +58,17 @@ def main(argv=None) -> dict:
         action="store_true",
         help="anneal inside each class's region (se.metrics.class_masses(within=True))",
     )
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the JSON written after each budget (default: RUN_DIR/masses_<model>[_within]"
+        "_<steps>.json, e.g. masses_jarzynski_0_1600_3200.json)",
+    )
     a = p.parse_args(argv)
+    if a.out is None:
+        inside = "_within" if a.within else ""
+        a.out = a.run_dir / f"masses_{a.model}{inside}_{'_'.join(map(str, a.steps))}.json"
     args = example_args(a.run_dir)
     args.model_ais_walkers, args.no_progress = a.walkers, True
     args.model_ais_within = a.within
@@ -84,8 +95,8 @@ def main(argv=None) -> dict:
         )
         m = {k: np.asarray(v).tolist() for k, v in m.items()}
         out["runs"].append({"steps": steps, "wall_s": wall, "mean_relative_error": err, **m})
-        if a.out is not None:
-            write_json(a.out, out)
+        write_json(a.out, out)
+    print(f"written: {a.out}")
     return out
 
 

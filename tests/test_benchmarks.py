@@ -298,6 +298,9 @@ def test_digits_model_masses_reannealing_a_saved_model_repeats_the_examples_numb
         [str(tmp_path), "--within", "--steps", "6", "--walkers", "16"]
     )["runs"]
     assert np.allclose(within["arrival"], np.eye(3)) and abs(sum(within["proportions"]) - 1) < 1e-9
+    # without --out, the JSON lands beside the model
+    default = json.loads((tmp_path / "masses_jarzynski_0_within_6.json").read_text())
+    assert default["runs"][0]["proportions"] == within["proportions"]
 
 
 @pytest.mark.slow  # about 30 s: two 20-step digits runs
