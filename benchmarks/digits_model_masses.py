@@ -10,6 +10,12 @@ anneals inside each class's region instead (``class_masses(within=True)``). The 
 standard errors, ``log Z``, arrival and energies of every budget are written to a JSON file
 (``--out``; by default beside the saved model).
 
+When the run saved its final walkers (``walkers_<model>.npz``), their weighted class
+proportions and each class's weighted mean energy are printed and written too, beside the
+annealing's ``mean_energy`` (the model's mass of each class) and the data's: a class whose
+annealed mass lies well below the walkers' energies holds a well that the walkers do not fill.
+``--steps`` with no value reports the walkers only.
+
     python benchmarks/digits_model_masses.py DIR --model jarzynski_0 --steps 800 1600
     python benchmarks/digits_model_masses.py DIR --within --steps 800 1600
 """
@@ -46,11 +52,34 @@ def example_args(run_dir: Path) -> argparse.Namespace:
     return args
 
 
+def walker_classes(energy, data, clf, path: Path) -> dict:
+    """The saved walkers' weighted class proportions and weighted mean energy of each class."""
+    saved = np.load(path)
+    x, log_w = jax.numpy.asarray(saved["position"]), np.asarray(saved["log_weights"], np.float64)
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    u = np.asarray(jax.vmap(energy)(x), np.float64)
+    u_data = np.asarray(jax.vmap(energy)(data.samples), np.float64)
+    pred, y = np.asarray(clf.predict(x)), np.asarray(data.info["labels"])
+    mean_u = [
+        float(np.sum(w[pred == c] * u[pred == c]) / np.sum(w[pred == c]))
+        if np.any(pred == c)
+        else float("nan")
+        for c in clf.classes
+    ]
+    return {
+        "proportions": clf.proportions(x, log_w).tolist(),
+        "mean_energy": mean_u,
+        "data_mean_energy": [float(u_data[y == c].mean()) for c in clf.classes],
+        "ess": float(1.0 / np.sum(w**2) / w.size),
+    }
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path, help="the example's --out-dir of a --save-models run")
     p.add_argument("--model", default="jarzynski_0", help="<strategy>_<seed> of the saved energy")
-    p.add_argument("--steps", type=int, nargs="+", default=[800, 1600])
+    p.add_argument("--steps", type=int, nargs="*", default=[800, 1600])
     p.add_argument("--walkers", type=int, default=1024, help="annealed walkers per class")
     p.add_argument("--seed", type=int, default=0, help="the annealing's key: 6000 + seed")
     p.add_argument(
@@ -68,7 +97,8 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     if a.out is None:
         inside = "_within" if a.within else ""
-        a.out = a.run_dir / f"masses_{a.model}{inside}_{'_'.join(map(str, a.steps))}.json"
+        budgets = "_".join(map(str, a.steps)) or "walkers"
+        a.out = a.run_dir / f"masses_{a.model}{inside}_{budgets}.json"
     args = example_args(a.run_dir)
     args.model_ais_walkers, args.no_progress = a.walkers, True
     args.model_ais_within = a.within
@@ -80,6 +110,15 @@ def main(argv=None) -> dict:
     print(f"model {a.run_dir / a.model}: digits {args.labels}, target {target.round(3)}")
     out = {"run_dir": str(a.run_dir), "model": a.model, "target": target.tolist()}
     out |= {"within": a.within, "walkers": a.walkers, "runs": []}
+    walkers = a.run_dir / f"walkers_{a.model}.npz"
+    if walkers.exists():
+        out["walkers"] = walker_classes(energy, data, clf, walkers)
+        print(
+            f"  final walkers: proportions {np.round(out['walkers']['proportions'], 3)}, "
+            f"mean energy by class {np.round(out['walkers']['mean_energy'], 2)} "
+            f"(the data's {np.round(out['walkers']['data_mean_energy'], 2)})"
+        )
+        write_json(a.out, out)
     label = "log masses" if a.within else "bases' log Z"
     for steps in a.steps:
         args.model_ais = steps

@@ -280,15 +280,30 @@ def test_digits_observers_stops_when_a_fit_is_interrupted(tmp_path, monkeypatch)
 def test_digits_model_masses_reannealing_a_saved_model_repeats_the_examples_numbers(tmp_path):
     """The energy rebuilt from the saved options and leaves is the trained one: annealed with
     the example's budget and key, it gives the example's ``--model-ais`` numbers exactly."""
+    import equinox as eqx
+
     example = load_script(Path(__file__).parents[1] / "examples" / "digits_proportions.py")
     tiny = ["--steps", "20", "--num-walkers", "16", "--num-anneal", "2", "--seeds", "1"]
     tiny += ["--channels", "2", "2", "2", "--batch-size", "16", "--strategies", "Jarzynski"]
     tiny += ["--model-ais", "6", "--model-ais-walkers", "8", "--save-models", "--no-progress"]
     tiny += ["--average-last", "0"]
-    ran = example.main([*tiny, "--out-dir", str(tmp_path)])["Jarzynski"]["ais"][0]
-    again = _load("digits_model_masses").main(
+    ran = example.main([*tiny, "--out-dir", str(tmp_path)])["Jarzynski"]
+    walkers_ran, ran = ran["proportions"][0], ran["ais"][0]
+    out = _load("digits_model_masses").main(
         [str(tmp_path), "--steps", "6", "3", "--walkers", "8", "--out", str(tmp_path / "m.json")]
-    )["runs"]
+    )
+    again = out["runs"]
+    # the saved walkers: the example's final proportions; the class means make up the mean
+    assert np.allclose(out["walkers"]["proportions"], walkers_ran, atol=1e-12)
+    saved = np.load(tmp_path / "walkers_jarzynski_0.npz")
+    w = np.exp(saved["log_weights"] - saved["log_weights"].max())
+    w /= w.sum()
+    skeleton = example.initial(0, example.parse_args(tiny), 8)[0]
+    energy = eqx.tree_deserialise_leaves(tmp_path / "energy_jarzynski_0.eqx", skeleton)
+    u = np.asarray(jax.vmap(energy)(saved["position"]), np.float64)
+    p_c, u_c = out["walkers"]["proportions"], out["walkers"]["mean_energy"]
+    present = np.asarray(p_c) > 0
+    assert np.isclose(np.dot(np.asarray(p_c)[present], np.asarray(u_c)[present]), w @ u)
     assert again[0]["proportions"] == list(ran["proportions"])
     assert again[0]["log_Z"] == list(ran["log_Z"])
     assert again[1]["proportions"] != again[0]["proportions"]  # another budget, other numbers
