@@ -36,7 +36,10 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 # on-disk compilation cache for the run, made by the first process and inherited through the
 # environment, lets each program compile once. A compiled program read back is the one written
 # (results are bitwise the same); tests that count compilations count them within one process,
-# after a first call. A cache the user set already is left alone.
+# after a first call. A cache the user set already is left alone. jax writes an entry in place
+# (no rename), so a process may read one that another is still writing: jax then warns and
+# compiles the program itself (the warning is ignored in pyproject.toml), which costs the time
+# the cache would have saved and nothing else.
 _CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
 _OWN_CACHE: list[str] = []
 
