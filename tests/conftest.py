@@ -34,7 +34,8 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 # The suite's time is mostly XLA compilation, and the test workers and the tests' subprocesses
 # (float64, forced devices, command-line runs, examples) compile many of the same programs. One
 # on-disk compilation cache for the run, made by the first process and inherited through the
-# environment, lets each program compile once. A compiled program read back is the one written
+# environment, lets each program compile once (except those that call the host, such as fit's
+# training chunks, which jax does not cache). A compiled program read back is the one written
 # (results are bitwise the same); tests that count compilations count them within one process,
 # after a first call. A cache the user set already is left alone. jax writes an entry in place
 # (no rename), so a process may read one that another is still writing: jax then warns and
